@@ -1,0 +1,362 @@
+//! The `#[repr(C)]` structs of `include/uapi/linux/fuse.h` (protocol 7.45,
+//! Linux 6.18), field for field. Names drop the `fuse_` prefix and are
+//! CamelCase; field names are the kernel's.
+#![allow(missing_docs)] // field names are the kernel's; see fuse.h
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Protocol major version.
+pub const KERNEL_VERSION: u32 = 7;
+/// Protocol minor version this crate speaks.
+pub const KERNEL_MINOR_VERSION: u32 = 45;
+/// Root inode number.
+pub const ROOT_ID: u64 = 1;
+/// The read buffer must be at least this large.
+pub const MIN_READ_BUFFER: usize = 8192;
+/// Header uid/gid on requests that carry no caller identity (idmap opted in).
+pub const INVALID_UIDGID: u32 = u32::MAX;
+/// Bit 63 of `unique`: a request the kernel resent.
+pub const UNIQUE_RESEND: u64 = 1 << 63;
+/// Bit 0 of `unique`: an INTERRUPT request.
+pub const INT_REQ_BIT: u64 = 1;
+/// `FUSE_COMPAT_INIT_OUT_SIZE`.
+pub const COMPAT_INIT_OUT_SIZE: usize = 8;
+/// `FUSE_COMPAT_22_INIT_OUT_SIZE`.
+pub const COMPAT_22_INIT_OUT_SIZE: usize = 24;
+/// `FUSE_COMPAT_ENTRY_OUT_SIZE` (before 7.9).
+pub const COMPAT_ENTRY_OUT_SIZE: usize = 120;
+/// `FUSE_COMPAT_ATTR_OUT_SIZE` (before 7.9).
+pub const COMPAT_ATTR_OUT_SIZE: usize = 96;
+/// `FUSE_COMPAT_MKNOD_IN_SIZE` (before 7.12).
+pub const COMPAT_MKNOD_IN_SIZE: usize = 8;
+/// `FUSE_COMPAT_WRITE_IN_SIZE` (before 7.9).
+pub const COMPAT_WRITE_IN_SIZE: usize = 24;
+/// `FUSE_COMPAT_STATFS_SIZE`.
+pub const COMPAT_STATFS_SIZE: usize = 48;
+/// `FUSE_COMPAT_SETXATTR_IN_SIZE` (without `FUSE_SETXATTR_EXT`).
+pub const COMPAT_SETXATTR_IN_SIZE: usize = 8;
+/// `FUSE_IOCTL_MAX_IOV`.
+pub const IOCTL_MAX_IOV: usize = 256;
+/// `FUSE_MAX_NR_SECCTX`: extension types 0..=31 are security contexts.
+pub const MAX_NR_SECCTX: u32 = 31;
+/// `FUSE_EXT_GROUPS`.
+pub const EXT_GROUPS: u32 = 32;
+/// Records (dirents, extensions) are aligned to this.
+pub const REC_ALIGN: usize = 8;
+
+/// Round `len` up to `FUSE_REC_ALIGN`.
+pub const fn rec_align(len: usize) -> usize {
+    (len + REC_ALIGN - 1) & !(REC_ALIGN - 1)
+}
+
+macro_rules! abi {
+    ($($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident : $t:ty),* $(,)? })*) => {
+        $(
+            $(#[$m])*
+            #[repr(C)]
+            #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+            pub struct $name { $($(#[$fm])* pub $f: $t),* }
+        )*
+    };
+}
+
+abi! {
+    /// `struct fuse_attr`
+    pub struct Attr {
+        pub ino: u64, pub size: u64, pub blocks: u64,
+        pub atime: u64, pub mtime: u64, pub ctime: u64,
+        pub atimensec: u32, pub mtimensec: u32, pub ctimensec: u32,
+        pub mode: u32, pub nlink: u32, pub uid: u32, pub gid: u32,
+        pub rdev: u32, pub blksize: u32, pub flags: u32,
+    }
+    /// `struct fuse_sx_time`
+    pub struct SxTime { pub tv_sec: i64, pub tv_nsec: u32, pub __reserved: i32 }
+    /// `struct fuse_statx`
+    pub struct Statx {
+        pub mask: u32, pub blksize: u32, pub attributes: u64,
+        pub nlink: u32, pub uid: u32, pub gid: u32, pub mode: u16, pub __spare0: u16,
+        pub ino: u64, pub size: u64, pub blocks: u64, pub attributes_mask: u64,
+        pub atime: SxTime, pub btime: SxTime, pub ctime: SxTime, pub mtime: SxTime,
+        pub rdev_major: u32, pub rdev_minor: u32, pub dev_major: u32, pub dev_minor: u32,
+        pub __spare2: [u64; 14],
+    }
+    /// `struct fuse_kstatfs`
+    pub struct Kstatfs {
+        pub blocks: u64, pub bfree: u64, pub bavail: u64, pub files: u64, pub ffree: u64,
+        pub bsize: u32, pub namelen: u32, pub frsize: u32, pub padding: u32,
+        pub spare: [u32; 6],
+    }
+    /// `struct fuse_file_lock`
+    pub struct FileLock { pub start: u64, pub end: u64, pub r#type: u32, pub pid: u32 }
+    /// `struct fuse_entry_out`
+    pub struct EntryOut {
+        pub nodeid: u64, pub generation: u64, pub entry_valid: u64, pub attr_valid: u64,
+        pub entry_valid_nsec: u32, pub attr_valid_nsec: u32, pub attr: Attr,
+    }
+    /// `struct fuse_forget_in`
+    pub struct ForgetIn { pub nlookup: u64 }
+    /// `struct fuse_forget_one`
+    pub struct ForgetOne { pub nodeid: u64, pub nlookup: u64 }
+    /// `struct fuse_batch_forget_in`
+    pub struct BatchForgetIn { pub count: u32, pub dummy: u32 }
+    /// `struct fuse_getattr_in`
+    pub struct GetattrIn { pub getattr_flags: u32, pub dummy: u32, pub fh: u64 }
+    /// `struct fuse_attr_out`
+    pub struct AttrOut { pub attr_valid: u64, pub attr_valid_nsec: u32, pub dummy: u32, pub attr: Attr }
+    /// `struct fuse_statx_in`
+    pub struct StatxIn { pub getattr_flags: u32, pub reserved: u32, pub fh: u64, pub sx_flags: u32, pub sx_mask: u32 }
+    /// `struct fuse_statx_out`
+    pub struct StatxOut { pub attr_valid: u64, pub attr_valid_nsec: u32, pub flags: u32, pub spare: [u64; 2], pub stat: Statx }
+    /// `struct fuse_mknod_in`
+    pub struct MknodIn { pub mode: u32, pub rdev: u32, pub umask: u32, pub padding: u32 }
+    /// `struct fuse_mkdir_in`
+    pub struct MkdirIn { pub mode: u32, pub umask: u32 }
+    /// `struct fuse_rename_in`
+    pub struct RenameIn { pub newdir: u64 }
+    /// `struct fuse_rename2_in`
+    pub struct Rename2In { pub newdir: u64, pub flags: u32, pub padding: u32 }
+    /// `struct fuse_link_in`
+    pub struct LinkIn { pub oldnodeid: u64 }
+    /// `struct fuse_setattr_in`
+    pub struct SetattrIn {
+        pub valid: u32, pub padding: u32, pub fh: u64, pub size: u64, pub lock_owner: u64,
+        pub atime: u64, pub mtime: u64, pub ctime: u64,
+        pub atimensec: u32, pub mtimensec: u32, pub ctimensec: u32,
+        pub mode: u32, pub unused4: u32, pub uid: u32, pub gid: u32, pub unused5: u32,
+    }
+    /// `struct fuse_open_in`
+    pub struct OpenIn { pub flags: u32, pub open_flags: u32 }
+    /// `struct fuse_create_in`
+    pub struct CreateIn { pub flags: u32, pub mode: u32, pub umask: u32, pub open_flags: u32 }
+    /// `struct fuse_open_out`
+    pub struct OpenOut { pub fh: u64, pub open_flags: u32, pub backing_id: i32 }
+    /// `struct fuse_release_in`
+    pub struct ReleaseIn { pub fh: u64, pub flags: u32, pub release_flags: u32, pub lock_owner: u64 }
+    /// `struct fuse_flush_in`
+    pub struct FlushIn { pub fh: u64, pub unused: u32, pub padding: u32, pub lock_owner: u64 }
+    /// `struct fuse_read_in`
+    pub struct ReadIn {
+        pub fh: u64, pub offset: u64, pub size: u32, pub read_flags: u32,
+        pub lock_owner: u64, pub flags: u32, pub padding: u32,
+    }
+    /// `struct fuse_write_in`
+    pub struct WriteIn {
+        pub fh: u64, pub offset: u64, pub size: u32, pub write_flags: u32,
+        pub lock_owner: u64, pub flags: u32, pub padding: u32,
+    }
+    /// `struct fuse_write_out`
+    pub struct WriteOut { pub size: u32, pub padding: u32 }
+    /// `struct fuse_statfs_out`
+    pub struct StatfsOut { pub st: Kstatfs }
+    /// `struct fuse_fsync_in`
+    pub struct FsyncIn { pub fh: u64, pub fsync_flags: u32, pub padding: u32 }
+    /// `struct fuse_setxattr_in` (16 bytes with `FUSE_SETXATTR_EXT`, else the first 8)
+    pub struct SetxattrIn { pub size: u32, pub flags: u32, pub setxattr_flags: u32, pub padding: u32 }
+    /// `struct fuse_getxattr_in`
+    pub struct GetxattrIn { pub size: u32, pub padding: u32 }
+    /// `struct fuse_getxattr_out`
+    pub struct GetxattrOut { pub size: u32, pub padding: u32 }
+    /// `struct fuse_lk_in`
+    pub struct LkIn { pub fh: u64, pub owner: u64, pub lk: FileLock, pub lk_flags: u32, pub padding: u32 }
+    /// `struct fuse_lk_out`
+    pub struct LkOut { pub lk: FileLock }
+    /// `struct fuse_access_in`
+    pub struct AccessIn { pub mask: u32, pub padding: u32 }
+    /// `struct fuse_init_in` (64 bytes since 7.36)
+    pub struct InitIn {
+        pub major: u32, pub minor: u32, pub max_readahead: u32, pub flags: u32,
+        pub flags2: u32, pub unused: [u32; 11],
+    }
+    /// `struct fuse_init_out`
+    pub struct InitOut {
+        pub major: u32, pub minor: u32, pub max_readahead: u32, pub flags: u32,
+        pub max_background: u16, pub congestion_threshold: u16, pub max_write: u32,
+        pub time_gran: u32, pub max_pages: u16, pub map_alignment: u16,
+        pub flags2: u32, pub max_stack_depth: u32, pub request_timeout: u16,
+        pub unused: [u16; 11],
+    }
+    /// `struct cuse_init_in`
+    pub struct CuseInitIn { pub major: u32, pub minor: u32, pub unused: u32, pub flags: u32 }
+    /// `struct cuse_init_out`
+    pub struct CuseInitOut {
+        pub major: u32, pub minor: u32, pub unused: u32, pub flags: u32,
+        pub max_read: u32, pub max_write: u32, pub dev_major: u32, pub dev_minor: u32,
+        pub spare: [u32; 10],
+    }
+    /// `struct fuse_interrupt_in`
+    pub struct InterruptIn { pub unique: u64 }
+    /// `struct fuse_bmap_in`
+    pub struct BmapIn { pub block: u64, pub blocksize: u32, pub padding: u32 }
+    /// `struct fuse_bmap_out`
+    pub struct BmapOut { pub block: u64 }
+    /// `struct fuse_ioctl_in`
+    pub struct IoctlIn { pub fh: u64, pub flags: u32, pub cmd: u32, pub arg: u64, pub in_size: u32, pub out_size: u32 }
+    /// `struct fuse_ioctl_iovec`
+    pub struct IoctlIovec { pub base: u64, pub len: u64 }
+    /// `struct fuse_ioctl_out`
+    pub struct IoctlOut { pub result: i32, pub flags: u32, pub in_iovs: u32, pub out_iovs: u32 }
+    /// `struct fuse_poll_in`
+    pub struct PollIn { pub fh: u64, pub kh: u64, pub flags: u32, pub events: u32 }
+    /// `struct fuse_poll_out`
+    pub struct PollOut { pub revents: u32, pub padding: u32 }
+    /// `struct fuse_notify_poll_wakeup_out`
+    pub struct NotifyPollWakeupOut { pub kh: u64 }
+    /// `struct fuse_fallocate_in`
+    pub struct FallocateIn { pub fh: u64, pub offset: u64, pub length: u64, pub mode: u32, pub padding: u32 }
+    /// `struct fuse_in_header`
+    pub struct InHeader {
+        pub len: u32, pub opcode: u32, pub unique: u64, pub nodeid: u64,
+        pub uid: u32, pub gid: u32, pub pid: u32, pub total_extlen: u16, pub padding: u16,
+    }
+    /// `struct fuse_out_header`
+    pub struct OutHeader { pub len: u32, pub error: i32, pub unique: u64 }
+    /// `struct fuse_dirent` (followed by `namelen` name bytes, padded to 8)
+    pub struct Dirent { pub ino: u64, pub off: u64, pub namelen: u32, pub r#type: u32 }
+    /// `struct fuse_direntplus`
+    pub struct Direntplus { pub entry_out: EntryOut, pub dirent: Dirent }
+    /// `struct fuse_notify_inval_inode_out`
+    pub struct NotifyInvalInodeOut { pub ino: u64, pub off: i64, pub len: i64 }
+    /// `struct fuse_notify_inval_entry_out`
+    pub struct NotifyInvalEntryOut { pub parent: u64, pub namelen: u32, pub flags: u32 }
+    /// `struct fuse_notify_delete_out`
+    pub struct NotifyDeleteOut { pub parent: u64, pub child: u64, pub namelen: u32, pub padding: u32 }
+    /// `struct fuse_notify_store_out`
+    pub struct NotifyStoreOut { pub nodeid: u64, pub offset: u64, pub size: u32, pub padding: u32 }
+    /// `struct fuse_notify_retrieve_out`
+    pub struct NotifyRetrieveOut { pub notify_unique: u64, pub nodeid: u64, pub offset: u64, pub size: u32, pub padding: u32 }
+    /// `struct fuse_notify_retrieve_in` (the NOTIFY_REPLY request body)
+    pub struct NotifyRetrieveIn { pub dummy1: u64, pub offset: u64, pub size: u32, pub dummy2: u32, pub dummy3: u64, pub dummy4: u64 }
+    /// `struct fuse_notify_prune_out`
+    pub struct NotifyPruneOut { pub count: u32, pub padding: u32, pub spare: u64 }
+    /// `struct fuse_backing_map`
+    pub struct BackingMap { pub fd: i32, pub flags: u32, pub padding: u64 }
+    /// `struct fuse_lseek_in`
+    pub struct LseekIn { pub fh: u64, pub offset: u64, pub whence: u32, pub padding: u32 }
+    /// `struct fuse_lseek_out`
+    pub struct LseekOut { pub offset: u64 }
+    /// `struct fuse_copy_file_range_in`
+    pub struct CopyFileRangeIn {
+        pub fh_in: u64, pub off_in: u64, pub nodeid_out: u64, pub fh_out: u64,
+        pub off_out: u64, pub len: u64, pub flags: u64,
+    }
+    /// `struct fuse_copy_file_range_out` (7.45)
+    pub struct CopyFileRangeOut { pub bytes_copied: u64 }
+    /// `struct fuse_setupmapping_in` (DAX)
+    pub struct SetupmappingIn { pub fh: u64, pub foffset: u64, pub len: u64, pub flags: u64, pub moffset: u64 }
+    /// `struct fuse_removemapping_in` (DAX)
+    pub struct RemovemappingIn { pub count: u32 }
+    /// `struct fuse_removemapping_one` (DAX)
+    pub struct RemovemappingOne { pub moffset: u64, pub len: u64 }
+    /// `struct fuse_syncfs_in`
+    pub struct SyncfsIn { pub padding: u64 }
+    /// `struct fuse_secctx`
+    pub struct Secctx { pub size: u32, pub padding: u32 }
+    /// `struct fuse_secctx_header`
+    pub struct SecctxHeader { pub size: u32, pub nr_secctx: u32 }
+    /// `struct fuse_ext_header`
+    pub struct ExtHeader { pub size: u32, pub r#type: u32 }
+    /// `struct fuse_supp_groups` (followed by `nr_groups` u32s)
+    pub struct SuppGroups { pub nr_groups: u32 }
+}
+
+/// `enum fuse_opcode`.
+#[allow(missing_docs)]
+pub mod opcode {
+    pub const LOOKUP: u32 = 1;
+    pub const FORGET: u32 = 2;
+    pub const GETATTR: u32 = 3;
+    pub const SETATTR: u32 = 4;
+    pub const READLINK: u32 = 5;
+    pub const SYMLINK: u32 = 6;
+    pub const MKNOD: u32 = 8;
+    pub const MKDIR: u32 = 9;
+    pub const UNLINK: u32 = 10;
+    pub const RMDIR: u32 = 11;
+    pub const RENAME: u32 = 12;
+    pub const LINK: u32 = 13;
+    pub const OPEN: u32 = 14;
+    pub const READ: u32 = 15;
+    pub const WRITE: u32 = 16;
+    pub const STATFS: u32 = 17;
+    pub const RELEASE: u32 = 18;
+    pub const FSYNC: u32 = 20;
+    pub const SETXATTR: u32 = 21;
+    pub const GETXATTR: u32 = 22;
+    pub const LISTXATTR: u32 = 23;
+    pub const REMOVEXATTR: u32 = 24;
+    pub const FLUSH: u32 = 25;
+    pub const INIT: u32 = 26;
+    pub const OPENDIR: u32 = 27;
+    pub const READDIR: u32 = 28;
+    pub const RELEASEDIR: u32 = 29;
+    pub const FSYNCDIR: u32 = 30;
+    pub const GETLK: u32 = 31;
+    pub const SETLK: u32 = 32;
+    pub const SETLKW: u32 = 33;
+    pub const ACCESS: u32 = 34;
+    pub const CREATE: u32 = 35;
+    pub const INTERRUPT: u32 = 36;
+    pub const BMAP: u32 = 37;
+    pub const DESTROY: u32 = 38;
+    pub const IOCTL: u32 = 39;
+    pub const POLL: u32 = 40;
+    pub const NOTIFY_REPLY: u32 = 41;
+    pub const BATCH_FORGET: u32 = 42;
+    pub const FALLOCATE: u32 = 43;
+    pub const READDIRPLUS: u32 = 44;
+    pub const RENAME2: u32 = 45;
+    pub const LSEEK: u32 = 46;
+    pub const COPY_FILE_RANGE: u32 = 47;
+    pub const SETUPMAPPING: u32 = 48;
+    pub const REMOVEMAPPING: u32 = 49;
+    pub const SYNCFS: u32 = 50;
+    pub const TMPFILE: u32 = 51;
+    pub const STATX: u32 = 52;
+    pub const COPY_FILE_RANGE_64: u32 = 53;
+    pub const CUSE_INIT: u32 = 4096;
+    pub const CUSE_INIT_BSWAP_RESERVED: u32 = 1_048_576;
+    pub const FUSE_INIT_BSWAP_RESERVED: u32 = 436_207_616;
+}
+
+/// `enum fuse_notify_code`.
+#[allow(missing_docs)]
+pub mod notify {
+    pub const POLL: i32 = 1;
+    pub const INVAL_INODE: i32 = 2;
+    pub const INVAL_ENTRY: i32 = 3;
+    pub const STORE: i32 = 4;
+    pub const RETRIEVE: i32 = 5;
+    pub const DELETE: i32 = 6;
+    pub const RESEND: i32 = 7;
+    pub const INC_EPOCH: i32 = 8;
+    pub const PRUNE: i32 = 9;
+}
+
+/// `/dev/fuse` ioctls.
+pub mod ioctl {
+    /// `FUSE_DEV_IOC_MAGIC`
+    pub const MAGIC: u8 = 229;
+    /// `FUSE_DEV_IOC_CLONE` = `_IOR(229, 0, uint32_t)`
+    pub const CLONE: u32 = ior(0, 4);
+    /// `FUSE_DEV_IOC_BACKING_OPEN` = `_IOW(229, 1, struct fuse_backing_map)`
+    pub const BACKING_OPEN: u32 = iow(1, 16);
+    /// `FUSE_DEV_IOC_BACKING_CLOSE` = `_IOW(229, 2, uint32_t)`
+    pub const BACKING_CLOSE: u32 = iow(2, 4);
+    /// `FUSE_DEV_IOC_SYNC_INIT` = `_IO(229, 3)` (6.18)
+    pub const SYNC_INIT: u32 = io(3);
+
+    const IOC_WRITE: u32 = 1;
+    const IOC_READ: u32 = 2;
+    const fn ioc(dir: u32, nr: u32, size: u32) -> u32 {
+        (dir << 30) | (size << 16) | ((MAGIC as u32) << 8) | nr
+    }
+    const fn io(nr: u32) -> u32 {
+        ioc(0, nr, 0)
+    }
+    const fn ior(nr: u32, size: u32) -> u32 {
+        ioc(IOC_READ, nr, size)
+    }
+    const fn iow(nr: u32, size: u32) -> u32 {
+        ioc(IOC_WRITE, nr, size)
+    }
+}

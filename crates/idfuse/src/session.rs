@@ -1,0 +1,880 @@
+//! The session: INIT negotiation, worker threads with one cloned `/dev/fuse`
+//! fd each, request dispatch to the [`Filesystem`], interrupts, forgets and
+//! notifications.
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use idfuse_abi::reply::{out_header, DirBuf, Notification};
+use idfuse_abi::{
+    decode, AttrOut, BmapOut, DecodeOptions, EntryOut, GetxattrOut, InHeader, InitFlags, InitIn,
+    InitOut, IoctlOut, LkOut, LseekOut, OpenInFlags, OpenOut, OpenOutFlags, Operation, PollOut,
+    ReleaseFlags, SetattrIn, SetattrValid, SetxattrFlags, StatfsOut, StatxOut, WriteFlags,
+    WriteOut, INVALID_UIDGID, KERNEL_MINOR_VERSION, KERNEL_VERSION,
+};
+use rustix::io::Errno;
+use zerocopy::IntoBytes;
+
+use crate::fs::{
+    AttrReply, BackingId, Caller, Context, CreateMode, DirPlusBuf, Entry, Filesystem, Negotiated,
+    Opened, Owner, SetAttr, SetTime, Xattr,
+};
+use crate::Result;
+
+/// Called for every request the session receives, with the opcode name and
+/// the header ids (`None` when the kernel withheld them). For tests and
+/// diagnostics (`idfuse mount --record-requests`).
+pub type Observer = dyn Fn(&str, Option<Caller>) + Send + Sync;
+
+/// Session settings that do not belong to the mount itself.
+#[derive(Clone)]
+pub struct SessionConfig {
+    /// Worker threads, each with its own cloned `/dev/fuse` fd.
+    pub threads: usize,
+    /// Offer `FUSE_ALLOW_IDMAP`: the mount may be idmapped, and the kernel
+    /// withholds caller ids on every request that does not create an inode.
+    pub idmap: bool,
+    /// Ask for `FUSE_PASSTHROUGH` (kernel-to-kernel I/O on backing files).
+    pub passthrough: bool,
+    /// Ask for `FUSE_WRITEBACK_CACHE`. The kernel refuses it together with
+    /// passthrough.
+    pub writeback_cache: bool,
+    /// Largest WRITE request (bytes).
+    pub max_write: u32,
+    /// Request observer.
+    pub observer: Option<Arc<Observer>>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            idmap: true,
+            passthrough: false,
+            writeback_cache: false,
+            max_write: 1 << 20,
+            observer: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("threads", &self.threads)
+            .field("idmap", &self.idmap)
+            .field("passthrough", &self.passthrough)
+            .field("writeback_cache", &self.writeback_cache)
+            .field("max_write", &self.max_write)
+            .finish()
+    }
+}
+
+/// The connection's `/dev/fuse` fd as the filesystem may use it: backing
+/// files for passthrough and notifications.
+#[derive(Debug)]
+pub struct Device {
+    fd: OwnedFd,
+    passthrough: AtomicBool,
+}
+
+impl Device {
+    pub(crate) fn new(fd: OwnedFd) -> Self {
+        Self {
+            fd,
+            passthrough: AtomicBool::new(false),
+        }
+    }
+
+    /// True when `FUSE_PASSTHROUGH` was negotiated.
+    pub fn passthrough(&self) -> bool {
+        self.passthrough.load(Ordering::Relaxed)
+    }
+
+    /// `FUSE_DEV_IOC_BACKING_OPEN`.
+    pub fn open_backing(&self, fd: BorrowedFd<'_>) -> Result<BackingId> {
+        let map = idfuse_abi::BackingMap {
+            fd: fd.as_raw_fd(),
+            flags: 0,
+            padding: 0,
+        };
+        // SAFETY: BACKING_OPEN reads a `struct fuse_backing_map` from the
+        // pointer, which points at a live, correctly laid out value.
+        let r = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                idfuse_abi::ioctl::BACKING_OPEN as _,
+                &map as *const idfuse_abi::BackingMap,
+            )
+        };
+        if r < 0 {
+            return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO));
+        }
+        Ok(BackingId(r))
+    }
+
+    /// `FUSE_DEV_IOC_BACKING_CLOSE`.
+    pub fn close_backing(&self, id: BackingId) -> Result<()> {
+        let raw: u32 = id.0 as u32;
+        // SAFETY: BACKING_CLOSE reads a u32 from the pointer, which points at
+        // a live local.
+        let r = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                idfuse_abi::ioctl::BACKING_CLOSE as _,
+                &raw as *const u32,
+            )
+        };
+        if r < 0 {
+            return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO));
+        }
+        Ok(())
+    }
+
+    /// Send a notification to the kernel. `ENOENT` means the kernel no
+    /// longer knows the inode or name, which is not an error for a cache
+    /// invalidation.
+    pub fn notify(&self, n: &Notification) -> Result<()> {
+        match rustix::io::write(&self.fd, n.as_bytes()) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A handle through which a filesystem sends notifications.
+#[derive(Clone, Debug)]
+pub struct Notifier(pub(crate) Arc<Device>);
+
+impl Notifier {
+    /// Invalidate cached attributes and data of `ino`.
+    pub fn inval_inode(&self, ino: u64, off: i64, len: i64) -> Result<()> {
+        self.0.notify(&Notification::inval_inode(ino, off, len))
+    }
+    /// Invalidate the name `name` in `parent`.
+    pub fn inval_entry(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.0.notify(&Notification::inval_entry(parent, name, 0))
+    }
+    /// Tell the kernel `name` (inode `child`) in `parent` was deleted.
+    pub fn delete(&self, parent: u64, child: u64, name: &[u8]) -> Result<()> {
+        self.0.notify(&Notification::delete(parent, child, name))
+    }
+    /// Push data into the kernel's page cache.
+    pub fn store(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()> {
+        self.0.notify(&Notification::store(ino, offset, data))
+    }
+    /// Ask the kernel for cached data; it arrives through
+    /// [`Filesystem::retrieve_reply`](crate::Filesystem).
+    pub fn retrieve(&self, cookie: u64, ino: u64, offset: u64, size: u32) -> Result<()> {
+        self.0.notify(&Notification::retrieve(cookie, ino, offset, size))
+    }
+    /// Ask the kernel to drop unused inodes.
+    pub fn prune(&self, inos: &[u64]) -> Result<()> {
+        self.0.notify(&Notification::prune(inos))
+    }
+    /// Send any prepared notification.
+    pub fn send(&self, n: &Notification) -> Result<()> {
+        self.0.notify(n)
+    }
+}
+
+/// State shared by the workers of one session.
+pub(crate) struct Shared<F: Filesystem> {
+    pub(crate) fs: Arc<F>,
+    pub(crate) config: SessionConfig,
+    pub(crate) device: Arc<Device>,
+    pub(crate) negotiated: OnceLock<Negotiated>,
+    pub(crate) init_state: Mutex<InitState>,
+    pub(crate) init_cv: Condvar,
+    inflight: Mutex<HashMap<u64, Arc<AtomicBool>>>,
+    pub(crate) running: AtomicUsize,
+    pub(crate) default_permissions: bool,
+    shutdown: Arc<OwnedFd>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InitState {
+    Waiting,
+    Done,
+    Failed(String),
+    Gone,
+}
+
+impl<F: Filesystem> Shared<F> {
+    pub(crate) fn new(
+        fs: Arc<F>,
+        config: SessionConfig,
+        device: Device,
+        default_permissions: bool,
+        shutdown: Arc<OwnedFd>,
+    ) -> Self {
+        Self {
+            fs,
+            config,
+            device: Arc::new(device),
+            negotiated: OnceLock::new(),
+            init_state: Mutex::new(InitState::Waiting),
+            init_cv: Condvar::new(),
+            inflight: Mutex::new(HashMap::new()),
+            running: AtomicUsize::new(0),
+            default_permissions,
+            shutdown,
+        }
+    }
+
+    fn set_init(&self, state: InitState) {
+        let mut g = self.init_state.lock().unwrap_or_else(|p| p.into_inner());
+        if *g == InitState::Waiting {
+            *g = state;
+        }
+        self.init_cv.notify_all();
+    }
+
+    /// Wait until INIT was answered (or the connection died).
+    pub(crate) fn wait_init(&self, timeout: std::time::Duration) -> std::result::Result<(), String> {
+        let g = self.init_state.lock().unwrap_or_else(|p| p.into_inner());
+        let (g, t) = self
+            .init_cv
+            .wait_timeout_while(g, timeout, |s| *s == InitState::Waiting)
+            .unwrap_or_else(|p| p.into_inner());
+        if t.timed_out() {
+            return Err(format!(
+                "the kernel sent no INIT request within {} s",
+                timeout.as_secs()
+            ));
+        }
+        match &*g {
+            InitState::Done => Ok(()),
+            InitState::Failed(why) => Err(why.clone()),
+            InitState::Gone => Err("the connection ended before INIT completed".into()),
+            InitState::Waiting => Err("INIT did not complete".into()),
+        }
+    }
+}
+
+/// Spawn one worker reading `fd`.
+pub(crate) fn spawn_worker<F: Filesystem>(
+    shared: Arc<Shared<F>>,
+    fd: Arc<OwnedFd>,
+    index: usize,
+) -> std::io::Result<JoinHandle<()>> {
+    shared.running.fetch_add(1, Ordering::SeqCst);
+    std::thread::Builder::new()
+        .name(format!("idfuse-worker-{index}"))
+        .spawn(move || {
+            worker_loop(&shared, fd.as_fd());
+            shared.running.fetch_sub(1, Ordering::SeqCst);
+            shared.set_init(InitState::Gone);
+        })
+}
+
+fn worker_loop<F: Filesystem>(shared: &Shared<F>, fd: BorrowedFd<'_>) {
+    let size = shared.config.max_write as usize + 2 * 4096;
+    let mut buf = vec![0u8; size.max(idfuse_abi::MIN_READ_BUFFER)];
+    let mut scratch = Scratch::default();
+    loop {
+        let n = match rustix::io::read(fd, &mut buf[..]) {
+            Ok(0) => return,
+            Ok(n) => n,
+            // The fd is non-blocking so that a shutdown can wake us: wait
+            // for a request or for the session's shutdown eventfd.
+            Err(Errno::AGAIN) => {
+                use rustix::event::{poll, PollFd, PollFlags};
+                let mut fds = [
+                    PollFd::new(&fd, PollFlags::IN),
+                    PollFd::new(&*shared.shutdown, PollFlags::IN),
+                ];
+                match poll(&mut fds, None) {
+                    Ok(_) if !fds[1].revents().is_empty() => return,
+                    Ok(_) | Err(Errno::INTR) => continue,
+                    Err(e) => {
+                        tracing::error!("poll on /dev/fuse failed: {e}; worker stops");
+                        return;
+                    }
+                }
+            }
+            // ENOENT: the request was interrupted before we read it.
+            Err(Errno::INTR) | Err(Errno::NOENT) => continue,
+            Err(Errno::NODEV) => {
+                tracing::debug!("connection ended (ENODEV)");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("reading /dev/fuse failed: {e}; worker stops");
+                return;
+            }
+        };
+        let opts = DecodeOptions {
+            setxattr_ext: shared
+                .negotiated
+                .get()
+                .is_some_and(|n| n.flags.contains(InitFlags::SETXATTR_EXT)),
+        };
+        match decode(&buf[..n], opts) {
+            Ok(req) => {
+                let stop = dispatch(shared, fd, req, &mut scratch);
+                if stop {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Answer what we can: a request we cannot decode still has an
+                // id, and an unanswered request would hang its caller.
+                tracing::warn!("undecodable request: {e}");
+                if let Ok((h, _)) = <InHeader as zerocopy::FromBytes>::read_from_prefix(&buf[..n]) {
+                    if h.opcode != idfuse_abi::opcode::FORGET
+                        && h.opcode != idfuse_abi::opcode::BATCH_FORGET
+                    {
+                        reply_err(fd, h.unique, Errno::INVAL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Scratch {
+    data: Vec<u8>,
+    dir: Option<DirBuf>,
+}
+
+fn write_reply(fd: BorrowedFd<'_>, unique: u64, error: i32, parts: &[&[u8]]) {
+    let payload: usize = parts.iter().map(|p| p.len()).sum();
+    let header = out_header(unique, error, payload);
+    let mut iov = Vec::with_capacity(parts.len() + 1);
+    iov.push(IoSlice::new(header.as_bytes()));
+    for p in parts {
+        if !p.is_empty() {
+            iov.push(IoSlice::new(p));
+        }
+    }
+    match rustix::io::writev(fd, &iov) {
+        Ok(_) => {}
+        // The request was interrupted and the caller is gone.
+        Err(Errno::NOENT) => {}
+        Err(e) => tracing::warn!(unique, "writing reply failed: {e}"),
+    }
+}
+
+fn reply_err(fd: BorrowedFd<'_>, unique: u64, e: Errno) {
+    write_reply(fd, unique, -e.raw_os_error(), &[]);
+}
+
+fn reply_ok(fd: BorrowedFd<'_>, unique: u64, parts: &[&[u8]]) {
+    write_reply(fd, unique, 0, parts);
+}
+
+fn attr_out(a: AttrReply) -> AttrOut {
+    AttrOut {
+        attr_valid: a.timeout.as_secs(),
+        attr_valid_nsec: a.timeout.subsec_nanos(),
+        dummy: 0,
+        attr: a.attr,
+    }
+}
+
+fn open_out(o: Opened) -> OpenOut {
+    let mut flags = o.flags;
+    let backing_id = match o.backing_id {
+        Some(id) => {
+            flags |= OpenOutFlags::PASSTHROUGH;
+            id.0
+        }
+        None => 0,
+    };
+    OpenOut {
+        fh: o.fh,
+        open_flags: flags.bits(),
+        backing_id,
+    }
+}
+
+fn entry_out(e: Entry) -> EntryOut {
+    e.to_out()
+}
+
+fn set_time(now_bit: bool, set_bit: bool, sec: u64, nsec: u32) -> Option<SetTime> {
+    if now_bit {
+        Some(SetTime::Now)
+    } else if set_bit {
+        Some(SetTime::At {
+            sec: sec as i64,
+            nsec,
+        })
+    } else {
+        None
+    }
+}
+
+fn setattr_from(a: &SetattrIn) -> SetAttr {
+    let v = SetattrValid::from_bits_truncate(a.valid);
+    SetAttr {
+        mode: v.contains(SetattrValid::MODE).then_some(a.mode),
+        uid: v.contains(SetattrValid::UID).then_some(a.uid),
+        gid: v.contains(SetattrValid::GID).then_some(a.gid),
+        size: v.contains(SetattrValid::SIZE).then_some(a.size),
+        atime: set_time(
+            v.contains(SetattrValid::ATIME_NOW),
+            v.contains(SetattrValid::ATIME),
+            a.atime,
+            a.atimensec,
+        ),
+        mtime: set_time(
+            v.contains(SetattrValid::MTIME_NOW),
+            v.contains(SetattrValid::MTIME),
+            a.mtime,
+            a.mtimensec,
+        ),
+        ctime: v.contains(SetattrValid::CTIME).then_some(SetTime::At {
+            sec: a.ctime as i64,
+            nsec: a.ctimensec,
+        }),
+        fh: v.contains(SetattrValid::FH).then_some(a.fh),
+        lock_owner: v.contains(SetattrValid::LOCKOWNER).then_some(a.lock_owner),
+        kill_suidgid: v.contains(SetattrValid::KILL_SUIDGID),
+    }
+}
+
+/// Negotiate INIT. Returns the reply, or an error text.
+fn negotiate<F: Filesystem>(shared: &Shared<F>, arg: &InitIn) -> std::result::Result<(InitOut, Negotiated), String> {
+    let mut offered = InitFlags::from_bits_truncate(arg.flags as u64);
+    if offered.contains(InitFlags::INIT_EXT) {
+        offered |= InitFlags::from_bits_truncate((arg.flags2 as u64) << 32);
+    }
+    let cfg = &shared.config;
+    let mut want = shared.fs.capabilities()
+        | InitFlags::ASYNC_READ
+        | InitFlags::BIG_WRITES
+        | InitFlags::MAX_PAGES
+        | InitFlags::INIT_EXT
+        | InitFlags::ABORT_ERROR
+        | InitFlags::PARALLEL_DIROPS
+        | InitFlags::ATOMIC_O_TRUNC
+        | InitFlags::ASYNC_DIO;
+    if cfg.idmap {
+        want |= InitFlags::ALLOW_IDMAP;
+    } else {
+        want.remove(InitFlags::ALLOW_IDMAP);
+    }
+    if cfg.passthrough {
+        want |= InitFlags::PASSTHROUGH;
+    } else {
+        want.remove(InitFlags::PASSTHROUGH);
+    }
+    if cfg.writeback_cache {
+        want |= InitFlags::WRITEBACK_CACHE;
+    } else {
+        want.remove(InitFlags::WRITEBACK_CACHE);
+    }
+    // Never echo bits we do not understand, and never ask for io_uring here.
+    want.remove(InitFlags::OVER_IO_URING | InitFlags::INIT_RESERVED | InitFlags::REQUEST_TIMEOUT);
+    let granted = want & offered;
+    if granted.contains(InitFlags::ALLOW_IDMAP)
+        && !shared.default_permissions
+        && !granted.contains(InitFlags::POSIX_ACL)
+    {
+        // Checked before mounting too; this is the last line of defence
+        // against a connection the kernel would kill with ECONNREFUSED.
+        return Err("FUSE_ALLOW_IDMAP needs the default_permissions mount option".into());
+    }
+    let minor = arg.minor.min(KERNEL_MINOR_VERSION);
+    let max_write = cfg.max_write.max(4096);
+    let out = InitOut {
+        major: KERNEL_VERSION,
+        minor: KERNEL_MINOR_VERSION,
+        max_readahead: arg.max_readahead,
+        flags: granted.bits() as u32,
+        max_background: 64,
+        congestion_threshold: 48,
+        max_write,
+        time_gran: 1,
+        max_pages: (max_write / 4096).clamp(1, u16::MAX as u32) as u16,
+        map_alignment: 0,
+        flags2: (granted.bits() >> 32) as u32,
+        max_stack_depth: if granted.contains(InitFlags::PASSTHROUGH) { 1 } else { 0 },
+        request_timeout: 0,
+        unused: [0; 11],
+    };
+    let neg = Negotiated {
+        minor,
+        flags: granted,
+        idmap: granted.contains(InitFlags::ALLOW_IDMAP),
+        max_write,
+    };
+    Ok((out, neg))
+}
+
+/// Which requests may block long enough for INTERRUPT to matter.
+fn interruptible(op: &Operation<'_>) -> bool {
+    matches!(
+        op,
+        Operation::Setlkw { .. }
+            | Operation::Read { .. }
+            | Operation::Write { .. }
+            | Operation::Fsync { .. }
+            | Operation::Fsyncdir { .. }
+            | Operation::Fallocate { .. }
+            | Operation::CopyFileRange { .. }
+            | Operation::CopyFileRange64 { .. }
+            | Operation::Ioctl { .. }
+            | Operation::Poll { .. }
+    )
+}
+
+/// Handle one request. Returns true when the worker should stop.
+fn dispatch<F: Filesystem>(
+    shared: &Shared<F>,
+    fd: BorrowedFd<'_>,
+    req: idfuse_abi::Request<'_>,
+    scratch: &mut Scratch,
+) -> bool {
+    let h = req.header;
+    let unique = h.unique;
+    let ino = h.nodeid;
+    let neg = shared.negotiated.get();
+    let idmap = neg.is_some_and(|n| n.idmap);
+    let header_ids = (h.uid != INVALID_UIDGID && h.gid != INVALID_UIDGID).then_some(Caller {
+        uid: h.uid,
+        gid: h.gid,
+    });
+    if let Some(obs) = &shared.config.observer {
+        obs(req.op.name(), header_ids);
+    }
+    let _span = tracing::trace_span!("req", unique, op = req.op.name(), ino).entered();
+
+    // INIT comes first and alone.
+    if let Operation::Init { arg } = &req.op {
+        if arg.major < KERNEL_VERSION {
+            tracing::error!("kernel speaks FUSE {}.{}, need 7.x", arg.major, arg.minor);
+            reply_err(fd, unique, Errno::PROTO);
+            shared.set_init(InitState::Failed(format!(
+                "the kernel speaks FUSE protocol {}.{}; idfuse needs 7.x",
+                arg.major, arg.minor
+            )));
+            return false;
+        }
+        if arg.major > KERNEL_VERSION {
+            // The kernel will send a new INIT with our major.
+            let out = InitOut {
+                major: KERNEL_VERSION,
+                minor: KERNEL_MINOR_VERSION,
+                ..InitOut::default()
+            };
+            reply_ok(fd, unique, &[out.as_bytes()]);
+            return false;
+        }
+        match negotiate(shared, arg) {
+            Ok((out, n)) => {
+                // Old kernels accept only the compat sizes.
+                let len = if arg.minor < 5 {
+                    idfuse_abi::COMPAT_INIT_OUT_SIZE
+                } else if arg.minor < 23 {
+                    idfuse_abi::COMPAT_22_INIT_OUT_SIZE
+                } else {
+                    core::mem::size_of::<InitOut>()
+                };
+                shared
+                    .device
+                    .passthrough
+                    .store(n.flags.contains(InitFlags::PASSTHROUGH), Ordering::Relaxed);
+                let _ = shared.negotiated.set(n);
+                reply_ok(fd, unique, &[&out.as_bytes()[..len]]);
+                tracing::info!(minor = n.minor, flags = ?n.flags, "INIT negotiated");
+                shared.fs.init(&n);
+                shared.set_init(InitState::Done);
+            }
+            Err(why) => {
+                reply_err(fd, unique, Errno::PROTO);
+                shared.set_init(InitState::Failed(why));
+            }
+        }
+        return false;
+    }
+    if neg.is_none() {
+        tracing::warn!("request before INIT");
+        if !req.op.is_forget() {
+            reply_err(fd, unique, Errno::IO);
+        }
+        return false;
+    }
+
+    if let Operation::Interrupt { arg } = &req.op {
+        // No reply: the request is either marked or already answered.
+        shared.interrupt(arg.unique);
+        return false;
+    }
+    let flag = if interruptible(&req.op) {
+        let f = Arc::new(AtomicBool::new(false));
+        shared
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(unique, f.clone());
+        Some(f)
+    } else {
+        None
+    };
+    let ctx = Context {
+        unique,
+        pid: h.pid,
+        // The idmap contract: on an idmap session nothing but an inode's
+        // creation carries ids, and the session never shows any.
+        caller: if idmap { None } else { header_ids },
+        interrupted: flag.as_deref(),
+        device: &shared.device,
+    };
+    let owner = Owner {
+        uid: h.uid,
+        gid: h.gid,
+        supp_group: req.ext.supp_groups.and_then(|g| g.first()),
+    };
+    let dont_mask = neg.is_some_and(|n| n.flags.contains(InitFlags::DONT_MASK));
+    let cmode = |mode: u32, umask: u32| CreateMode {
+        mode,
+        umask: if dont_mask { umask } else { 0 },
+    };
+    let fs = &*shared.fs;
+    let stop = handle(fs, &ctx, fd, unique, ino, req.op, &owner, cmode, scratch);
+    if flag.is_some() {
+        shared
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&unique);
+    }
+    stop
+}
+
+macro_rules! reply {
+    ($fd:expr, $unique:expr, $res:expr, |$v:pat_param| $body:expr) => {
+        match $res {
+            Ok($v) => $body,
+            Err(e) => reply_err($fd, $unique, e),
+        }
+    };
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle<F: Filesystem>(
+    fs: &F,
+    ctx: &Context<'_>,
+    fd: BorrowedFd<'_>,
+    unique: u64,
+    ino: u64,
+    op: Operation<'_>,
+    owner: &Owner,
+    cmode: impl Fn(u32, u32) -> CreateMode,
+    scratch: &mut Scratch,
+) -> bool {
+    use Operation as O;
+    // Every creating request must carry ids; if one does not, the kernel
+    // broke its contract and we refuse rather than invent an owner.
+    let owner_ok = owner.uid != INVALID_UIDGID && owner.gid != INVALID_UIDGID;
+    match op {
+        O::Lookup { name } => reply!(fd, unique, fs.lookup(ctx, ino, name), |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()])),
+        O::Forget { arg } => fs.forget(ino, arg.nlookup),
+        O::BatchForget { nodes, .. } => fs.batch_forget(&mut nodes.iter()),
+        O::Getattr { arg } => {
+            let fh = (arg.getattr_flags & idfuse_abi::GETATTR_FH != 0).then_some(arg.fh);
+            reply!(fd, unique, fs.getattr(ctx, ino, fh), |a| reply_ok(fd, unique, &[attr_out(a).as_bytes()]))
+        }
+        O::Setattr { arg } => {
+            let sa = setattr_from(&arg);
+            reply!(fd, unique, fs.setattr(ctx, ino, &sa), |a| reply_ok(fd, unique, &[attr_out(a).as_bytes()]))
+        }
+        O::Readlink => reply!(fd, unique, fs.readlink(ctx, ino), |t| reply_ok(fd, unique, &[&t])),
+        O::Symlink { name, target } => {
+            if !owner_ok {
+                reply_err(fd, unique, Errno::IO);
+                return false;
+            }
+            reply!(fd, unique, fs.symlink(ctx, ino, name, owner, target), |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()]))
+        }
+        O::Mknod { arg, name } => {
+            if !owner_ok {
+                reply_err(fd, unique, Errno::IO);
+                return false;
+            }
+            reply!(fd, unique, fs.mknod(ctx, ino, name, owner, cmode(arg.mode, arg.umask), arg.rdev), |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()]))
+        }
+        O::Mkdir { arg, name } => {
+            if !owner_ok {
+                reply_err(fd, unique, Errno::IO);
+                return false;
+            }
+            // The kernel sends mkdir's mode without the type bits.
+            let mode = (arg.mode & 0o7777) | libc::S_IFDIR;
+            reply!(fd, unique, fs.mkdir(ctx, ino, name, owner, cmode(mode, arg.umask)), |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()]))
+        }
+        O::Unlink { name } => reply!(fd, unique, fs.unlink(ctx, ino, name), |_v| reply_ok(fd, unique, &[])),
+        O::Rmdir { name } => reply!(fd, unique, fs.rmdir(ctx, ino, name), |_v| reply_ok(fd, unique, &[])),
+        O::Rename { arg, name, newname } => reply!(fd, unique, fs.rename(ctx, ino, name, arg.newdir, newname, 0, None), |_v| reply_ok(fd, unique, &[])),
+        O::Rename2 { arg, name, newname } => {
+            let wo = if arg.flags & idfuse_abi::RENAME_WHITEOUT != 0 {
+                if !owner_ok {
+                    reply_err(fd, unique, Errno::IO);
+                return false;
+                }
+                Some(owner)
+            } else {
+                None
+            };
+            reply!(fd, unique, fs.rename(ctx, ino, name, arg.newdir, newname, arg.flags, wo), |_v| reply_ok(fd, unique, &[]))
+        }
+        O::Link { arg, newname } => reply!(fd, unique, fs.link(ctx, arg.oldnodeid, ino, newname), |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()])),
+        O::Open { arg } => {
+            let kill = OpenInFlags::from_bits_truncate(arg.open_flags).contains(OpenInFlags::KILL_SUIDGID);
+            reply!(fd, unique, fs.open(ctx, ino, arg.flags, kill), |o| reply_ok(fd, unique, &[open_out(o).as_bytes()]))
+        }
+        O::Read { arg } => {
+            scratch.data.clear();
+            reply!(fd, unique, fs.read(ctx, ino, arg.fh, arg.offset, arg.size, &mut scratch.data), |_v| {
+                let n = scratch.data.len().min(arg.size as usize);
+                reply_ok(fd, unique, &[&scratch.data[..n]])
+            })
+        }
+        O::Write { arg, data } => {
+            let wf = WriteFlags::from_bits_truncate(arg.write_flags);
+            reply!(fd, unique, fs.write(ctx, ino, arg.fh, arg.offset, data, wf, arg.flags), |n| {
+                let out = WriteOut { size: n, padding: 0 };
+                reply_ok(fd, unique, &[out.as_bytes()])
+            })
+        }
+        O::Statfs => reply!(fd, unique, fs.statfs(ctx, ino), |st| reply_ok(fd, unique, &[StatfsOut { st }.as_bytes()])),
+        O::Release { arg } => {
+            let rf = ReleaseFlags::from_bits_truncate(arg.release_flags);
+            let lo = rf.contains(ReleaseFlags::FLOCK_UNLOCK).then_some(arg.lock_owner);
+            reply!(fd, unique, fs.release(ctx, ino, arg.fh, arg.flags, lo, rf.contains(ReleaseFlags::FLUSH)), |_v| reply_ok(fd, unique, &[]))
+        }
+        O::Fsync { arg } => reply!(fd, unique, fs.fsync(ctx, ino, arg.fh, arg.fsync_flags & idfuse_abi::FSYNC_FDATASYNC != 0), |_v| reply_ok(fd, unique, &[])),
+        O::Setxattr { arg, name, value } => {
+            let sf = SetxattrFlags::from_bits_truncate(arg.setxattr_flags);
+            reply!(fd, unique, fs.setxattr(ctx, ino, name, value, arg.flags, sf), |_v| reply_ok(fd, unique, &[]))
+        }
+        O::Getxattr { arg, name } => reply!(fd, unique, fs.getxattr(ctx, ino, name, arg.size), |x| reply_xattr(fd, unique, arg.size, x)),
+        O::Listxattr { arg } => reply!(fd, unique, fs.listxattr(ctx, ino, arg.size), |x| reply_xattr(fd, unique, arg.size, x)),
+        O::Removexattr { name } => reply!(fd, unique, fs.removexattr(ctx, ino, name), |_v| reply_ok(fd, unique, &[])),
+        O::Flush { arg } => reply!(fd, unique, fs.flush(ctx, ino, arg.fh, arg.lock_owner), |_v| reply_ok(fd, unique, &[])),
+        O::Opendir { arg } => reply!(fd, unique, fs.opendir(ctx, ino, arg.flags), |o| reply_ok(fd, unique, &[open_out(o).as_bytes()])),
+        O::Readdir { arg } => {
+            let mut dir = scratch.dir.take().unwrap_or_else(|| DirBuf::new(arg.size as usize));
+            dir.reset(arg.size as usize);
+            reply!(fd, unique, fs.readdir(ctx, ino, arg.fh, arg.offset, &mut dir), |_v| reply_ok(fd, unique, &[dir.as_bytes()]));
+            scratch.dir = Some(dir);
+        }
+        O::Readdirplus { arg } => {
+            let mut dir = scratch.dir.take().unwrap_or_else(|| DirBuf::new(arg.size as usize));
+            dir.reset(arg.size as usize);
+            let res = fs.readdirplus(ctx, ino, arg.fh, arg.offset, &mut DirPlusBuf(&mut dir));
+            reply!(fd, unique, res, |_v| reply_ok(fd, unique, &[dir.as_bytes()]));
+            scratch.dir = Some(dir);
+        }
+        O::Releasedir { arg } => reply!(fd, unique, fs.releasedir(ctx, ino, arg.fh, arg.flags), |_v| reply_ok(fd, unique, &[])),
+        O::Fsyncdir { arg } => reply!(fd, unique, fs.fsyncdir(ctx, ino, arg.fh, arg.fsync_flags & idfuse_abi::FSYNC_FDATASYNC != 0), |_v| reply_ok(fd, unique, &[])),
+        O::Getlk { arg } => reply!(fd, unique, fs.getlk(ctx, ino, arg.fh, arg.owner, &arg.lk), |lk| reply_ok(fd, unique, &[LkOut { lk }.as_bytes()])),
+        O::Setlk { arg } => reply!(fd, unique, fs.setlk(ctx, ino, arg.fh, arg.owner, &arg.lk, false, arg.lk_flags & idfuse_abi::LK_FLOCK != 0), |_v| reply_ok(fd, unique, &[])),
+        O::Setlkw { arg } => reply!(fd, unique, fs.setlk(ctx, ino, arg.fh, arg.owner, &arg.lk, true, arg.lk_flags & idfuse_abi::LK_FLOCK != 0), |_v| reply_ok(fd, unique, &[])),
+        O::Access { arg } => reply!(fd, unique, fs.access(ctx, ino, arg.mask), |_v| reply_ok(fd, unique, &[])),
+        O::Create { arg, name } => {
+            if !owner_ok {
+                reply_err(fd, unique, Errno::IO);
+                return false;
+            }
+            let kill = OpenInFlags::from_bits_truncate(arg.open_flags).contains(OpenInFlags::KILL_SUIDGID);
+            reply!(fd, unique, fs.create(ctx, ino, name, owner, cmode(arg.mode, arg.umask), arg.flags, kill), |(e, o)| {
+                reply_ok(fd, unique, &[entry_out(e).as_bytes(), open_out(o).as_bytes()])
+            })
+        }
+        O::Tmpfile { arg, name: _ } => {
+            if !owner_ok {
+                reply_err(fd, unique, Errno::IO);
+                return false;
+            }
+            reply!(fd, unique, fs.tmpfile(ctx, ino, owner, cmode(arg.mode, arg.umask), arg.flags), |(e, o)| {
+                reply_ok(fd, unique, &[entry_out(e).as_bytes(), open_out(o).as_bytes()])
+            })
+        }
+        // Handled in `dispatch`, which owns the in-flight table.
+        O::Interrupt { .. } => {}
+        O::Bmap { arg } => reply!(fd, unique, fs.bmap(ctx, ino, arg.blocksize, arg.block), |block| reply_ok(fd, unique, &[BmapOut { block }.as_bytes()])),
+        O::Destroy => {
+            fs.destroy();
+            reply_ok(fd, unique, &[]);
+            return true;
+        }
+        O::Ioctl { arg, data } => {
+            let input = &data[..data.len().min(arg.in_size as usize)];
+            reply!(fd, unique, fs.ioctl(ctx, ino, arg.fh, arg.flags, arg.cmd, arg.arg, input, arg.out_size), |(result, out)| {
+                let head = IoctlOut { result, flags: 0, in_iovs: 0, out_iovs: 0 };
+                let n = out.len().min(arg.out_size as usize);
+                reply_ok(fd, unique, &[head.as_bytes(), &out[..n]])
+            })
+        }
+        O::Poll { arg } => reply!(fd, unique, fs.poll(ctx, ino, arg.fh, arg.kh, arg.flags, arg.events), |revents| reply_ok(fd, unique, &[PollOut { revents, padding: 0 }.as_bytes()])),
+        O::NotifyReply { arg, data } => fs.retrieve_reply(unique, ino, arg.offset, data),
+        O::Fallocate { arg } => reply!(fd, unique, fs.fallocate(ctx, ino, arg.fh, arg.offset, arg.length, arg.mode), |_v| reply_ok(fd, unique, &[])),
+        O::Lseek { arg } => reply!(fd, unique, fs.lseek(ctx, ino, arg.fh, arg.offset, arg.whence), |offset| reply_ok(fd, unique, &[LseekOut { offset }.as_bytes()])),
+        O::CopyFileRange { arg } => reply!(fd, unique, fs.copy_file_range(ctx, ino, arg.fh_in, arg.off_in, arg.nodeid_out, arg.fh_out, arg.off_out, arg.len, arg.flags), |n| {
+            let out = WriteOut { size: n.min(u32::MAX as u64) as u32, padding: 0 };
+            reply_ok(fd, unique, &[out.as_bytes()])
+        }),
+        O::CopyFileRange64 { arg } => reply!(fd, unique, fs.copy_file_range(ctx, ino, arg.fh_in, arg.off_in, arg.nodeid_out, arg.fh_out, arg.off_out, arg.len, arg.flags), |n| {
+            let out = idfuse_abi::CopyFileRangeOut { bytes_copied: n };
+            reply_ok(fd, unique, &[out.as_bytes()])
+        }),
+        O::Syncfs { .. } => reply!(fd, unique, fs.syncfs(ctx, ino), |_v| reply_ok(fd, unique, &[])),
+        O::Statx { arg } => {
+            let fh = (arg.getattr_flags & idfuse_abi::GETATTR_FH != 0).then_some(arg.fh);
+            reply!(fd, unique, fs.statx(ctx, ino, fh, arg.sx_flags, arg.sx_mask), |(stat, t)| {
+                let out = StatxOut { attr_valid: t.as_secs(), attr_valid_nsec: t.subsec_nanos(), flags: 0, spare: [0; 2], stat };
+                reply_ok(fd, unique, &[out.as_bytes()])
+            })
+        }
+        // DAX mappings exist only on virtiofs; a /dev/fuse session never
+        // gets them, and ENOSYS is the protocol's "not supported".
+        O::Setupmapping { .. } | O::Removemapping { .. } => reply_err(fd, unique, Errno::NOSYS),
+        // CUSE sessions are character devices, not filesystems.
+        O::CuseInit { .. } => reply_err(fd, unique, Errno::NOSYS),
+        O::Init { .. } => reply_err(fd, unique, Errno::PROTO),
+        O::Unknown { opcode, .. } => {
+            tracing::debug!(opcode, "unknown opcode, answered ENOSYS");
+            reply_err(fd, unique, Errno::NOSYS)
+        }
+    }
+    false
+}
+
+fn reply_xattr(fd: BorrowedFd<'_>, unique: u64, size: u32, x: Xattr) {
+    match x {
+        Xattr::Size(n) => reply_ok(fd, unique, &[GetxattrOut { size: n, padding: 0 }.as_bytes()]),
+        Xattr::Data(d) => {
+            if size == 0 {
+                let out = GetxattrOut { size: d.len() as u32, padding: 0 };
+                reply_ok(fd, unique, &[out.as_bytes()])
+            } else if d.len() > size as usize {
+                reply_err(fd, unique, Errno::RANGE)
+            } else {
+                reply_ok(fd, unique, &[&d])
+            }
+        }
+    }
+}
+
+impl<F: Filesystem> Shared<F> {
+    /// Mark request `unique` interrupted, if it is in flight.
+    pub(crate) fn interrupt(&self, unique: u64) {
+        if let Some(f) = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&unique)
+        {
+            f.store(true, Ordering::Relaxed);
+        }
+    }
+}
