@@ -123,60 +123,179 @@ impl<'a> ForgetList<'a> {
 #[derive(Debug)]
 #[allow(missing_docs)]
 pub enum Operation<'a> {
-    Lookup { name: &'a OsStr },
-    Forget { arg: ForgetIn },
-    Getattr { arg: GetattrIn },
-    Setattr { arg: SetattrIn },
+    Lookup {
+        name: &'a OsStr,
+    },
+    Forget {
+        arg: ForgetIn,
+    },
+    Getattr {
+        arg: GetattrIn,
+    },
+    Setattr {
+        arg: SetattrIn,
+    },
     Readlink,
-    Symlink { name: &'a OsStr, target: &'a OsStr },
-    Mknod { arg: MknodIn, name: &'a OsStr },
-    Mkdir { arg: MkdirIn, name: &'a OsStr },
-    Unlink { name: &'a OsStr },
-    Rmdir { name: &'a OsStr },
-    Rename { arg: RenameIn, name: &'a OsStr, newname: &'a OsStr },
-    Link { arg: LinkIn, newname: &'a OsStr },
-    Open { arg: OpenIn },
-    Read { arg: ReadIn },
-    Write { arg: WriteIn, data: &'a [u8] },
+    Symlink {
+        name: &'a OsStr,
+        target: &'a OsStr,
+    },
+    Mknod {
+        arg: MknodIn,
+        name: &'a OsStr,
+    },
+    Mkdir {
+        arg: MkdirIn,
+        name: &'a OsStr,
+    },
+    Unlink {
+        name: &'a OsStr,
+    },
+    Rmdir {
+        name: &'a OsStr,
+    },
+    Rename {
+        arg: RenameIn,
+        name: &'a OsStr,
+        newname: &'a OsStr,
+    },
+    Link {
+        arg: LinkIn,
+        newname: &'a OsStr,
+    },
+    Open {
+        arg: OpenIn,
+    },
+    Read {
+        arg: ReadIn,
+    },
+    Write {
+        arg: WriteIn,
+        data: &'a [u8],
+    },
     Statfs,
-    Release { arg: ReleaseIn },
-    Fsync { arg: FsyncIn },
-    Setxattr { arg: SetxattrIn, name: &'a OsStr, value: &'a [u8] },
-    Getxattr { arg: GetxattrIn, name: &'a OsStr },
-    Listxattr { arg: GetxattrIn },
-    Removexattr { name: &'a OsStr },
-    Flush { arg: FlushIn },
-    Init { arg: InitIn },
-    Opendir { arg: OpenIn },
-    Readdir { arg: ReadIn },
-    Releasedir { arg: ReleaseIn },
-    Fsyncdir { arg: FsyncIn },
-    Getlk { arg: LkIn },
-    Setlk { arg: LkIn },
-    Setlkw { arg: LkIn },
-    Access { arg: AccessIn },
-    Create { arg: CreateIn, name: &'a OsStr },
-    Interrupt { arg: InterruptIn },
-    Bmap { arg: BmapIn },
+    Release {
+        arg: ReleaseIn,
+    },
+    Fsync {
+        arg: FsyncIn,
+    },
+    Setxattr {
+        arg: SetxattrIn,
+        name: &'a OsStr,
+        value: &'a [u8],
+    },
+    Getxattr {
+        arg: GetxattrIn,
+        name: &'a OsStr,
+    },
+    Listxattr {
+        arg: GetxattrIn,
+    },
+    Removexattr {
+        name: &'a OsStr,
+    },
+    Flush {
+        arg: FlushIn,
+    },
+    Init {
+        arg: InitIn,
+    },
+    Opendir {
+        arg: OpenIn,
+    },
+    Readdir {
+        arg: ReadIn,
+    },
+    Releasedir {
+        arg: ReleaseIn,
+    },
+    Fsyncdir {
+        arg: FsyncIn,
+    },
+    Getlk {
+        arg: LkIn,
+    },
+    Setlk {
+        arg: LkIn,
+    },
+    Setlkw {
+        arg: LkIn,
+    },
+    Access {
+        arg: AccessIn,
+    },
+    Create {
+        arg: CreateIn,
+        name: &'a OsStr,
+    },
+    Interrupt {
+        arg: InterruptIn,
+    },
+    Bmap {
+        arg: BmapIn,
+    },
     Destroy,
-    Ioctl { arg: IoctlIn, data: &'a [u8] },
-    Poll { arg: PollIn },
-    NotifyReply { arg: NotifyRetrieveIn, data: &'a [u8] },
-    BatchForget { arg: BatchForgetIn, nodes: ForgetList<'a> },
-    Fallocate { arg: FallocateIn },
-    Readdirplus { arg: ReadIn },
-    Rename2 { arg: Rename2In, name: &'a OsStr, newname: &'a OsStr },
-    Lseek { arg: LseekIn },
-    CopyFileRange { arg: CopyFileRangeIn },
-    Setupmapping { arg: SetupmappingIn },
-    Removemapping { arg: RemovemappingIn, entries: &'a [u8] },
-    Syncfs { arg: SyncfsIn },
-    Tmpfile { arg: CreateIn, name: &'a OsStr },
-    Statx { arg: StatxIn },
-    CopyFileRange64 { arg: CopyFileRangeIn },
-    CuseInit { arg: CuseInitIn },
+    Ioctl {
+        arg: IoctlIn,
+        data: &'a [u8],
+    },
+    Poll {
+        arg: PollIn,
+    },
+    NotifyReply {
+        arg: NotifyRetrieveIn,
+        data: &'a [u8],
+    },
+    BatchForget {
+        arg: BatchForgetIn,
+        nodes: ForgetList<'a>,
+    },
+    Fallocate {
+        arg: FallocateIn,
+    },
+    Readdirplus {
+        arg: ReadIn,
+    },
+    Rename2 {
+        arg: Rename2In,
+        name: &'a OsStr,
+        newname: &'a OsStr,
+    },
+    Lseek {
+        arg: LseekIn,
+    },
+    CopyFileRange {
+        arg: CopyFileRangeIn,
+    },
+    Setupmapping {
+        arg: SetupmappingIn,
+    },
+    Removemapping {
+        arg: RemovemappingIn,
+        entries: &'a [u8],
+    },
+    Syncfs {
+        arg: SyncfsIn,
+    },
+    Tmpfile {
+        arg: CreateIn,
+        name: &'a OsStr,
+    },
+    Statx {
+        arg: StatxIn,
+    },
+    CopyFileRange64 {
+        arg: CopyFileRangeIn,
+    },
+    CuseInit {
+        arg: CuseInitIn,
+    },
     /// An opcode this crate does not know; the server answers it `ENOSYS`.
-    Unknown { opcode: u32, body: &'a [u8] },
+    Unknown {
+        opcode: u32,
+        body: &'a [u8],
+    },
 }
 
 impl Operation<'_> {
@@ -242,7 +361,10 @@ impl Operation<'_> {
 
     /// True for the requests that get no reply (FORGET, BATCH_FORGET).
     pub fn is_forget(&self) -> bool {
-        matches!(self, Operation::Forget { .. } | Operation::BatchForget { .. })
+        matches!(
+            self,
+            Operation::Forget { .. } | Operation::BatchForget { .. }
+        )
     }
 }
 
@@ -330,7 +452,9 @@ pub fn decode(buf: &[u8], opts: DecodeOptions) -> Result<Request<'_>, DecodeErro
         .len()
         .checked_sub(ext_len)
         .filter(|&end| end >= hdr_len)
-        .ok_or(DecodeError::BadExtension("extension area larger than the request"))?;
+        .ok_or(DecodeError::BadExtension(
+            "extension area larger than the request",
+        ))?;
     let ext = decode_extensions(&buf[body_end..])?;
     let opcode = header.opcode;
     let mut b = Body {
@@ -586,7 +710,9 @@ fn decode_extensions(mut area: &[u8]) -> Result<Extensions<'_>, DecodeError> {
             let want = (sg.nr_groups as usize)
                 .checked_mul(4)
                 .filter(|&w| w <= rest.len())
-                .ok_or(DecodeError::BadExtension("supplementary group list overruns its extension"))?;
+                .ok_or(DecodeError::BadExtension(
+                    "supplementary group list overruns its extension",
+                ))?;
             ext.supp_groups = Some(SuppGroupList(&rest[..want]));
         } else if h.r#type <= MAX_NR_SECCTX {
             // fuse_secctx_header: the "type" slot is nr_secctx.
@@ -607,11 +733,15 @@ fn decode_secctx(payload: &[u8]) -> Result<SecurityContext<'_>, DecodeError> {
     let nul = rest
         .iter()
         .position(|&b| b == 0)
-        .ok_or(DecodeError::BadExtension("security context name not terminated"))?;
+        .ok_or(DecodeError::BadExtension(
+            "security context name not terminated",
+        ))?;
     let name = OsStr::from_bytes(&rest[..nul]);
     let value = rest
         .get(nul + 1..)
         .and_then(|v| v.get(..ctx.size as usize))
-        .ok_or(DecodeError::BadExtension("security context value overruns its extension"))?;
+        .ok_or(DecodeError::BadExtension(
+            "security context value overruns its extension",
+        ))?;
     Ok(SecurityContext { name, value })
 }

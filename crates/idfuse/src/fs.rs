@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use idfuse_abi::reply::DirBuf;
-pub use idfuse_abi::{Attr, FileLock, ForgetOne, InitFlags, Kstatfs, OpenOutFlags, SetxattrFlags, Statx, WriteFlags};
+pub use idfuse_abi::{
+    Attr, FileLock, ForgetOne, InitFlags, Kstatfs, OpenOutFlags, SetxattrFlags, Statx, WriteFlags,
+};
 
 use crate::session::Device;
 use crate::Result;
@@ -150,7 +152,6 @@ pub struct Opened {
     /// the session does it for you when this is `Some`).
     pub backing_id: Option<BackingId>,
 }
-
 
 /// The answer to GETXATTR/LISTXATTR: the size when the kernel asked for it
 /// (`size == 0`), the bytes otherwise.
@@ -291,15 +292,37 @@ pub trait Filesystem: Send + Sync + 'static {
         Err(rustix::io::Errno::NOSYS)
     }
     /// Create a regular file, device, fifo or socket.
-    fn mknod(&self, ctx: &Context<'_>, parent: u64, name: &OsStr, owner: &Owner, mode: CreateMode, rdev: u32) -> Result<Entry> {
+    fn mknod(
+        &self,
+        ctx: &Context<'_>,
+        parent: u64,
+        name: &OsStr,
+        owner: &Owner,
+        mode: CreateMode,
+        rdev: u32,
+    ) -> Result<Entry> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// Create a directory.
-    fn mkdir(&self, ctx: &Context<'_>, parent: u64, name: &OsStr, owner: &Owner, mode: CreateMode) -> Result<Entry> {
+    fn mkdir(
+        &self,
+        ctx: &Context<'_>,
+        parent: u64,
+        name: &OsStr,
+        owner: &Owner,
+        mode: CreateMode,
+    ) -> Result<Entry> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// Create a symlink.
-    fn symlink(&self, ctx: &Context<'_>, parent: u64, name: &OsStr, owner: &Owner, target: &OsStr) -> Result<Entry> {
+    fn symlink(
+        &self,
+        ctx: &Context<'_>,
+        parent: u64,
+        name: &OsStr,
+        owner: &Owner,
+        target: &OsStr,
+    ) -> Result<Entry> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// Remove a non-directory.
@@ -313,7 +336,16 @@ pub trait Filesystem: Send + Sync + 'static {
     /// Rename. `flags` are `RENAME_NOREPLACE`/`EXCHANGE`/`WHITEOUT`; with
     /// WHITEOUT, `whiteout_owner` is the owner of the whiteout to leave.
     #[allow(clippy::too_many_arguments)]
-    fn rename(&self, ctx: &Context<'_>, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr, flags: u32, whiteout_owner: Option<&Owner>) -> Result<()> {
+    fn rename(
+        &self,
+        ctx: &Context<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+        whiteout_owner: Option<&Owner>,
+    ) -> Result<()> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// Make a hard link; a success counts one lookup of `ino`.
@@ -327,13 +359,30 @@ pub trait Filesystem: Send + Sync + 'static {
     }
     /// Read up to `size` bytes at `offset` into `buf` (empty on entry).
     #[allow(clippy::too_many_arguments)]
-    fn read(&self, ctx: &Context<'_>, ino: u64, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<()> {
+    fn read(
+        &self,
+        ctx: &Context<'_>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// Write `data` at `offset`; returns the bytes written.
     /// `WriteFlags::KILL_SUIDGID`: clear setid bits (killpriv v2).
     #[allow(clippy::too_many_arguments)]
-    fn write(&self, ctx: &Context<'_>, ino: u64, fh: u64, offset: u64, data: &[u8], write_flags: WriteFlags, flags: u32) -> Result<u32> {
+    fn write(
+        &self,
+        ctx: &Context<'_>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        write_flags: WriteFlags,
+        flags: u32,
+    ) -> Result<u32> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// Called on each close(2) of a file descriptor.
@@ -341,7 +390,15 @@ pub trait Filesystem: Send + Sync + 'static {
         Ok(())
     }
     /// The last reference to an open file is gone.
-    fn release(&self, ctx: &Context<'_>, ino: u64, fh: u64, flags: u32, lock_owner: Option<u64>, flush: bool) -> Result<()> {
+    fn release(
+        &self,
+        ctx: &Context<'_>,
+        ino: u64,
+        fh: u64,
+        flags: u32,
+        lock_owner: Option<u64>,
+        flush: bool,
+    ) -> Result<()> {
         Ok(())
     }
     /// fsync/fdatasync.
@@ -353,11 +410,25 @@ pub trait Filesystem: Send + Sync + 'static {
         Ok(Opened::default())
     }
     /// List entries starting after `offset`.
-    fn readdir(&self, ctx: &Context<'_>, ino: u64, fh: u64, offset: u64, out: &mut DirBuf) -> Result<()> {
+    fn readdir(
+        &self,
+        ctx: &Context<'_>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        out: &mut DirBuf,
+    ) -> Result<()> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// List entries with attributes; each entry that fits counts a lookup.
-    fn readdirplus(&self, ctx: &Context<'_>, ino: u64, fh: u64, offset: u64, out: &mut DirPlusBuf<'_>) -> Result<()> {
+    fn readdirplus(
+        &self,
+        ctx: &Context<'_>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        out: &mut DirPlusBuf<'_>,
+    ) -> Result<()> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// Close a directory.
@@ -379,7 +450,15 @@ pub trait Filesystem: Send + Sync + 'static {
     }
     /// Set an xattr (`flags`: XATTR_CREATE/REPLACE). ACL and capability
     /// xattrs arrive already translated into the filesystem's id space.
-    fn setxattr(&self, ctx: &Context<'_>, ino: u64, name: &OsStr, value: &[u8], flags: u32, setxattr_flags: SetxattrFlags) -> Result<()> {
+    fn setxattr(
+        &self,
+        ctx: &Context<'_>,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: u32,
+        setxattr_flags: SetxattrFlags,
+    ) -> Result<()> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// Get an xattr; `size == 0` asks for the size only.
@@ -402,11 +481,27 @@ pub trait Filesystem: Send + Sync + 'static {
     /// Create and open a regular file. `ENOSYS` makes the kernel fall back
     /// to MKNOD + OPEN.
     #[allow(clippy::too_many_arguments)]
-    fn create(&self, ctx: &Context<'_>, parent: u64, name: &OsStr, owner: &Owner, mode: CreateMode, flags: u32, kill_suidgid: bool) -> Result<(Entry, Opened)> {
+    fn create(
+        &self,
+        ctx: &Context<'_>,
+        parent: u64,
+        name: &OsStr,
+        owner: &Owner,
+        mode: CreateMode,
+        flags: u32,
+        kill_suidgid: bool,
+    ) -> Result<(Entry, Opened)> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// Create an unnamed file in `parent` (O_TMPFILE).
-    fn tmpfile(&self, ctx: &Context<'_>, parent: u64, owner: &Owner, mode: CreateMode, flags: u32) -> Result<(Entry, Opened)> {
+    fn tmpfile(
+        &self,
+        ctx: &Context<'_>,
+        parent: u64,
+        owner: &Owner,
+        mode: CreateMode,
+        flags: u32,
+    ) -> Result<(Entry, Opened)> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// Test for a POSIX lock.
@@ -416,7 +511,16 @@ pub trait Filesystem: Send + Sync + 'static {
     /// Acquire or release a POSIX lock (`flock`: a BSD flock); `sleep`: wait.
     /// `ENOSYS` makes the kernel handle locks locally.
     #[allow(clippy::too_many_arguments)]
-    fn setlk(&self, ctx: &Context<'_>, ino: u64, fh: u64, owner: u64, lock: &Lock, sleep: bool, flock: bool) -> Result<()> {
+    fn setlk(
+        &self,
+        ctx: &Context<'_>,
+        ino: u64,
+        fh: u64,
+        owner: u64,
+        lock: &Lock,
+        sleep: bool,
+        flock: bool,
+    ) -> Result<()> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// Block mapping: only meaningful for `fuseblk` filesystems.
@@ -425,15 +529,41 @@ pub trait Filesystem: Send + Sync + 'static {
     }
     /// ioctl; the default knows none.
     #[allow(clippy::too_many_arguments)]
-    fn ioctl(&self, ctx: &Context<'_>, ino: u64, fh: u64, flags: u32, cmd: u32, arg: u64, input: &[u8], out_size: u32) -> Result<(i32, Vec<u8>)> {
+    fn ioctl(
+        &self,
+        ctx: &Context<'_>,
+        ino: u64,
+        fh: u64,
+        flags: u32,
+        cmd: u32,
+        arg: u64,
+        input: &[u8],
+        out_size: u32,
+    ) -> Result<(i32, Vec<u8>)> {
         Err(rustix::io::Errno::NOTTY)
     }
     /// poll; `ENOSYS` makes the kernel treat the file as always ready.
-    fn poll(&self, ctx: &Context<'_>, ino: u64, fh: u64, kh: u64, flags: u32, events: u32) -> Result<u32> {
+    fn poll(
+        &self,
+        ctx: &Context<'_>,
+        ino: u64,
+        fh: u64,
+        kh: u64,
+        flags: u32,
+        events: u32,
+    ) -> Result<u32> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// fallocate.
-    fn fallocate(&self, ctx: &Context<'_>, ino: u64, fh: u64, offset: u64, length: u64, mode: u32) -> Result<()> {
+    fn fallocate(
+        &self,
+        ctx: &Context<'_>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: u32,
+    ) -> Result<()> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// lseek for SEEK_DATA/SEEK_HOLE (the kernel handles the others).
@@ -442,11 +572,29 @@ pub trait Filesystem: Send + Sync + 'static {
     }
     /// copy_file_range; returns bytes copied.
     #[allow(clippy::too_many_arguments)]
-    fn copy_file_range(&self, ctx: &Context<'_>, ino_in: u64, fh_in: u64, off_in: u64, ino_out: u64, fh_out: u64, off_out: u64, len: u64, flags: u64) -> Result<u64> {
+    fn copy_file_range(
+        &self,
+        ctx: &Context<'_>,
+        ino_in: u64,
+        fh_in: u64,
+        off_in: u64,
+        ino_out: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+        flags: u64,
+    ) -> Result<u64> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// statx; `ENOSYS` makes the kernel fall back to GETATTR.
-    fn statx(&self, ctx: &Context<'_>, ino: u64, fh: Option<u64>, flags: u32, mask: u32) -> Result<(Statx, Duration)> {
+    fn statx(
+        &self,
+        ctx: &Context<'_>,
+        ino: u64,
+        fh: Option<u64>,
+        flags: u32,
+        mask: u32,
+    ) -> Result<(Statx, Duration)> {
         Err(rustix::io::Errno::NOSYS)
     }
     /// The kernel's answer to [`Notifier::retrieve`](crate::Notifier::retrieve):

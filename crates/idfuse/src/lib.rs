@@ -15,7 +15,9 @@ use std::path::PathBuf;
 pub use fs::*;
 pub use idfuse_abi as abi;
 pub use idfuse_abi::InitFlags;
-pub use mount::{check_mountpoint, parse_options, MountMethod, MountOptions, Session, KNOWN_OPTIONS};
+pub use mount::{
+    check_mountpoint, parse_options, MountMethod, MountOptions, Session, KNOWN_OPTIONS,
+};
 pub use rustix::io::Errno;
 pub use session::{Device, Notifier, Observer, SessionConfig};
 

@@ -85,10 +85,11 @@ pub fn parse_options(
             None => (item, None),
         };
         let num = |v: Option<&str>| -> Result<u32, Error> {
-            v.and_then(|v| v.parse().ok()).ok_or_else(|| Error::BadOption {
-                option: item.to_string(),
-                why: "expects a whole number, e.g. max_read=131072".into(),
-            })
+            v.and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::BadOption {
+                    option: item.to_string(),
+                    why: "expects a whole number, e.g. max_read=131072".into(),
+                })
         };
         let text = |v: Option<&str>| -> Result<String, Error> {
             match v {
@@ -235,7 +236,11 @@ impl<F: Filesystem> std::fmt::Debug for Session<F> {
 }
 
 /// Refuse configurations the kernel would accept only to break later.
-pub fn validate(caps: InitFlags, mount: &MountOptions, session: &SessionConfig) -> Result<(), Error> {
+pub fn validate(
+    caps: InitFlags,
+    mount: &MountOptions,
+    session: &SessionConfig,
+) -> Result<(), Error> {
     if session.idmap && !mount.default_permissions && !caps.contains(InitFlags::POSIX_ACL) {
         return Err(Error::IdmapNeedsDefaultPermissions);
     }
@@ -254,7 +259,12 @@ pub fn validate(caps: InitFlags, mount: &MountOptions, session: &SessionConfig) 
 impl<F: Filesystem> Session<F> {
     /// Mount `fs` at `target` and start the workers. Returns once INIT was
     /// answered and the mount is visible.
-    pub fn mount(fs: Arc<F>, target: &Path, mount: MountOptions, session: SessionConfig) -> Result<Self, Error> {
+    pub fn mount(
+        fs: Arc<F>,
+        target: &Path,
+        mount: MountOptions,
+        session: SessionConfig,
+    ) -> Result<Self, Error> {
         check_mountpoint(target)?;
         let mut s = Self::create(fs, mount, session, Some(target))?;
         if s.mount_fd.is_some() {
@@ -267,19 +277,31 @@ impl<F: Filesystem> Session<F> {
     /// so the caller can idmap it ([`Session::mount_fd`]) before
     /// [`Session::attach`]. On kernels without the new API this mounts at
     /// `fallback_target` directly.
-    pub fn mount_detached(fs: Arc<F>, mount: MountOptions, session: SessionConfig, fallback_target: &Path) -> Result<Self, Error> {
+    pub fn mount_detached(
+        fs: Arc<F>,
+        mount: MountOptions,
+        session: SessionConfig,
+        fallback_target: &Path,
+    ) -> Result<Self, Error> {
         check_mountpoint(fallback_target)?;
         Self::create(fs, mount, session, Some(fallback_target))
     }
 
-    fn create(fs: Arc<F>, mount: MountOptions, session: SessionConfig, target: Option<&Path>) -> Result<Self, Error> {
+    fn create(
+        fs: Arc<F>,
+        mount: MountOptions,
+        session: SessionConfig,
+        target: Option<&Path>,
+    ) -> Result<Self, Error> {
         validate(fs.capabilities(), &mount, &session)?;
         let dev = open_device()?;
         let sync = request_sync_init(dev.as_fd());
         let shutdown = Arc::new(
-            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).map_err(|e| Error::Io {
-                what: "eventfd".into(),
-                source: e.into(),
+            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).map_err(|e| {
+                Error::Io {
+                    what: "eventfd".into(),
+                    source: e.into(),
+                }
             })?,
         );
         let master = Arc::new(dev.try_clone().map_err(|e| Error::Io {
@@ -592,7 +614,9 @@ fn fsopen_mount(dev: BorrowedFd<'_>, o: &MountOptions) -> Result<OwnedFd, MountE
     if let Some(m) = o.max_read {
         set("max_read", &m.to_string())?;
     }
-    let flag = |k: &str| rustix::mount::fsconfig_set_flag(fsfd.as_fd(), k).map_err(|e| fail("fsconfig", e));
+    let flag = |k: &str| {
+        rustix::mount::fsconfig_set_flag(fsfd.as_fd(), k).map_err(|e| fail("fsconfig", e))
+    };
     if o.default_permissions {
         flag("default_permissions")?;
     }
@@ -602,7 +626,8 @@ fn fsopen_mount(dev: BorrowedFd<'_>, o: &MountOptions) -> Result<OwnedFd, MountE
     if o.read_only {
         flag("ro")?;
     }
-    rustix::mount::fsconfig_create(fsfd.as_fd()).map_err(|e| fail("fsconfig(FSCONFIG_CMD_CREATE)", e))?;
+    rustix::mount::fsconfig_create(fsfd.as_fd())
+        .map_err(|e| fail("fsconfig(FSCONFIG_CMD_CREATE)", e))?;
     let mut attr = MountAttrFlags::empty();
     if o.read_only {
         attr |= MountAttrFlags::MOUNT_ATTR_RDONLY;
@@ -619,7 +644,8 @@ fn fsopen_mount(dev: BorrowedFd<'_>, o: &MountOptions) -> Result<OwnedFd, MountE
     if o.noatime {
         attr |= MountAttrFlags::MOUNT_ATTR_NOATIME;
     }
-    rustix::mount::fsmount(fsfd.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attr).map_err(|e| fail("fsmount", e))
+    rustix::mount::fsmount(fsfd.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attr)
+        .map_err(|e| fail("fsmount", e))
 }
 
 fn legacy_mount(dev: BorrowedFd<'_>, target: &Path, o: &MountOptions) -> Result<(), Errno> {
@@ -653,21 +679,37 @@ fn legacy_mount(dev: BorrowedFd<'_>, target: &Path, o: &MountOptions) -> Result<
     }
     let fstype = format!("fuse.{}", o.subtype);
     let data = CString::new(data).map_err(|_| Errno::INVAL)?;
-    rustix::mount::mount(o.fsname.as_str(), target, fstype.as_str(), flags, data.as_c_str())
+    rustix::mount::mount(
+        o.fsname.as_str(),
+        target,
+        fstype.as_str(),
+        flags,
+        data.as_c_str(),
+    )
 }
 
 /// Mount through the setuid helper `fusermount3`, which hands back the
 /// `/dev/fuse` fd over a unix socket (`_FUSE_COMMFD`).
-fn fusermount_session<F: Filesystem>(fs: Arc<F>, target: &Path, mount: MountOptions, session: SessionConfig) -> Result<Session<F>, Error> {
+fn fusermount_session<F: Filesystem>(
+    fs: Arc<F>,
+    target: &Path,
+    mount: MountOptions,
+    session: SessionConfig,
+) -> Result<Session<F>, Error> {
     use rustix::net::{
         recvmsg, socketpair, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
         SocketFlags, SocketType,
     };
-    let (ours, theirs) = socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
-        .map_err(|e| Error::Io {
-            what: "socketpair for fusermount3".into(),
-            source: e.into(),
-        })?;
+    let (ours, theirs) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::Io {
+        what: "socketpair for fusermount3".into(),
+        source: e.into(),
+    })?;
     // The helper must inherit its end: clear CLOEXEC on a dup.
     let theirs_raw = rustix::io::dup(&theirs).map_err(|e| Error::Io {
         what: "dup".into(),
@@ -724,7 +766,13 @@ fn fusermount_session<F: Filesystem>(fs: Arc<F>, target: &Path, mount: MountOpti
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
     let mut byte = [0u8; 1];
-    recvmsg(&ours, &mut [std::io::IoSliceMut::new(&mut byte)], &mut anc, RecvFlags::CMSG_CLOEXEC).map_err(|e| Error::Io {
+    recvmsg(
+        &ours,
+        &mut [std::io::IoSliceMut::new(&mut byte)],
+        &mut anc,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(|e| Error::Io {
         what: "receiving the /dev/fuse fd from fusermount3".into(),
         source: e.into(),
     })?;
@@ -750,7 +798,13 @@ fn fusermount_session<F: Filesystem>(fs: Arc<F>, target: &Path, mount: MountOpti
         what: "dup /dev/fuse".into(),
         source: e,
     })?);
-    let shared = Arc::new(Shared::new(fs, session, Device::new(dev), mount.default_permissions, shutdown.clone()));
+    let shared = Arc::new(Shared::new(
+        fs,
+        session,
+        Device::new(dev),
+        mount.default_permissions,
+        shutdown.clone(),
+    ));
     let mut this = Session {
         shared: shared.clone(),
         workers: Vec::new(),
@@ -766,7 +820,9 @@ fn fusermount_session<F: Filesystem>(fs: Arc<F>, target: &Path, mount: MountOpti
         source: e,
     })?;
     this.workers.push(h);
-    shared.wait_init(Duration::from_secs(30)).map_err(Error::Init)?;
+    shared
+        .wait_init(Duration::from_secs(30))
+        .map_err(Error::Init)?;
     this.spawn_rest(&master)?;
     Ok(this)
 }

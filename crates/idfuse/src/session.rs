@@ -170,7 +170,8 @@ impl Notifier {
     /// Ask the kernel for cached data; it arrives through
     /// [`Filesystem::retrieve_reply`](crate::Filesystem).
     pub fn retrieve(&self, cookie: u64, ino: u64, offset: u64, size: u32) -> Result<()> {
-        self.0.notify(&Notification::retrieve(cookie, ino, offset, size))
+        self.0
+            .notify(&Notification::retrieve(cookie, ino, offset, size))
     }
     /// Ask the kernel to drop unused inodes.
     pub fn prune(&self, inos: &[u64]) -> Result<()> {
@@ -235,7 +236,10 @@ impl<F: Filesystem> Shared<F> {
     }
 
     /// Wait until INIT was answered (or the connection died).
-    pub(crate) fn wait_init(&self, timeout: std::time::Duration) -> std::result::Result<(), String> {
+    pub(crate) fn wait_init(
+        &self,
+        timeout: std::time::Duration,
+    ) -> std::result::Result<(), String> {
         let g = self.init_state.lock().unwrap_or_else(|p| p.into_inner());
         let (g, t) = self
             .init_cv
@@ -441,7 +445,10 @@ fn setattr_from(a: &SetattrIn) -> SetAttr {
 }
 
 /// Negotiate INIT. Returns the reply, or an error text.
-fn negotiate<F: Filesystem>(shared: &Shared<F>, arg: &InitIn) -> std::result::Result<(InitOut, Negotiated), String> {
+fn negotiate<F: Filesystem>(
+    shared: &Shared<F>,
+    arg: &InitIn,
+) -> std::result::Result<(InitOut, Negotiated), String> {
     let mut offered = InitFlags::from_bits_truncate(arg.flags as u64);
     if offered.contains(InitFlags::INIT_EXT) {
         offered |= InitFlags::from_bits_truncate((arg.flags2 as u64) << 32);
@@ -496,7 +503,11 @@ fn negotiate<F: Filesystem>(shared: &Shared<F>, arg: &InitIn) -> std::result::Re
         max_pages: (max_write / 4096).clamp(1, u16::MAX as u32) as u16,
         map_alignment: 0,
         flags2: (granted.bits() >> 32) as u32,
-        max_stack_depth: if granted.contains(InitFlags::PASSTHROUGH) { 1 } else { 0 },
+        max_stack_depth: if granted.contains(InitFlags::PASSTHROUGH) {
+            1
+        } else {
+            0
+        },
         request_timeout: 0,
         unused: [0; 11],
     };
@@ -676,31 +687,54 @@ fn handle<F: Filesystem>(
     // broke its contract and we refuse rather than invent an owner.
     let owner_ok = owner.uid != INVALID_UIDGID && owner.gid != INVALID_UIDGID;
     match op {
-        O::Lookup { name } => reply!(fd, unique, fs.lookup(ctx, ino, name), |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()])),
+        O::Lookup { name } => reply!(fd, unique, fs.lookup(ctx, ino, name), |e| reply_ok(
+            fd,
+            unique,
+            &[entry_out(e).as_bytes()]
+        )),
         O::Forget { arg } => fs.forget(ino, arg.nlookup),
         O::BatchForget { nodes, .. } => fs.batch_forget(&mut nodes.iter()),
         O::Getattr { arg } => {
             let fh = (arg.getattr_flags & idfuse_abi::GETATTR_FH != 0).then_some(arg.fh);
-            reply!(fd, unique, fs.getattr(ctx, ino, fh), |a| reply_ok(fd, unique, &[attr_out(a).as_bytes()]))
+            reply!(fd, unique, fs.getattr(ctx, ino, fh), |a| reply_ok(
+                fd,
+                unique,
+                &[attr_out(a).as_bytes()]
+            ))
         }
         O::Setattr { arg } => {
             let sa = setattr_from(&arg);
-            reply!(fd, unique, fs.setattr(ctx, ino, &sa), |a| reply_ok(fd, unique, &[attr_out(a).as_bytes()]))
+            reply!(fd, unique, fs.setattr(ctx, ino, &sa), |a| reply_ok(
+                fd,
+                unique,
+                &[attr_out(a).as_bytes()]
+            ))
         }
-        O::Readlink => reply!(fd, unique, fs.readlink(ctx, ino), |t| reply_ok(fd, unique, &[&t])),
+        O::Readlink => reply!(fd, unique, fs.readlink(ctx, ino), |t| reply_ok(
+            fd,
+            unique,
+            &[&t]
+        )),
         O::Symlink { name, target } => {
             if !owner_ok {
                 reply_err(fd, unique, Errno::IO);
                 return false;
             }
-            reply!(fd, unique, fs.symlink(ctx, ino, name, owner, target), |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()]))
+            reply!(fd, unique, fs.symlink(ctx, ino, name, owner, target), |e| {
+                reply_ok(fd, unique, &[entry_out(e).as_bytes()])
+            })
         }
         O::Mknod { arg, name } => {
             if !owner_ok {
                 reply_err(fd, unique, Errno::IO);
                 return false;
             }
-            reply!(fd, unique, fs.mknod(ctx, ino, name, owner, cmode(arg.mode, arg.umask), arg.rdev), |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()]))
+            reply!(
+                fd,
+                unique,
+                fs.mknod(ctx, ino, name, owner, cmode(arg.mode, arg.umask), arg.rdev),
+                |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()])
+            )
         }
         O::Mkdir { arg, name } => {
             if !owner_ok {
@@ -709,99 +743,296 @@ fn handle<F: Filesystem>(
             }
             // The kernel sends mkdir's mode without the type bits.
             let mode = (arg.mode & 0o7777) | libc::S_IFDIR;
-            reply!(fd, unique, fs.mkdir(ctx, ino, name, owner, cmode(mode, arg.umask)), |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()]))
+            reply!(
+                fd,
+                unique,
+                fs.mkdir(ctx, ino, name, owner, cmode(mode, arg.umask)),
+                |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()])
+            )
         }
-        O::Unlink { name } => reply!(fd, unique, fs.unlink(ctx, ino, name), |_v| reply_ok(fd, unique, &[])),
-        O::Rmdir { name } => reply!(fd, unique, fs.rmdir(ctx, ino, name), |_v| reply_ok(fd, unique, &[])),
-        O::Rename { arg, name, newname } => reply!(fd, unique, fs.rename(ctx, ino, name, arg.newdir, newname, 0, None), |_v| reply_ok(fd, unique, &[])),
+        O::Unlink { name } => reply!(fd, unique, fs.unlink(ctx, ino, name), |_v| reply_ok(
+            fd,
+            unique,
+            &[]
+        )),
+        O::Rmdir { name } => reply!(fd, unique, fs.rmdir(ctx, ino, name), |_v| reply_ok(
+            fd,
+            unique,
+            &[]
+        )),
+        O::Rename { arg, name, newname } => reply!(
+            fd,
+            unique,
+            fs.rename(ctx, ino, name, arg.newdir, newname, 0, None),
+            |_v| reply_ok(fd, unique, &[])
+        ),
         O::Rename2 { arg, name, newname } => {
             let wo = if arg.flags & idfuse_abi::RENAME_WHITEOUT != 0 {
                 if !owner_ok {
                     reply_err(fd, unique, Errno::IO);
-                return false;
+                    return false;
                 }
                 Some(owner)
             } else {
                 None
             };
-            reply!(fd, unique, fs.rename(ctx, ino, name, arg.newdir, newname, arg.flags, wo), |_v| reply_ok(fd, unique, &[]))
+            reply!(
+                fd,
+                unique,
+                fs.rename(ctx, ino, name, arg.newdir, newname, arg.flags, wo),
+                |_v| reply_ok(fd, unique, &[])
+            )
         }
-        O::Link { arg, newname } => reply!(fd, unique, fs.link(ctx, arg.oldnodeid, ino, newname), |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()])),
+        O::Link { arg, newname } => {
+            reply!(fd, unique, fs.link(ctx, arg.oldnodeid, ino, newname), |e| {
+                reply_ok(fd, unique, &[entry_out(e).as_bytes()])
+            })
+        }
         O::Open { arg } => {
-            let kill = OpenInFlags::from_bits_truncate(arg.open_flags).contains(OpenInFlags::KILL_SUIDGID);
-            reply!(fd, unique, fs.open(ctx, ino, arg.flags, kill), |o| reply_ok(fd, unique, &[open_out(o).as_bytes()]))
+            let kill =
+                OpenInFlags::from_bits_truncate(arg.open_flags).contains(OpenInFlags::KILL_SUIDGID);
+            reply!(
+                fd,
+                unique,
+                fs.open(ctx, ino, arg.flags, kill),
+                |o| reply_ok(fd, unique, &[open_out(o).as_bytes()])
+            )
         }
         O::Read { arg } => {
             scratch.data.clear();
-            reply!(fd, unique, fs.read(ctx, ino, arg.fh, arg.offset, arg.size, &mut scratch.data), |_v| {
-                let n = scratch.data.len().min(arg.size as usize);
-                reply_ok(fd, unique, &[&scratch.data[..n]])
-            })
+            reply!(
+                fd,
+                unique,
+                fs.read(ctx, ino, arg.fh, arg.offset, arg.size, &mut scratch.data),
+                |_v| {
+                    let n = scratch.data.len().min(arg.size as usize);
+                    reply_ok(fd, unique, &[&scratch.data[..n]])
+                }
+            )
         }
         O::Write { arg, data } => {
             let wf = WriteFlags::from_bits_truncate(arg.write_flags);
-            reply!(fd, unique, fs.write(ctx, ino, arg.fh, arg.offset, data, wf, arg.flags), |n| {
-                let out = WriteOut { size: n, padding: 0 };
-                reply_ok(fd, unique, &[out.as_bytes()])
-            })
+            reply!(
+                fd,
+                unique,
+                fs.write(ctx, ino, arg.fh, arg.offset, data, wf, arg.flags),
+                |n| {
+                    let out = WriteOut {
+                        size: n,
+                        padding: 0,
+                    };
+                    reply_ok(fd, unique, &[out.as_bytes()])
+                }
+            )
         }
-        O::Statfs => reply!(fd, unique, fs.statfs(ctx, ino), |st| reply_ok(fd, unique, &[StatfsOut { st }.as_bytes()])),
+        O::Statfs => reply!(fd, unique, fs.statfs(ctx, ino), |st| reply_ok(
+            fd,
+            unique,
+            &[StatfsOut { st }.as_bytes()]
+        )),
         O::Release { arg } => {
             let rf = ReleaseFlags::from_bits_truncate(arg.release_flags);
-            let lo = rf.contains(ReleaseFlags::FLOCK_UNLOCK).then_some(arg.lock_owner);
-            reply!(fd, unique, fs.release(ctx, ino, arg.fh, arg.flags, lo, rf.contains(ReleaseFlags::FLUSH)), |_v| reply_ok(fd, unique, &[]))
+            let lo = rf
+                .contains(ReleaseFlags::FLOCK_UNLOCK)
+                .then_some(arg.lock_owner);
+            reply!(
+                fd,
+                unique,
+                fs.release(
+                    ctx,
+                    ino,
+                    arg.fh,
+                    arg.flags,
+                    lo,
+                    rf.contains(ReleaseFlags::FLUSH)
+                ),
+                |_v| reply_ok(fd, unique, &[])
+            )
         }
-        O::Fsync { arg } => reply!(fd, unique, fs.fsync(ctx, ino, arg.fh, arg.fsync_flags & idfuse_abi::FSYNC_FDATASYNC != 0), |_v| reply_ok(fd, unique, &[])),
+        O::Fsync { arg } => reply!(
+            fd,
+            unique,
+            fs.fsync(
+                ctx,
+                ino,
+                arg.fh,
+                arg.fsync_flags & idfuse_abi::FSYNC_FDATASYNC != 0
+            ),
+            |_v| reply_ok(fd, unique, &[])
+        ),
         O::Setxattr { arg, name, value } => {
             let sf = SetxattrFlags::from_bits_truncate(arg.setxattr_flags);
-            reply!(fd, unique, fs.setxattr(ctx, ino, name, value, arg.flags, sf), |_v| reply_ok(fd, unique, &[]))
+            reply!(
+                fd,
+                unique,
+                fs.setxattr(ctx, ino, name, value, arg.flags, sf),
+                |_v| reply_ok(fd, unique, &[])
+            )
         }
-        O::Getxattr { arg, name } => reply!(fd, unique, fs.getxattr(ctx, ino, name, arg.size), |x| reply_xattr(fd, unique, arg.size, x)),
-        O::Listxattr { arg } => reply!(fd, unique, fs.listxattr(ctx, ino, arg.size), |x| reply_xattr(fd, unique, arg.size, x)),
-        O::Removexattr { name } => reply!(fd, unique, fs.removexattr(ctx, ino, name), |_v| reply_ok(fd, unique, &[])),
-        O::Flush { arg } => reply!(fd, unique, fs.flush(ctx, ino, arg.fh, arg.lock_owner), |_v| reply_ok(fd, unique, &[])),
-        O::Opendir { arg } => reply!(fd, unique, fs.opendir(ctx, ino, arg.flags), |o| reply_ok(fd, unique, &[open_out(o).as_bytes()])),
+        O::Getxattr { arg, name } => {
+            reply!(fd, unique, fs.getxattr(ctx, ino, name, arg.size), |x| {
+                reply_xattr(fd, unique, arg.size, x)
+            })
+        }
+        O::Listxattr { arg } => reply!(fd, unique, fs.listxattr(ctx, ino, arg.size), |x| {
+            reply_xattr(fd, unique, arg.size, x)
+        }),
+        O::Removexattr { name } => {
+            reply!(fd, unique, fs.removexattr(ctx, ino, name), |_v| reply_ok(
+                fd,
+                unique,
+                &[]
+            ))
+        }
+        O::Flush { arg } => reply!(
+            fd,
+            unique,
+            fs.flush(ctx, ino, arg.fh, arg.lock_owner),
+            |_v| reply_ok(fd, unique, &[])
+        ),
+        O::Opendir { arg } => reply!(fd, unique, fs.opendir(ctx, ino, arg.flags), |o| reply_ok(
+            fd,
+            unique,
+            &[open_out(o).as_bytes()]
+        )),
         O::Readdir { arg } => {
-            let mut dir = scratch.dir.take().unwrap_or_else(|| DirBuf::new(arg.size as usize));
+            let mut dir = scratch
+                .dir
+                .take()
+                .unwrap_or_else(|| DirBuf::new(arg.size as usize));
             dir.reset(arg.size as usize);
-            reply!(fd, unique, fs.readdir(ctx, ino, arg.fh, arg.offset, &mut dir), |_v| reply_ok(fd, unique, &[dir.as_bytes()]));
+            reply!(
+                fd,
+                unique,
+                fs.readdir(ctx, ino, arg.fh, arg.offset, &mut dir),
+                |_v| reply_ok(fd, unique, &[dir.as_bytes()])
+            );
             scratch.dir = Some(dir);
         }
         O::Readdirplus { arg } => {
-            let mut dir = scratch.dir.take().unwrap_or_else(|| DirBuf::new(arg.size as usize));
+            let mut dir = scratch
+                .dir
+                .take()
+                .unwrap_or_else(|| DirBuf::new(arg.size as usize));
             dir.reset(arg.size as usize);
             let res = fs.readdirplus(ctx, ino, arg.fh, arg.offset, &mut DirPlusBuf(&mut dir));
-            reply!(fd, unique, res, |_v| reply_ok(fd, unique, &[dir.as_bytes()]));
+            reply!(fd, unique, res, |_v| reply_ok(
+                fd,
+                unique,
+                &[dir.as_bytes()]
+            ));
             scratch.dir = Some(dir);
         }
-        O::Releasedir { arg } => reply!(fd, unique, fs.releasedir(ctx, ino, arg.fh, arg.flags), |_v| reply_ok(fd, unique, &[])),
-        O::Fsyncdir { arg } => reply!(fd, unique, fs.fsyncdir(ctx, ino, arg.fh, arg.fsync_flags & idfuse_abi::FSYNC_FDATASYNC != 0), |_v| reply_ok(fd, unique, &[])),
-        O::Getlk { arg } => reply!(fd, unique, fs.getlk(ctx, ino, arg.fh, arg.owner, &arg.lk), |lk| reply_ok(fd, unique, &[LkOut { lk }.as_bytes()])),
-        O::Setlk { arg } => reply!(fd, unique, fs.setlk(ctx, ino, arg.fh, arg.owner, &arg.lk, false, arg.lk_flags & idfuse_abi::LK_FLOCK != 0), |_v| reply_ok(fd, unique, &[])),
-        O::Setlkw { arg } => reply!(fd, unique, fs.setlk(ctx, ino, arg.fh, arg.owner, &arg.lk, true, arg.lk_flags & idfuse_abi::LK_FLOCK != 0), |_v| reply_ok(fd, unique, &[])),
-        O::Access { arg } => reply!(fd, unique, fs.access(ctx, ino, arg.mask), |_v| reply_ok(fd, unique, &[])),
+        O::Releasedir { arg } => reply!(
+            fd,
+            unique,
+            fs.releasedir(ctx, ino, arg.fh, arg.flags),
+            |_v| reply_ok(fd, unique, &[])
+        ),
+        O::Fsyncdir { arg } => reply!(
+            fd,
+            unique,
+            fs.fsyncdir(
+                ctx,
+                ino,
+                arg.fh,
+                arg.fsync_flags & idfuse_abi::FSYNC_FDATASYNC != 0
+            ),
+            |_v| reply_ok(fd, unique, &[])
+        ),
+        O::Getlk { arg } => reply!(
+            fd,
+            unique,
+            fs.getlk(ctx, ino, arg.fh, arg.owner, &arg.lk),
+            |lk| reply_ok(fd, unique, &[LkOut { lk }.as_bytes()])
+        ),
+        O::Setlk { arg } => reply!(
+            fd,
+            unique,
+            fs.setlk(
+                ctx,
+                ino,
+                arg.fh,
+                arg.owner,
+                &arg.lk,
+                false,
+                arg.lk_flags & idfuse_abi::LK_FLOCK != 0
+            ),
+            |_v| reply_ok(fd, unique, &[])
+        ),
+        O::Setlkw { arg } => reply!(
+            fd,
+            unique,
+            fs.setlk(
+                ctx,
+                ino,
+                arg.fh,
+                arg.owner,
+                &arg.lk,
+                true,
+                arg.lk_flags & idfuse_abi::LK_FLOCK != 0
+            ),
+            |_v| reply_ok(fd, unique, &[])
+        ),
+        O::Access { arg } => reply!(fd, unique, fs.access(ctx, ino, arg.mask), |_v| reply_ok(
+            fd,
+            unique,
+            &[]
+        )),
         O::Create { arg, name } => {
             if !owner_ok {
                 reply_err(fd, unique, Errno::IO);
                 return false;
             }
-            let kill = OpenInFlags::from_bits_truncate(arg.open_flags).contains(OpenInFlags::KILL_SUIDGID);
-            reply!(fd, unique, fs.create(ctx, ino, name, owner, cmode(arg.mode, arg.umask), arg.flags, kill), |(e, o)| {
-                reply_ok(fd, unique, &[entry_out(e).as_bytes(), open_out(o).as_bytes()])
-            })
+            let kill =
+                OpenInFlags::from_bits_truncate(arg.open_flags).contains(OpenInFlags::KILL_SUIDGID);
+            reply!(
+                fd,
+                unique,
+                fs.create(
+                    ctx,
+                    ino,
+                    name,
+                    owner,
+                    cmode(arg.mode, arg.umask),
+                    arg.flags,
+                    kill
+                ),
+                |(e, o)| {
+                    reply_ok(
+                        fd,
+                        unique,
+                        &[entry_out(e).as_bytes(), open_out(o).as_bytes()],
+                    )
+                }
+            )
         }
         O::Tmpfile { arg, name: _ } => {
             if !owner_ok {
                 reply_err(fd, unique, Errno::IO);
                 return false;
             }
-            reply!(fd, unique, fs.tmpfile(ctx, ino, owner, cmode(arg.mode, arg.umask), arg.flags), |(e, o)| {
-                reply_ok(fd, unique, &[entry_out(e).as_bytes(), open_out(o).as_bytes()])
-            })
+            reply!(
+                fd,
+                unique,
+                fs.tmpfile(ctx, ino, owner, cmode(arg.mode, arg.umask), arg.flags),
+                |(e, o)| {
+                    reply_ok(
+                        fd,
+                        unique,
+                        &[entry_out(e).as_bytes(), open_out(o).as_bytes()],
+                    )
+                }
+            )
         }
         // Handled in `dispatch`, which owns the in-flight table.
         O::Interrupt { .. } => {}
-        O::Bmap { arg } => reply!(fd, unique, fs.bmap(ctx, ino, arg.blocksize, arg.block), |block| reply_ok(fd, unique, &[BmapOut { block }.as_bytes()])),
+        O::Bmap { arg } => reply!(
+            fd,
+            unique,
+            fs.bmap(ctx, ino, arg.blocksize, arg.block),
+            |block| reply_ok(fd, unique, &[BmapOut { block }.as_bytes()])
+        ),
         O::Destroy => {
             fs.destroy();
             reply_ok(fd, unique, &[]);
@@ -809,31 +1040,121 @@ fn handle<F: Filesystem>(
         }
         O::Ioctl { arg, data } => {
             let input = &data[..data.len().min(arg.in_size as usize)];
-            reply!(fd, unique, fs.ioctl(ctx, ino, arg.fh, arg.flags, arg.cmd, arg.arg, input, arg.out_size), |(result, out)| {
-                let head = IoctlOut { result, flags: 0, in_iovs: 0, out_iovs: 0 };
-                let n = out.len().min(arg.out_size as usize);
-                reply_ok(fd, unique, &[head.as_bytes(), &out[..n]])
-            })
+            reply!(
+                fd,
+                unique,
+                fs.ioctl(
+                    ctx,
+                    ino,
+                    arg.fh,
+                    arg.flags,
+                    arg.cmd,
+                    arg.arg,
+                    input,
+                    arg.out_size
+                ),
+                |(result, out)| {
+                    let head = IoctlOut {
+                        result,
+                        flags: 0,
+                        in_iovs: 0,
+                        out_iovs: 0,
+                    };
+                    let n = out.len().min(arg.out_size as usize);
+                    reply_ok(fd, unique, &[head.as_bytes(), &out[..n]])
+                }
+            )
         }
-        O::Poll { arg } => reply!(fd, unique, fs.poll(ctx, ino, arg.fh, arg.kh, arg.flags, arg.events), |revents| reply_ok(fd, unique, &[PollOut { revents, padding: 0 }.as_bytes()])),
+        O::Poll { arg } => reply!(
+            fd,
+            unique,
+            fs.poll(ctx, ino, arg.fh, arg.kh, arg.flags, arg.events),
+            |revents| reply_ok(
+                fd,
+                unique,
+                &[PollOut {
+                    revents,
+                    padding: 0
+                }
+                .as_bytes()]
+            )
+        ),
         O::NotifyReply { arg, data } => fs.retrieve_reply(unique, ino, arg.offset, data),
-        O::Fallocate { arg } => reply!(fd, unique, fs.fallocate(ctx, ino, arg.fh, arg.offset, arg.length, arg.mode), |_v| reply_ok(fd, unique, &[])),
-        O::Lseek { arg } => reply!(fd, unique, fs.lseek(ctx, ino, arg.fh, arg.offset, arg.whence), |offset| reply_ok(fd, unique, &[LseekOut { offset }.as_bytes()])),
-        O::CopyFileRange { arg } => reply!(fd, unique, fs.copy_file_range(ctx, ino, arg.fh_in, arg.off_in, arg.nodeid_out, arg.fh_out, arg.off_out, arg.len, arg.flags), |n| {
-            let out = WriteOut { size: n.min(u32::MAX as u64) as u32, padding: 0 };
-            reply_ok(fd, unique, &[out.as_bytes()])
-        }),
-        O::CopyFileRange64 { arg } => reply!(fd, unique, fs.copy_file_range(ctx, ino, arg.fh_in, arg.off_in, arg.nodeid_out, arg.fh_out, arg.off_out, arg.len, arg.flags), |n| {
-            let out = idfuse_abi::CopyFileRangeOut { bytes_copied: n };
-            reply_ok(fd, unique, &[out.as_bytes()])
-        }),
-        O::Syncfs { .. } => reply!(fd, unique, fs.syncfs(ctx, ino), |_v| reply_ok(fd, unique, &[])),
+        O::Fallocate { arg } => reply!(
+            fd,
+            unique,
+            fs.fallocate(ctx, ino, arg.fh, arg.offset, arg.length, arg.mode),
+            |_v| reply_ok(fd, unique, &[])
+        ),
+        O::Lseek { arg } => reply!(
+            fd,
+            unique,
+            fs.lseek(ctx, ino, arg.fh, arg.offset, arg.whence),
+            |offset| reply_ok(fd, unique, &[LseekOut { offset }.as_bytes()])
+        ),
+        O::CopyFileRange { arg } => reply!(
+            fd,
+            unique,
+            fs.copy_file_range(
+                ctx,
+                ino,
+                arg.fh_in,
+                arg.off_in,
+                arg.nodeid_out,
+                arg.fh_out,
+                arg.off_out,
+                arg.len,
+                arg.flags
+            ),
+            |n| {
+                let out = WriteOut {
+                    size: n.min(u32::MAX as u64) as u32,
+                    padding: 0,
+                };
+                reply_ok(fd, unique, &[out.as_bytes()])
+            }
+        ),
+        O::CopyFileRange64 { arg } => reply!(
+            fd,
+            unique,
+            fs.copy_file_range(
+                ctx,
+                ino,
+                arg.fh_in,
+                arg.off_in,
+                arg.nodeid_out,
+                arg.fh_out,
+                arg.off_out,
+                arg.len,
+                arg.flags
+            ),
+            |n| {
+                let out = idfuse_abi::CopyFileRangeOut { bytes_copied: n };
+                reply_ok(fd, unique, &[out.as_bytes()])
+            }
+        ),
+        O::Syncfs { .. } => reply!(fd, unique, fs.syncfs(ctx, ino), |_v| reply_ok(
+            fd,
+            unique,
+            &[]
+        )),
         O::Statx { arg } => {
             let fh = (arg.getattr_flags & idfuse_abi::GETATTR_FH != 0).then_some(arg.fh);
-            reply!(fd, unique, fs.statx(ctx, ino, fh, arg.sx_flags, arg.sx_mask), |(stat, t)| {
-                let out = StatxOut { attr_valid: t.as_secs(), attr_valid_nsec: t.subsec_nanos(), flags: 0, spare: [0; 2], stat };
-                reply_ok(fd, unique, &[out.as_bytes()])
-            })
+            reply!(
+                fd,
+                unique,
+                fs.statx(ctx, ino, fh, arg.sx_flags, arg.sx_mask),
+                |(stat, t)| {
+                    let out = StatxOut {
+                        attr_valid: t.as_secs(),
+                        attr_valid_nsec: t.subsec_nanos(),
+                        flags: 0,
+                        spare: [0; 2],
+                        stat,
+                    };
+                    reply_ok(fd, unique, &[out.as_bytes()])
+                }
+            )
         }
         // DAX mappings exist only on virtiofs; a /dev/fuse session never
         // gets them, and ENOSYS is the protocol's "not supported".
@@ -851,10 +1172,21 @@ fn handle<F: Filesystem>(
 
 fn reply_xattr(fd: BorrowedFd<'_>, unique: u64, size: u32, x: Xattr) {
     match x {
-        Xattr::Size(n) => reply_ok(fd, unique, &[GetxattrOut { size: n, padding: 0 }.as_bytes()]),
+        Xattr::Size(n) => reply_ok(
+            fd,
+            unique,
+            &[GetxattrOut {
+                size: n,
+                padding: 0,
+            }
+            .as_bytes()],
+        ),
         Xattr::Data(d) => {
             if size == 0 {
-                let out = GetxattrOut { size: d.len() as u32, padding: 0 };
+                let out = GetxattrOut {
+                    size: d.len() as u32,
+                    padding: 0,
+                };
                 reply_ok(fd, unique, &[out.as_bytes()])
             } else if d.len() > size as usize {
                 reply_err(fd, unique, Errno::RANGE)

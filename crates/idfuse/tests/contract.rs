@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use idfuse::{
-    Attr, AttrReply, Caller, Context, CreateMode, Entry, Errno, Filesystem, InitFlags, MountOptions,
-    Owner, Session, SessionConfig,
+    Attr, AttrReply, Caller, Context, CreateMode, Entry, Errno, Filesystem, InitFlags,
+    MountOptions, Owner, Session, SessionConfig,
 };
 
 /// A flat directory of empty directories that records what it was told.
@@ -37,7 +37,10 @@ impl Filesystem for Recorder {
         InitFlags::DONT_MASK
     }
     fn lookup(&self, ctx: &Context<'_>, _parent: u64, name: &OsStr) -> idfuse::Result<Entry> {
-        self.seen.lock().unwrap().push(("LOOKUP", ctx.caller(), None));
+        self.seen
+            .lock()
+            .unwrap()
+            .push(("LOOKUP", ctx.caller(), None));
         let dirs = self.dirs.lock().unwrap();
         let (ino, o) = dirs.get(name).ok_or(Errno::NOENT)?;
         Ok(Entry {
@@ -49,7 +52,10 @@ impl Filesystem for Recorder {
         })
     }
     fn getattr(&self, ctx: &Context<'_>, ino: u64, _fh: Option<u64>) -> idfuse::Result<AttrReply> {
-        self.seen.lock().unwrap().push(("GETATTR", ctx.caller(), None));
+        self.seen
+            .lock()
+            .unwrap()
+            .push(("GETATTR", ctx.caller(), None));
         if ino == 1 {
             return Ok(AttrReply {
                 attr: attr(1, libc::S_IFDIR | 0o777, 0, 0),
@@ -63,8 +69,18 @@ impl Filesystem for Recorder {
             timeout: Duration::ZERO,
         })
     }
-    fn mkdir(&self, ctx: &Context<'_>, _parent: u64, name: &OsStr, owner: &Owner, _mode: CreateMode) -> idfuse::Result<Entry> {
-        self.seen.lock().unwrap().push(("MKDIR", ctx.caller(), Some(*owner)));
+    fn mkdir(
+        &self,
+        ctx: &Context<'_>,
+        _parent: u64,
+        name: &OsStr,
+        owner: &Owner,
+        _mode: CreateMode,
+    ) -> idfuse::Result<Entry> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(("MKDIR", ctx.caller(), Some(*owner)));
         let mut dirs = self.dirs.lock().unwrap();
         let ino = dirs.len() as u64 + 2;
         dirs.insert(name.to_owned(), (ino, *owner));
@@ -118,7 +134,10 @@ fn opted_in_session_withholds_caller_but_passes_owner() {
     let dir = tempfile::tempdir().unwrap();
     let fs = Arc::new(Recorder::default());
     let session = mount(fs.clone(), dir.path(), true);
-    assert!(session.negotiated().unwrap().idmap, "kernel 6.12+ offers FUSE_ALLOW_IDMAP");
+    assert!(
+        session.negotiated().unwrap().idmap,
+        "kernel 6.12+ offers FUSE_ALLOW_IDMAP"
+    );
     let mnt = dir.path().to_path_buf();
     let st = as_ids(1234, 2345, || match std::fs::create_dir(mnt.join("d")) {
         Ok(()) => 0,
@@ -127,15 +146,32 @@ fn opted_in_session_withholds_caller_but_passes_owner() {
     assert_eq!(st, 0, "mkdir as 1234:2345 through the mount");
     let meta = std::fs::metadata(mnt.join("d")).unwrap();
     use std::os::unix::fs::MetadataExt;
-    assert_eq!((meta.uid(), meta.gid()), (1234, 2345), "owner of the new directory");
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (1234, 2345),
+        "owner of the new directory"
+    );
     let seen = fs.seen.lock().unwrap().clone();
     let mkdir: Vec<_> = seen.iter().filter(|s| s.0 == "MKDIR").collect();
     assert_eq!(mkdir.len(), 1);
-    assert_eq!(mkdir[0].1, None, "MKDIR context has no caller on an idmap session");
-    assert_eq!(mkdir[0].2.map(|o| (o.uid, o.gid)), Some((1234, 2345)), "MKDIR owner");
+    assert_eq!(
+        mkdir[0].1, None,
+        "MKDIR context has no caller on an idmap session"
+    );
+    assert_eq!(
+        mkdir[0].2.map(|o| (o.uid, o.gid)),
+        Some((1234, 2345)),
+        "MKDIR owner"
+    );
     let others: Vec<_> = seen.iter().filter(|s| s.0 != "MKDIR").collect();
-    assert!(others.iter().any(|s| s.0 == "GETATTR"), "saw GETATTR: {seen:?}");
-    assert!(others.iter().all(|s| s.1.is_none()), "no caller ids outside creation: {others:?}");
+    assert!(
+        others.iter().any(|s| s.0 == "GETATTR"),
+        "saw GETATTR: {seen:?}"
+    );
+    assert!(
+        others.iter().all(|s| s.1.is_none()),
+        "no caller ids outside creation: {others:?}"
+    );
     drop(session);
     assert!(!mounted(dir.path()), "unmounted on drop");
 }
@@ -147,11 +183,18 @@ fn plain_session_shows_caller() {
     let session = mount(fs.clone(), dir.path(), false);
     assert!(!session.negotiated().unwrap().idmap);
     let mnt = dir.path().to_path_buf();
-    let st = as_ids(1234, 2345, || i32::from(std::fs::metadata(mnt.join("nope")).is_ok()));
+    let st = as_ids(1234, 2345, || {
+        i32::from(std::fs::metadata(mnt.join("nope")).is_ok())
+    });
     assert_eq!(st, 0);
     let seen = fs.seen.lock().unwrap().clone();
     assert!(
-        seen.iter().any(|s| s.0 == "LOOKUP" && s.1 == Some(Caller { uid: 1234, gid: 2345 })),
+        seen.iter().any(|s| s.0 == "LOOKUP"
+            && s.1
+                == Some(Caller {
+                    uid: 1234,
+                    gid: 2345
+                })),
         "LOOKUP carries the caller without idmap: {seen:?}"
     );
 }
@@ -163,8 +206,13 @@ fn idmap_without_default_permissions_is_refused_before_mounting() {
         default_permissions: false,
         ..MountOptions::default()
     };
-    let err = Session::mount(Arc::new(Recorder::default()), dir.path(), opts, SessionConfig::default())
-        .expect_err("must refuse");
+    let err = Session::mount(
+        Arc::new(Recorder::default()),
+        dir.path(),
+        opts,
+        SessionConfig::default(),
+    )
+    .expect_err("must refuse");
     assert!(err.to_string().contains("default_permissions"), "{err}");
     assert!(!mounted(dir.path()));
 }
@@ -173,18 +221,29 @@ fn idmap_without_default_permissions_is_refused_before_mounting() {
 fn bad_mountpoints_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing");
-    let err = Session::mount(Arc::new(Recorder::default()), &missing, MountOptions::default(), SessionConfig::default())
-        .expect_err("missing mountpoint");
+    let err = Session::mount(
+        Arc::new(Recorder::default()),
+        &missing,
+        MountOptions::default(),
+        SessionConfig::default(),
+    )
+    .expect_err("missing mountpoint");
     assert!(err.to_string().contains("does not exist"), "{err}");
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
-    let err = Session::mount(Arc::new(Recorder::default()), &file, MountOptions::default(), SessionConfig::default())
-        .expect_err("file mountpoint");
+    let err = Session::mount(
+        Arc::new(Recorder::default()),
+        &file,
+        MountOptions::default(),
+        SessionConfig::default(),
+    )
+    .expect_err("file mountpoint");
     assert!(err.to_string().contains("not a directory"), "{err}");
 }
 
 fn mounted(path: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let p = path.to_string_lossy().to_string();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
 }
