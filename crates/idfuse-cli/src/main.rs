@@ -1,6 +1,7 @@
 //! `idfuse`: mount idfuse filesystems, make idmapped mounts, run the
 //! conformance suite. Logic lives in the libraries; this file only routes.
 
+mod bench_cmd;
 mod conformance_cmd;
 mod idmap_cmd;
 mod mount_cmd;
@@ -24,6 +25,8 @@ enum Command {
     Idmap(idmap_cmd::Args),
     /// Run the idmapped-mount conformance suite against one or more targets.
     Conformance(conformance_cmd::Args),
+    /// Measure speed against native tmpfs and peer FUSE servers.
+    Bench(bench_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Mount(args) => mount_cmd::run(args),
         Command::Idmap(args) => idmap_cmd::run(args),
         Command::Conformance(args) => conformance_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,10 +1,328 @@
-//! Placeholder: being written in this session.
+//! `idfuse mount memfs|passthrough`: option handling, daemonizing, the
+//! idmap-before-attach sequence and signal handling. The mechanics live in
+//! the libraries.
 
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context as _};
+use idfuse::{Caller, Filesystem, MountOptions, Session, SessionConfig};
+use idfuse_fs::memfs::{Fault, MemFs, MemFsOptions};
+use idfuse_fs::passthrough::{Passthrough, PassthroughOptions};
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(after_help = "Examples:\n  idfuse mount memfs /mnt/mem\n  idfuse mount passthrough /srv/data /mnt/view --idmap b:0:100000:65536\n  idfuse mount passthrough /srv/data /mnt/view -o entry_timeout=0.1,attr_timeout=0.1 --foreground")]
+pub struct Args {
+    #[command(subcommand)]
+    fs: FsKind,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+#[derive(clap::Subcommand)]
+enum FsKind {
+    /// An in-memory filesystem.
+    Memfs {
+        /// Where to mount it (an existing directory).
+        mountpoint: PathBuf,
+        #[command(flatten)]
+        common: Common,
+        /// Switch on one deliberate bug, to check that the conformance suite
+        /// catches it: daemon-owner, ignore-dont-mask, no-setgid-inherit,
+        /// drop-acl-xattrs, deny-absent-caller.
+        #[arg(long, hide = true)]
+        fault: Option<Fault>,
+    },
+    /// Mirror SOURCE at MOUNTPOINT.
+    Passthrough {
+        /// The directory to mirror.
+        source: PathBuf,
+        /// Where to mount the mirror (an existing directory outside SOURCE).
+        mountpoint: PathBuf,
+        #[command(flatten)]
+        common: Common,
+        /// Use FUSE passthrough (kernel-to-kernel I/O on backing files) when
+        /// the daemon has the privilege for it.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        passthrough: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// Mount options, comma-separated, as mount(8) and libfuse spell them:
+    /// default_permissions, allow_other, ro, nosuid, nodev, noexec, noatime,
+    /// max_read=N, fsname=NAME, subtype=NAME, writeback_cache; passthrough
+    /// also takes entry_timeout=SECS, attr_timeout=SECS, timeout=SECS.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Stay in the foreground (otherwise the daemon detaches once mounted).
+    #[arg(short = 'f', long)]
+    foreground: bool,
+    /// Worker threads (default: number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Negotiate FUSE_ALLOW_IDMAP so the mount can be idmapped. It needs
+    /// default_permissions, which is then the default, as is allow_other.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    idmap_support: bool,
+    /// Idmap the mount before it becomes visible: SPEC in util-linux syntax
+    /// (e.g. b:0:100000:65536: fs id 0 shows as 100000), or a user
+    /// namespace file (/proc/PID/ns/user).
+    #[arg(long, value_name = "SPEC")]
+    idmap: Option<String>,
+    /// Append one line per request to FILE: OPCODE UID GID ('-' for ids
+    /// the kernel withheld).
+    #[arg(long, value_name = "FILE", hide = true)]
+    record_requests: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.fs {
+        FsKind::Memfs {
+            mountpoint,
+            common,
+            fault,
+        } => {
+            let (mount, session) = settings(&common, &mut |_, _| Ok(false))?;
+            idfuse::check_mountpoint(&mountpoint)?;
+            let fs = MemFs::new(MemFsOptions {
+                fault,
+                ..MemFsOptions::default()
+            });
+            serve(fs, &mountpoint, &common, mount, session)
+        }
+        FsKind::Passthrough {
+            source,
+            mountpoint,
+            common,
+            passthrough,
+        } => {
+            let mut popts = PassthroughOptions {
+                passthrough_io: passthrough,
+                ..PassthroughOptions::default()
+            };
+            let (mount, mut session) = settings(&common, &mut |k, v| popts.parse_option(k, v))?;
+            popts.writeback_cache = session.writeback_cache;
+            if session.writeback_cache && popts.passthrough_io {
+                bail!("`writeback_cache` cannot be combined with FUSE passthrough: the kernel refuses backing files on a writeback-cache connection. Add --passthrough false to use writeback_cache");
+            }
+            session.passthrough = popts.passthrough_io;
+            idfuse::check_mountpoint(&mountpoint)?;
+            Passthrough::check_mountpoint(&source, &mountpoint)?;
+            let fs = Passthrough::new(&source, popts)?;
+            serve(fs, &mountpoint, &common, mount, session)
+        }
+    }
+}
+
+type Extra<'a> = dyn FnMut(&str, Option<&str>) -> Result<bool, String> + 'a;
+
+fn settings(common: &Common, extra: &mut Extra<'_>) -> anyhow::Result<(MountOptions, SessionConfig)> {
+    let mut mount = MountOptions::default();
+    let mut session = SessionConfig {
+        idmap: common.idmap_support,
+        ..SessionConfig::default()
+    };
+    if !common.idmap_support {
+        // Without idmap support we follow libfuse: both are opt-in.
+        mount.default_permissions = false;
+        mount.allow_other = false;
+    }
+    if let Some(n) = common.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        session.threads = n;
+    }
+    for o in &common.options {
+        idfuse::parse_options(o, &mut mount, &mut session, extra)?;
+    }
+    if let Some(path) = &common.record_requests {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open --record-requests file {}", path.display()))?;
+        let file = Mutex::new(file);
+        session.observer = Some(Arc::new(move |op: &str, caller: Option<Caller>| {
+            let line = match caller {
+                Some(c) => format!("{op} {} {}\n", c.uid, c.gid),
+                None => format!("{op} - -\n"),
+            };
+            if let Ok(mut f) = file.lock() {
+                let _ = f.write_all(line.as_bytes());
+            }
+        }));
+    }
+    Ok((mount, session))
+}
+
+/// Mount `fs`, idmapping it first if asked, then serve until unmounted or
+/// signalled.
+fn serve<F: Filesystem>(fs: F, mountpoint: &Path, common: &Common, mount: MountOptions, session: SessionConfig) -> anyhow::Result<ExitCode> {
+    let map = match &common.idmap {
+        Some(spec) => Some(
+            spec.parse::<idfuse_idmap::MapSource>()
+                .map_err(|e| anyhow::anyhow!("--idmap {spec}: {e}"))?,
+        ),
+        None => None,
+    };
+    if map.is_some() && !session.idmap {
+        bail!("--idmap needs idmap support; drop --idmap-support false");
+    }
+    // Detach before any thread exists; the parent reports the outcome.
+    let notify = if common.foreground {
+        None
+    } else {
+        match daemonize()? {
+            Daemon::Parent(code) => return Ok(code),
+            Daemon::Child(pipe) => Some(pipe),
+        }
+    };
+    let signals = block_signals()?;
+    let result = (|| -> anyhow::Result<Session<F>> {
+        let fs = Arc::new(fs);
+        match &map {
+            None => Ok(Session::mount(fs, mountpoint, mount, session)?),
+            Some(source) => {
+                let mut s = Session::mount_detached(fs, mount, session, mountpoint)?;
+                if !s.negotiated().is_some_and(|n| n.idmap) {
+                    bail!(
+                        "this kernel ({}) did not offer FUSE_ALLOW_IDMAP: idmapped FUSE mounts need Linux 6.12 or newer",
+                        kernel_release()
+                    );
+                }
+                let ns = idfuse_idmap::UserNamespace::from_source(source)?;
+                let Some(fd) = s.mount_fd() else {
+                    bail!("this kernel lacks the new mount API, so the mount cannot be idmapped before it is attached");
+                };
+                idfuse_idmap::set_idmap(fd, &ns, false)?;
+                s.attach(mountpoint)?;
+                Ok(s)
+            }
+        }
+    })();
+    let mut session = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(n) = notify {
+                n.fail(&format!("{e:#}"));
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(target = %mountpoint.display(), "mounted");
+    if let Some(n) = notify {
+        n.ready();
+    }
+    wait_for_end(&mut session, &signals);
+    session.unmount()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kernel_release() -> String {
+    rustix::system::uname().release().to_string_lossy().into_owned()
+}
+
+/// Block SIGINT/SIGTERM/SIGHUP in this and every later thread, and return
+/// a signalfd that reports them.
+fn block_signals() -> anyhow::Result<OwnedFd> {
+    // SAFETY: sigset manipulation on a local, then a process-wide mask
+    // change before any worker thread exists; signalfd returns a new fd we
+    // own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            bail!("cannot block termination signals");
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+        if fd < 0 {
+            bail!("signalfd: {}", std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Return when a termination signal arrives or the mount went away.
+fn wait_for_end<F: Filesystem>(session: &mut Session<F>, signals: &OwnedFd) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    loop {
+        let mut fds = [PollFd::new(signals, PollFlags::IN)];
+        let tick = Timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        let _ = poll(&mut fds, Some(&tick));
+        if !fds[0].revents().is_empty() {
+            let mut buf = [0u8; 128];
+            let _ = rustix::io::read(signals, &mut buf);
+            tracing::info!("signal received; unmounting");
+            return;
+        }
+        if session.running_workers() == 0 {
+            tracing::info!("mount is gone; exiting");
+            return;
+        }
+    }
+}
+
+/// The child's end of the pipe to the waiting parent.
+struct ReadyPipe(std::fs::File);
+
+impl ReadyPipe {
+    fn ready(mut self) {
+        let _ = self.0.write_all(b"ok\n");
+        redirect_stdio();
+    }
+    fn fail(mut self, msg: &str) {
+        let _ = self.0.write_all(msg.as_bytes());
+    }
+}
+
+fn redirect_stdio() {
+    if let Ok(null) = std::fs::File::options().read(true).write(true).open("/dev/null") {
+        for fd in 0..=2 {
+            // SAFETY: dup2 onto the standard descriptors, which we own.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+enum Daemon {
+    Parent(ExitCode),
+    Child(ReadyPipe),
+}
+
+/// Fork: the parent waits for the child's verdict and returns the exit
+/// code; the child carries on in a new session with the pipe to report on.
+fn daemonize() -> anyhow::Result<Daemon> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("pipe")?;
+    // SAFETY: no threads exist yet (signal handling and workers start
+    // after this), so the child may continue running Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        bail!("fork: {}", std::io::Error::last_os_error());
+    }
+    if pid > 0 {
+        drop(w);
+        let mut msg = String::new();
+        let _ = std::fs::File::from(r).read_to_string(&mut msg);
+        if msg.trim() == "ok" {
+            return Ok(Daemon::Parent(ExitCode::SUCCESS));
+        }
+        if msg.is_empty() {
+            msg = "the daemon exited before mounting".into();
+        }
+        eprintln!("idfuse: {}", msg.trim());
+        return Ok(Daemon::Parent(ExitCode::FAILURE));
+    }
+    drop(r);
+    let _ = rustix::process::setsid();
+    Ok(Daemon::Child(ReadyPipe(std::fs::File::from(w))))
 }

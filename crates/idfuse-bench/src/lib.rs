@@ -1,0 +1,1 @@
+//! idfuse-bench (being written).
