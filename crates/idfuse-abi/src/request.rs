@@ -699,7 +699,10 @@ fn decode_extensions(mut area: &[u8]) -> Result<Extensions<'_>, DecodeError> {
         let (h, _) = ExtHeader::read_from_prefix(area)
             .map_err(|_| DecodeError::BadExtension("truncated extension header"))?;
         let size = h.size as usize;
-        if size < core::mem::size_of::<ExtHeader>() || size % REC_ALIGN != 0 || size > area.len() {
+        if size < core::mem::size_of::<ExtHeader>()
+            || !size.is_multiple_of(REC_ALIGN)
+            || size > area.len()
+        {
             return Err(DecodeError::BadExtension("extension size out of range"));
         }
         let this = &area[..size];

@@ -70,6 +70,10 @@ impl Default for MountOptions {
 /// The `-o` options idfuse itself understands (filesystems may add theirs).
 pub const KNOWN_OPTIONS: &str = "default_permissions, nodefault_permissions, allow_other, noallow_other, ro, rw, suid, nosuid, dev, nodev, exec, noexec, atime, noatime, max_read=N, fsname=NAME, subtype=NAME, user_id=N, group_id=N, writeback_cache, max_write=N";
 
+/// A filesystem's handler for `-o` options idfuse does not know: returns
+/// true when it consumed the option, an error text when the value is bad.
+pub type ExtraOption<'a> = dyn FnMut(&str, Option<&str>) -> Result<bool, String> + 'a;
+
 /// Parse a comma-separated `-o` string into `mount` and `session`.
 /// `extra` sees each option idfuse does not know first-hand and returns
 /// true when it consumed it; anything left is an error naming the option.
@@ -77,7 +81,7 @@ pub fn parse_options(
     s: &str,
     mount: &mut MountOptions,
     session: &mut SessionConfig,
-    extra: &mut dyn FnMut(&str, Option<&str>) -> Result<bool, String>,
+    extra: &mut ExtraOption<'_>,
 ) -> Result<(), Error> {
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (key, value) = match item.split_once('=') {

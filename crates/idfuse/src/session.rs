@@ -312,31 +312,39 @@ fn worker_loop<F: Filesystem>(shared: &Shared<F>, fd: BorrowedFd<'_>) {
                 return;
             }
         };
-        let opts = DecodeOptions {
-            setxattr_ext: shared
-                .negotiated
-                .get()
-                .is_some_and(|n| n.flags.contains(InitFlags::SETXATTR_EXT)),
-        };
-        match decode(&buf[..n], opts) {
-            Ok(req) => {
-                let stop = dispatch(shared, fd, req, &mut scratch);
-                if stop {
-                    return;
+        if process(shared, fd, &buf[..n], &mut scratch) {
+            return;
+        }
+    }
+}
+
+/// Decode and answer one request. Returns true when the worker should stop.
+fn process<F: Filesystem>(
+    shared: &Shared<F>,
+    fd: BorrowedFd<'_>,
+    buf: &[u8],
+    scratch: &mut Scratch,
+) -> bool {
+    let opts = DecodeOptions {
+        setxattr_ext: shared
+            .negotiated
+            .get()
+            .is_some_and(|n| n.flags.contains(InitFlags::SETXATTR_EXT)),
+    };
+    match decode(buf, opts) {
+        Ok(req) => dispatch(shared, fd, req, scratch),
+        Err(e) => {
+            // Answer what we can: a request we cannot decode still has an
+            // id, and an unanswered request would hang its caller.
+            tracing::warn!("undecodable request: {e}");
+            if let Ok((h, _)) = <InHeader as zerocopy::FromBytes>::read_from_prefix(buf) {
+                if h.opcode != idfuse_abi::opcode::FORGET
+                    && h.opcode != idfuse_abi::opcode::BATCH_FORGET
+                {
+                    reply_err(fd, h.unique, Errno::INVAL);
                 }
             }
-            Err(e) => {
-                // Answer what we can: a request we cannot decode still has an
-                // id, and an unanswered request would hang its caller.
-                tracing::warn!("undecodable request: {e}");
-                if let Ok((h, _)) = <InHeader as zerocopy::FromBytes>::read_from_prefix(&buf[..n]) {
-                    if h.opcode != idfuse_abi::opcode::FORGET
-                        && h.opcode != idfuse_abi::opcode::BATCH_FORGET
-                    {
-                        reply_err(fd, h.unique, Errno::INVAL);
-                    }
-                }
-            }
+            false
         }
     }
 }
@@ -1208,5 +1216,75 @@ impl<F: Filesystem> Shared<F> {
         {
             f.store(true, Ordering::Relaxed);
         }
+    }
+}
+
+/// Drives a filesystem with raw request bytes instead of `/dev/fuse`, through
+/// exactly the code path the workers use: for fuzzing the dispatch and for
+/// tests of protocol corner cases. Replies go through a `SOCK_SEQPACKET`
+/// socket pair and come back one message per reply.
+pub struct Loopback<F: Filesystem> {
+    shared: Arc<Shared<F>>,
+    theirs: OwnedFd,
+    ours: OwnedFd,
+    scratch: Scratch,
+}
+
+impl<F: Filesystem> Loopback<F> {
+    /// A loopback session over `fs`. `default_permissions` plays the role of
+    /// the mount option.
+    pub fn new(
+        fs: Arc<F>,
+        config: SessionConfig,
+        default_permissions: bool,
+    ) -> std::io::Result<Self> {
+        use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+        let (ours, theirs) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&theirs, 4 << 20);
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&ours, 4 << 20);
+        let device = Device::new(theirs.try_clone()?);
+        let shutdown = Arc::new(rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC,
+        )?);
+        Ok(Self {
+            shared: Arc::new(Shared::new(
+                fs,
+                config,
+                device,
+                default_permissions,
+                shutdown,
+            )),
+            theirs,
+            ours,
+            scratch: Scratch::default(),
+        })
+    }
+
+    /// Feed one request (as `read(2)` on `/dev/fuse` would return it) and
+    /// collect the replies and notifications written in answer.
+    pub fn handle(&mut self, request: &[u8]) -> Vec<Vec<u8>> {
+        process(
+            &self.shared,
+            self.theirs.as_fd(),
+            request,
+            &mut self.scratch,
+        );
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; (self.shared.config.max_write as usize).max(1 << 16) + 4096];
+        while let Ok(n) = rustix::io::read(&self.ours, &mut buf) {
+            out.push(buf[..n].to_vec());
+        }
+        out
+    }
+
+    /// What INIT negotiated, once an INIT request was handled.
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        self.shared.negotiated.get().copied()
     }
 }

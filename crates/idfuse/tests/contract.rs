@@ -13,11 +13,14 @@ use idfuse::{
     MountOptions, Owner, Session, SessionConfig,
 };
 
+/// One request as the filesystem saw it: opcode, caller, owner.
+type Seen = (&'static str, Option<Caller>, Option<Owner>);
+
 /// A flat directory of empty directories that records what it was told.
 #[derive(Default)]
 struct Recorder {
     dirs: Mutex<HashMap<OsString, (u64, Owner)>>,
-    seen: Mutex<Vec<(&'static str, Option<Caller>, Option<Owner>)>>,
+    seen: Mutex<Vec<Seen>>,
 }
 
 fn attr(ino: u64, mode: u32, uid: u32, gid: u32) -> Attr {
