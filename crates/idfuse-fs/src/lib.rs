@@ -1,1 +1,6 @@
-//! idfuse-fs
+//! Filesystems built on idfuse: `memfs`, a complete in-memory filesystem,
+//! and `passthrough`, a mirror of a directory that is correct on idmapped
+//! mounts.
+
+pub mod memfs;
+pub mod passthrough;

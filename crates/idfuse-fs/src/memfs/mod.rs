@@ -1,0 +1,1 @@
+//! In-memory filesystem (being written).

@@ -1,0 +1,1 @@
+//! Passthrough mirror (being written).
