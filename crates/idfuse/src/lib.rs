@@ -19,7 +19,7 @@ pub use mount::{
     check_mountpoint, parse_options, MountMethod, MountOptions, Session, KNOWN_OPTIONS,
 };
 pub use rustix::io::Errno;
-pub use session::{Device, Loopback, Notifier, Observer, SessionConfig};
+pub use session::{Device, Loopback, Notifier, Observer, RawObserver, SessionConfig};
 
 /// The result of a filesystem operation: an errno is the answer the caller
 /// of the syscall sees.

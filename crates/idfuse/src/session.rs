@@ -30,6 +30,10 @@ use crate::Result;
 /// diagnostics (`idfuse mount --record-requests`).
 pub type Observer = dyn Fn(&str, Option<Caller>) + Send + Sync;
 
+/// Called with the raw bytes of every request, before decoding: for
+/// capturing fuzzing seeds from a real mount.
+pub type RawObserver = dyn Fn(&[u8]) + Send + Sync;
+
 /// Session settings that do not belong to the mount itself.
 #[derive(Clone)]
 pub struct SessionConfig {
@@ -47,6 +51,8 @@ pub struct SessionConfig {
     pub max_write: u32,
     /// Request observer.
     pub observer: Option<Arc<Observer>>,
+    /// Raw request observer.
+    pub raw_observer: Option<Arc<RawObserver>>,
 }
 
 impl Default for SessionConfig {
@@ -58,6 +64,7 @@ impl Default for SessionConfig {
             writeback_cache: false,
             max_write: 1 << 20,
             observer: None,
+            raw_observer: None,
         }
     }
 }
