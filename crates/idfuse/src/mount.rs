@@ -46,6 +46,9 @@ pub struct MountOptions {
     pub user_id: u32,
     /// The mounting group (`group_id=`); defaults to the caller's egid.
     pub group_id: u32,
+    /// Use mount(2) even where the new mount API exists (what kernels
+    /// before 5.2 get); for tests of that path.
+    pub force_legacy: bool,
 }
 
 impl Default for MountOptions {
@@ -63,6 +66,7 @@ impl Default for MountOptions {
             max_read: None,
             user_id: rustix::process::geteuid().as_raw(),
             group_id: rustix::process::getegid().as_raw(),
+            force_legacy: false,
         }
     }
 }
@@ -340,7 +344,12 @@ impl<F: Filesystem> Session<F> {
         if sync {
             spawn0(&mut this)?;
         }
-        match fsopen_mount(master.as_fd(), &mount) {
+        let attempt = if mount.force_legacy {
+            Err(MountErr::NoNewApi)
+        } else {
+            fsopen_mount(master.as_fd(), &mount)
+        };
+        match attempt {
             Ok(fd) => this.mount_fd = Some(fd),
             Err(MountErr::NoNewApi) => {
                 let Some(target) = target else {

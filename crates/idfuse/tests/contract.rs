@@ -250,3 +250,21 @@ fn mounted(path: &Path) -> bool {
     info.lines()
         .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
 }
+
+#[test]
+fn legacy_mount_path_works_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(Recorder::default());
+    let opts = MountOptions {
+        force_legacy: true,
+        ..MountOptions::default()
+    };
+    let session =
+        Session::mount(fs.clone(), dir.path(), opts, SessionConfig::default()).expect("mount(2)");
+    assert_eq!(session.method(), idfuse::MountMethod::Legacy);
+    assert!(session.negotiated().unwrap().idmap);
+    std::fs::create_dir(dir.path().join("x")).expect("mkdir through a mount(2) mount");
+    assert!(mounted(dir.path()));
+    drop(session);
+    assert!(!mounted(dir.path()), "unmounted on drop");
+}
