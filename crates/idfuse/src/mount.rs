@@ -302,7 +302,18 @@ impl<F: Filesystem> Session<F> {
         target: Option<&Path>,
     ) -> Result<Self, Error> {
         validate(fs.capabilities(), &mount, &session)?;
-        let dev = open_device()?;
+        let dev = match open_device() {
+            Ok(dev) => dev,
+            // Distributions ship /dev/fuse 0666; where it is not, an
+            // unprivileged user can still mount through the setuid helper.
+            Err(Error::NoDevice(Errno::ACCESS | Errno::PERM))
+                if !rustix::process::geteuid().is_root() && target.is_some() =>
+            {
+                let target = target.unwrap_or(Path::new("/"));
+                return fusermount_session(fs, target, mount, session);
+            }
+            Err(e) => return Err(e),
+        };
         let sync = request_sync_init(dev.as_fd());
         let shutdown = Arc::new(
             rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).map_err(|e| {
