@@ -76,6 +76,10 @@ struct Common {
     /// the kernel withheld).
     #[arg(long, value_name = "FILE", hide = true)]
     record_requests: Option<PathBuf>,
+    /// Save the raw bytes of the first 5000 requests as files in DIR (seeds
+    /// for the fuzzers).
+    #[arg(long, value_name = "DIR", hide = true)]
+    capture_requests: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -153,6 +157,17 @@ fn settings(common: &Common, extra: &mut Extra<'_>) -> anyhow::Result<(MountOpti
             };
             if let Ok(mut f) = file.lock() {
                 let _ = f.write_all(line.as_bytes());
+            }
+        }));
+    }
+    if let Some(dir) = &common.capture_requests {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = dir.clone();
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        session.raw_observer = Some(Arc::new(move |raw: &[u8]| {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n < 5000 {
+                let _ = std::fs::write(dir.join(format!("req-{n:05}")), raw);
             }
         }));
     }

@@ -207,16 +207,26 @@ fn idmap_option_makes_the_view_atomically() {
         .find(|l| l.split(' ').nth(4) == Some(dir.path().to_str().unwrap()))
         .unwrap();
     assert!(line.contains("idmapped"), "{line}");
-    // A container root (host uid 100000) creates a file: it is owned by
-    // 100000 through the view, i.e. by 0 in the filesystem.
+    // Root gives container user 123 (host 100123) a directory; a file that
+    // user creates there is 100123 through the view.
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(100123), Some(100123)).unwrap();
     let st = Command::new("setpriv")
         .args(["--reuid=100123", "--regid=100123", "--clear-groups", "touch"])
-        .arg(dir.path().join("by-100123"))
+        .arg(home.join("f"))
         .status()
         .unwrap();
     assert!(st.success());
-    let meta = std::fs::metadata(dir.path().join("by-100123")).unwrap();
+    let meta = std::fs::metadata(home.join("f")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (100123, 100123), "seen through the view");
+    // A caller with no mapping cannot create anything (the VFS says EOVERFLOW).
+    let st = Command::new("setpriv")
+        .args(["--reuid=5000", "--regid=5000", "--clear-groups", "touch"])
+        .arg(dir.path().join("unmapped"))
+        .status()
+        .unwrap();
+    assert!(!st.success());
 }
 
 #[test]
