@@ -278,3 +278,52 @@ fn an_external_unmount_stops_the_workers() {
         .unmount()
         .expect("unmount after the fact is not an error");
 }
+
+/// Mounts fusectl at /sys/fs/fuse/connections for the test if nobody has,
+/// and unmounts it again afterwards.
+struct Fusectl {
+    mounted_here: bool,
+}
+
+impl Fusectl {
+    fn ensure() -> Self {
+        let have = std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(2) == Some("fusectl"));
+        if have {
+            return Self { mounted_here: false };
+        }
+        rustix::mount::mount("fusectl", "/sys/fs/fuse/connections", "fusectl", rustix::mount::MountFlags::empty(), None)
+            .expect("mount fusectl");
+        Self { mounted_here: true }
+    }
+}
+
+impl Drop for Fusectl {
+    fn drop(&mut self) {
+        if self.mounted_here {
+            let _ = rustix::mount::unmount("/sys/fs/fuse/connections", rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+#[test]
+fn aborting_the_connection_gives_enotconn_and_stops_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fs, mut session) = mount(dir.path(), 2);
+    let _ctl = Fusectl::ensure();
+    let dev = std::fs::metadata(dir.path()).unwrap().dev();
+    let minor = rustix::fs::minor(dev);
+    std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1").expect("abort");
+    let err = std::fs::metadata(dir.path().join("data")).expect_err("aborted connection");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    let start = Instant::now();
+    while session.running_workers() > 0 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(session.running_workers(), 0, "workers stopped after the abort");
+    session.unmount().expect("unmount of an aborted connection");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!info.contains(dir.path().to_str().unwrap()), "nothing left mounted");
+}
