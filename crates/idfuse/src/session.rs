@@ -2,10 +2,9 @@
 //! fd each, request dispatch to the [`Filesystem`], interrupts, forgets and
 //! notifications.
 
-use std::collections::HashMap;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
@@ -198,7 +197,9 @@ pub(crate) struct Shared<F: Filesystem> {
     pub(crate) negotiated: OnceLock<Negotiated>,
     pub(crate) init_state: Mutex<InitState>,
     pub(crate) init_cv: Condvar,
-    inflight: Mutex<HashMap<u64, Arc<AtomicBool>>>,
+    /// One slot per worker: the request it is serving, and whether the
+    /// kernel interrupted it. Lock-free, so tracking costs two stores.
+    slots: Vec<Slot>,
     pub(crate) running: AtomicUsize,
     pub(crate) default_permissions: bool,
     shutdown: Arc<OwnedFd>,
@@ -220,6 +221,7 @@ impl<F: Filesystem> Shared<F> {
         default_permissions: bool,
         shutdown: Arc<OwnedFd>,
     ) -> Self {
+        let slots = config.threads.max(1);
         Self {
             fs,
             config,
@@ -227,7 +229,7 @@ impl<F: Filesystem> Shared<F> {
             negotiated: OnceLock::new(),
             init_state: Mutex::new(InitState::Waiting),
             init_cv: Condvar::new(),
-            inflight: Mutex::new(HashMap::new()),
+            slots: (0..slots).map(|_| Slot::default()).collect(),
             running: AtomicUsize::new(0),
             default_permissions,
             shutdown,
@@ -267,6 +269,12 @@ impl<F: Filesystem> Shared<F> {
     }
 }
 
+#[derive(Default)]
+struct Slot {
+    unique: AtomicU64,
+    interrupted: AtomicBool,
+}
+
 /// Spawn one worker reading `fd`.
 pub(crate) fn spawn_worker<F: Filesystem>(
     shared: Arc<Shared<F>>,
@@ -277,13 +285,13 @@ pub(crate) fn spawn_worker<F: Filesystem>(
     std::thread::Builder::new()
         .name(format!("idfuse-worker-{index}"))
         .spawn(move || {
-            worker_loop(&shared, fd.as_fd());
+            worker_loop(&shared, fd.as_fd(), index);
             shared.running.fetch_sub(1, Ordering::SeqCst);
             shared.set_init(InitState::Gone);
         })
 }
 
-fn worker_loop<F: Filesystem>(shared: &Shared<F>, fd: BorrowedFd<'_>) {
+fn worker_loop<F: Filesystem>(shared: &Shared<F>, fd: BorrowedFd<'_>, index: usize) {
     let size = shared.config.max_write as usize + 2 * 4096;
     let mut buf = vec![0u8; size.max(idfuse_abi::MIN_READ_BUFFER)];
     let mut scratch = Scratch::default();
@@ -319,7 +327,7 @@ fn worker_loop<F: Filesystem>(shared: &Shared<F>, fd: BorrowedFd<'_>) {
                 return;
             }
         };
-        if process(shared, fd, &buf[..n], &mut scratch) {
+        if process(shared, fd, &buf[..n], &mut scratch, index) {
             return;
         }
     }
@@ -331,7 +339,11 @@ fn process<F: Filesystem>(
     fd: BorrowedFd<'_>,
     buf: &[u8],
     scratch: &mut Scratch,
+    index: usize,
 ) -> bool {
+    if let Some(raw) = &shared.config.raw_observer {
+        raw(buf);
+    }
     let opts = DecodeOptions {
         setxattr_ext: shared
             .negotiated
@@ -339,7 +351,7 @@ fn process<F: Filesystem>(
             .is_some_and(|n| n.flags.contains(InitFlags::SETXATTR_EXT)),
     };
     match decode(buf, opts) {
-        Ok(req) => dispatch(shared, fd, req, scratch),
+        Ok(req) => dispatch(shared, fd, req, scratch, index),
         Err(e) => {
             // Answer what we can: a request we cannot decode still has an
             // id, and an unanswered request would hang its caller.
@@ -558,6 +570,7 @@ fn dispatch<F: Filesystem>(
     fd: BorrowedFd<'_>,
     req: idfuse_abi::Request<'_>,
     scratch: &mut Scratch,
+    index: usize,
 ) -> bool {
     let h = req.header;
     let unique = h.unique;
@@ -634,24 +647,18 @@ fn dispatch<F: Filesystem>(
         shared.interrupt(arg.unique);
         return false;
     }
-    let flag = if interruptible(&req.op) {
-        let f = Arc::new(AtomicBool::new(false));
-        shared
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(unique, f.clone());
-        Some(f)
-    } else {
-        None
-    };
+    let slot = shared.slots.get(index).filter(|_| interruptible(&req.op));
+    if let Some(slot) = slot {
+        slot.interrupted.store(false, Ordering::Relaxed);
+        slot.unique.store(unique, Ordering::Release);
+    }
     let ctx = Context {
         unique,
         pid: h.pid,
         // The idmap contract: on an idmap session nothing but an inode's
         // creation carries ids, and the session never shows any.
         caller: if idmap { None } else { header_ids },
-        interrupted: flag.as_deref(),
+        interrupted: slot.map(|s| &s.interrupted),
         device: &shared.device,
     };
     let owner = Owner {
@@ -666,12 +673,8 @@ fn dispatch<F: Filesystem>(
     };
     let fs = &*shared.fs;
     let stop = handle(fs, &ctx, fd, unique, ino, req.op, &owner, cmode, scratch);
-    if flag.is_some() {
-        shared
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&unique);
+    if let Some(slot) = slot {
+        slot.unique.store(0, Ordering::Release);
     }
     stop
 }
@@ -1213,15 +1216,12 @@ fn reply_xattr(fd: BorrowedFd<'_>, unique: u64, size: u32, x: Xattr) {
 }
 
 impl<F: Filesystem> Shared<F> {
-    /// Mark request `unique` interrupted, if it is in flight.
+    /// Mark request `unique` interrupted, if a worker is serving it.
     pub(crate) fn interrupt(&self, unique: u64) {
-        if let Some(f) = self
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&unique)
-        {
-            f.store(true, Ordering::Relaxed);
+        for slot in &self.slots {
+            if slot.unique.load(Ordering::Acquire) == unique {
+                slot.interrupted.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -1281,6 +1281,7 @@ impl<F: Filesystem> Loopback<F> {
             self.theirs.as_fd(),
             request,
             &mut self.scratch,
+            0,
         );
         let mut out = Vec::new();
         let mut buf = vec![0u8; (self.shared.config.max_write as usize).max(1 << 16) + 4096];

@@ -292,10 +292,18 @@ impl Fusectl {
             .lines()
             .any(|l| l.split(' ').nth(2) == Some("fusectl"));
         if have {
-            return Self { mounted_here: false };
+            return Self {
+                mounted_here: false,
+            };
         }
-        rustix::mount::mount("fusectl", "/sys/fs/fuse/connections", "fusectl", rustix::mount::MountFlags::empty(), None)
-            .expect("mount fusectl");
+        rustix::mount::mount(
+            "fusectl",
+            "/sys/fs/fuse/connections",
+            "fusectl",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .expect("mount fusectl");
         Self { mounted_here: true }
     }
 }
@@ -303,7 +311,10 @@ impl Fusectl {
 impl Drop for Fusectl {
     fn drop(&mut self) {
         if self.mounted_here {
-            let _ = rustix::mount::unmount("/sys/fs/fuse/connections", rustix::mount::UnmountFlags::DETACH);
+            let _ = rustix::mount::unmount(
+                "/sys/fs/fuse/connections",
+                rustix::mount::UnmountFlags::DETACH,
+            );
         }
     }
 }
@@ -322,8 +333,15 @@ fn aborting_the_connection_gives_enotconn_and_stops_workers() {
     while session.running_workers() > 0 && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(session.running_workers(), 0, "workers stopped after the abort");
+    assert_eq!(
+        session.running_workers(),
+        0,
+        "workers stopped after the abort"
+    );
     session.unmount().expect("unmount of an aborted connection");
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!info.contains(dir.path().to_str().unwrap()), "nothing left mounted");
+    assert!(
+        !info.contains(dir.path().to_str().unwrap()),
+        "nothing left mounted"
+    );
 }
