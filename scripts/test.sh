@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Every test: style gates, unit and real-mount integration tests, and the
-# conformance suite against tmpfs, memfs and passthrough. Run as root.
+# Every test: style gates, unit and real-mount integration tests, the
+# conformance suite (tmpfs vs memfs vs passthrough, and a server that does
+# not opt in), a short fuzzing run and a quick benchmark. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
   echo "test: run as root (the tests mount filesystems and switch credentials)" >&2
   exit 1
 fi
+bin=target/release/idfuse
+scratch=$(mktemp -d /tmp/idfuse-test.XXXXXX)
+trap 'rm -rf "$scratch"' EXIT
 
-leftovers() { awk '$3 ~ /^fuse\./ && $2 ~ /idfuse|\/tmp\// {print $2}' /proc/self/mounts; }
+leftovers() { awk '$3 ~ /^fuse/ && $3 != "fusectl" {print $2}' /proc/self/mounts; }
+before=$(leftovers)
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -16,8 +21,25 @@ echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --release --workspace --no-fail-fast 2>&1
-left=$(leftovers)
-if [ -n "$left" ]; then
-  echo "test: mounts left behind: $left" >&2
+
+if [ -f crates/idfuse-conformance/src/lib.rs ] && "$bin" conformance --help >/dev/null 2>&1; then
+  echo "== conformance: default targets, differential against tmpfs"
+  "$bin" conformance --json "$scratch/conformance.json"
+  echo "== conformance: a server that does not opt in (bindfs)"
+  mkdir -p "$scratch/bindfs-src"
+  "$bin" conformance --target "cmd:bindfs $scratch/bindfs-src {mnt}"
+fi
+
+echo "== fuzzing, briefly"
+bash scripts/fuzz.sh 20
+
+if "$bin" bench --help >/dev/null 2>&1; then
+  echo "== bench --quick"
+  "$bin" bench --quick --out "$scratch/bench"
+fi
+
+after=$(leftovers)
+if [ "$after" != "$before" ]; then
+  echo "test: FUSE mounts left behind: $after" >&2
   exit 1
 fi
