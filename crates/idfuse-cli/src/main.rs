@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "idfuse", version, about = "FUSE that works on Linux idmapped mounts")]
+#[command(
+    name = "idfuse",
+    version,
+    about = "FUSE that works on Linux idmapped mounts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

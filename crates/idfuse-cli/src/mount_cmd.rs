@@ -14,7 +14,9 @@ use idfuse_fs::memfs::{Fault, MemFs, MemFsOptions};
 use idfuse_fs::passthrough::{Passthrough, PassthroughOptions};
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  idfuse mount memfs /mnt/mem\n  idfuse mount passthrough /srv/data /mnt/view --idmap b:0:100000:65536\n  idfuse mount passthrough /srv/data /mnt/view -o entry_timeout=0.1,attr_timeout=0.1 --foreground")]
+#[command(
+    after_help = "Examples:\n  idfuse mount memfs /mnt/mem\n  idfuse mount passthrough /srv/data /mnt/view --idmap b:0:100000:65536\n  idfuse mount passthrough /srv/data /mnt/view -o entry_timeout=0.1,attr_timeout=0.1 --foreground"
+)]
 pub struct Args {
     #[command(subcommand)]
     fs: FsKind,
@@ -91,8 +93,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             let (mount, session) = settings(&common, &mut |_, _| Ok(false))?;
             idfuse::check_mountpoint(&mountpoint)?;
+            // The mounting user owns the root, as with a tmpfs it mounts.
             let fs = MemFs::new(MemFsOptions {
                 fault,
+                root_uid: rustix::process::geteuid().as_raw(),
+                root_gid: rustix::process::getegid().as_raw(),
                 ..MemFsOptions::default()
             });
             serve(fs, &mountpoint, &common, mount, session)
@@ -123,7 +128,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 type Extra<'a> = dyn FnMut(&str, Option<&str>) -> Result<bool, String> + 'a;
 
-fn settings(common: &Common, extra: &mut Extra<'_>) -> anyhow::Result<(MountOptions, SessionConfig)> {
+fn settings(
+    common: &Common,
+    extra: &mut Extra<'_>,
+) -> anyhow::Result<(MountOptions, SessionConfig)> {
     let mut mount = MountOptions::default();
     let mut session = SessionConfig {
         idmap: common.idmap_support,
@@ -142,6 +150,11 @@ fn settings(common: &Common, extra: &mut Extra<'_>) -> anyhow::Result<(MountOpti
     }
     for o in &common.options {
         idfuse::parse_options(o, &mut mount, &mut session, extra)?;
+    }
+    if session.idmap && !mount.default_permissions {
+        // Even where FUSE_POSIX_ACL would make the kernel check permissions
+        // anyway, the user asked for something we would not honour.
+        return Err(idfuse::Error::IdmapNeedsDefaultPermissions.into());
     }
     if let Some(path) = &common.record_requests {
         let file = std::fs::OpenOptions::new()
@@ -176,7 +189,13 @@ fn settings(common: &Common, extra: &mut Extra<'_>) -> anyhow::Result<(MountOpti
 
 /// Mount `fs`, idmapping it first if asked, then serve until unmounted or
 /// signalled.
-fn serve<F: Filesystem>(fs: F, mountpoint: &Path, common: &Common, mount: MountOptions, session: SessionConfig) -> anyhow::Result<ExitCode> {
+fn serve<F: Filesystem>(
+    fs: F,
+    mountpoint: &Path,
+    common: &Common,
+    mount: MountOptions,
+    session: SessionConfig,
+) -> anyhow::Result<ExitCode> {
     let map = match &common.idmap {
         Some(spec) => Some(
             spec.parse::<idfuse_idmap::MapSource>()
@@ -238,7 +257,10 @@ fn serve<F: Filesystem>(fs: F, mountpoint: &Path, common: &Common, mount: MountO
 }
 
 fn kernel_release() -> String {
-    rustix::system::uname().release().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Block SIGINT/SIGTERM/SIGHUP in this and every later thread, and return
@@ -301,7 +323,11 @@ impl ReadyPipe {
 }
 
 fn redirect_stdio() {
-    if let Ok(null) = std::fs::File::options().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..=2 {
             // SAFETY: dup2 onto the standard descriptors, which we own.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };

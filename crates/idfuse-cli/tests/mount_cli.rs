@@ -20,7 +20,8 @@ fn stderr(o: &Output) -> String {
 fn is_mounted(path: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let p = path.to_string_lossy().to_string();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
 }
 
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
@@ -87,20 +88,38 @@ fn file_as_mountpoint_is_explained() {
 #[test]
 fn unknown_option_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let o = idfuse(&["mount", "memfs", dir.path().to_str().unwrap(), "-o", "ro,bogus=1"]);
+    let o = idfuse(&[
+        "mount",
+        "memfs",
+        dir.path().to_str().unwrap(),
+        "-o",
+        "ro,bogus=1",
+    ]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("unknown mount option `bogus=1`") && e.contains("known options"), "{e}");
+    assert!(
+        e.contains("unknown mount option `bogus=1`") && e.contains("known options"),
+        "{e}"
+    );
     assert!(!is_mounted(dir.path()));
 }
 
 #[test]
 fn idmap_without_default_permissions_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let o = idfuse(&["mount", "memfs", dir.path().to_str().unwrap(), "-o", "nodefault_permissions"]);
+    let o = idfuse(&[
+        "mount",
+        "memfs",
+        dir.path().to_str().unwrap(),
+        "-o",
+        "nodefault_permissions",
+    ]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("default_permissions") && e.contains("ECONNREFUSED"), "{e}");
+    assert!(
+        e.contains("default_permissions") && e.contains("ECONNREFUSED"),
+        "{e}"
+    );
     assert!(!is_mounted(dir.path()));
 }
 
@@ -118,13 +137,22 @@ fn machine_without_dev_fuse_is_explained() {
         .expect("unshare");
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("/dev/fuse") && e.contains("modprobe fuse"), "{e}");
+    assert!(
+        e.contains("/dev/fuse") && e.contains("modprobe fuse"),
+        "{e}"
+    );
 }
 
 #[test]
 fn malformed_idmap_spec_is_explained_before_mounting() {
     let dir = tempfile::tempdir().unwrap();
-    let o = idfuse(&["mount", "memfs", dir.path().to_str().unwrap(), "--idmap", "b:0:100000"]);
+    let o = idfuse(&[
+        "mount",
+        "memfs",
+        dir.path().to_str().unwrap(),
+        "--idmap",
+        "b:0:100000",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--idmap b:0:100000"), "{}", stderr(&o));
     assert!(!is_mounted(dir.path()));
@@ -145,7 +173,15 @@ fn daemon_detaches_and_ends_on_unmount() {
         .unwrap()
         .lines()
         .find(|l| l.split(' ').nth(4) == Some(mnt.to_str().unwrap()))
-        .map(|l| l.split(" - ").nth(1).unwrap_or("").split(' ').next().unwrap_or("").to_string())
+        .map(|l| {
+            l.split(" - ")
+                .nth(1)
+                .unwrap_or("")
+                .split(' ')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
         .unwrap();
     assert_eq!(fstype, "fuse.idfuse");
     std::fs::write(mnt.join("f"), b"data").unwrap();
@@ -168,8 +204,11 @@ fn find_daemon(mnt: &Path) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let args: Vec<String> = cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        (args.first().is_some_and(|a| a.ends_with("idfuse")) && args.iter().any(|a| *a == want)).then_some(pid)
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        (args.first().is_some_and(|a| a.ends_with("idfuse")) && args.contains(&want)).then_some(pid)
     })
 }
 
@@ -177,7 +216,10 @@ fn find_daemon(mnt: &Path) -> Option<u32> {
 fn sigterm_and_sigint_unmount_and_exit_zero() {
     for sig in [libc::SIGTERM, libc::SIGINT] {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = foreground(&["mount", "memfs", dir.path().to_str().unwrap()], dir.path());
+        let mut m = foreground(
+            &["mount", "memfs", dir.path().to_str().unwrap()],
+            dir.path(),
+        );
         let child = m.child.as_mut().unwrap();
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(child.id() as i32, sig) };
@@ -186,7 +228,10 @@ fn sigterm_and_sigint_unmount_and_exit_zero() {
             if let Some(st) = child.try_wait().unwrap() {
                 break st;
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "daemon did not exit on signal {sig}");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "daemon did not exit on signal {sig}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         assert!(status.success(), "exit status after signal {sig}: {status}");
@@ -197,7 +242,16 @@ fn sigterm_and_sigint_unmount_and_exit_zero() {
 #[test]
 fn idmap_option_makes_the_view_atomically() {
     let dir = tempfile::tempdir().unwrap();
-    let _m = foreground(&["mount", "memfs", dir.path().to_str().unwrap(), "--idmap", "b:0:100000:65536"], dir.path());
+    let _m = foreground(
+        &[
+            "mount",
+            "memfs",
+            dir.path().to_str().unwrap(),
+            "--idmap",
+            "b:0:100000:65536",
+        ],
+        dir.path(),
+    );
     // memfs's root is owned by 0:0 in the filesystem: 100000 through the view.
     let meta = std::fs::metadata(dir.path()).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (100000, 100000));
@@ -207,19 +261,46 @@ fn idmap_option_makes_the_view_atomically() {
         .find(|l| l.split(' ').nth(4) == Some(dir.path().to_str().unwrap()))
         .unwrap();
     assert!(line.contains("idmapped"), "{line}");
-    // Root gives container user 123 (host 100123) a directory; a file that
-    // user creates there is 100123 through the view.
+    // Host root has no mapping in this view, so it cannot create anything
+    // (EOVERFLOW); the container's root (host 100000) can.
+    assert!(std::fs::create_dir(dir.path().join("by-host-root")).is_err());
     let home = dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    std::os::unix::fs::chown(&home, Some(100123), Some(100123)).unwrap();
     let st = Command::new("setpriv")
-        .args(["--reuid=100123", "--regid=100123", "--clear-groups", "touch"])
+        .args([
+            "--reuid=100000",
+            "--regid=100000",
+            "--clear-groups",
+            "mkdir",
+            "-m",
+            "777",
+        ])
+        .arg(&home)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let meta = std::fs::metadata(&home).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (100000, 100000),
+        "container root's directory"
+    );
+    let st = Command::new("setpriv")
+        .args([
+            "--reuid=100123",
+            "--regid=100123",
+            "--clear-groups",
+            "touch",
+        ])
         .arg(home.join("f"))
         .status()
         .unwrap();
     assert!(st.success());
     let meta = std::fs::metadata(home.join("f")).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (100123, 100123), "seen through the view");
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (100123, 100123),
+        "seen through the view"
+    );
     // A caller with no mapping cannot create anything (the VFS says EOVERFLOW).
     let st = Command::new("setpriv")
         .args(["--reuid=5000", "--regid=5000", "--clear-groups", "touch"])
@@ -234,13 +315,25 @@ fn unprivileged_user_mounts_through_fusermount3() {
     if Command::new("fusermount3").arg("-V").output().is_err() {
         panic!("fusermount3 is missing: the setup script installs the Debian package fuse3");
     }
+    let _dev = DevFuseOpen::widen();
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     std::os::unix::fs::chown(&mnt, Some(65534), Some(65534)).unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let mut child = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "mount", "memfs"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "mount",
+            "memfs",
+        ])
         .arg(&mnt)
         .args(["-o", "noallow_other", "--foreground"])
         .stderr(Stdio::piped())
@@ -262,8 +355,17 @@ fn unprivileged_user_mounts_through_fusermount3() {
     }
     // The mounting user can use it; unmount as that user with fusermount3.
     let st = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c"])
-        .arg(format!("echo hi > {0}/f && cat {0}/f && fusermount3 -u {0}", mnt.display()))
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(format!(
+            "echo hi > {0}/f && cat {0}/f && fusermount3 -u {0}",
+            mnt.display()
+        ))
         .status()
         .unwrap();
     assert!(st.success());
@@ -272,8 +374,32 @@ fn unprivileged_user_mounts_through_fusermount3() {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "daemon did not exit");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "daemon did not exit"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
+}
+
+/// /dev/fuse is 0600 on this machine while distributions ship it 0666,
+/// which unprivileged mounts (fusermount3 opens it as the user) need. Widen
+/// it for the test and restore the old mode afterwards.
+struct DevFuseOpen(u32);
+
+impl DevFuseOpen {
+    fn widen() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let old = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+        Self(old)
+    }
+}
+
+impl Drop for DevFuseOpen {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
+    }
 }

@@ -247,9 +247,7 @@ pub fn version_obstacle(release: &str, fuse: bool) -> Option<Reason> {
 /// Explain a failed mount_setattr(MOUNT_ATTR_IDMAP) on `mount_fd`.
 pub(crate) fn explain(mount_fd: BorrowedFd<'_>, e: Errno, source: Option<&Path>) -> Reason {
     let (release, _) = kernel_version();
-    let magic = rustix::fs::fstatfs(mount_fd)
-        .map(|s| s.f_type)
-        .unwrap_or(0);
+    let magic = rustix::fs::fstatfs(mount_fd).map(|s| s.f_type).unwrap_or(0);
     let fuse = magic == FUSE_SUPER_MAGIC;
     // A detached clone is in no mountinfo: use its source's, or name the
     // type from the superblock magic.

@@ -302,19 +302,52 @@ impl<F: Filesystem> Session<F> {
         target: Option<&Path>,
     ) -> Result<Self, Error> {
         validate(fs.capabilities(), &mount, &session)?;
+        let root = rustix::process::geteuid().is_root();
+        // Pick the route before touching the device: an unprivileged caller
+        // outside a user namespace it owns mounts through fusermount3.
+        let context = if mount.force_legacy {
+            Err(MountErr::NoNewApi)
+        } else {
+            fs_context(&mount)
+        };
+        let context = match context {
+            Err(MountErr::Perm) if !root => {
+                let Some(target) = target else {
+                    return Err(Error::Mount {
+                        step: "fsopen",
+                        source: Errno::PERM,
+                        hint: "an unprivileged mount goes through fusermount3, which attaches it at once; it cannot be made detached".into(),
+                    });
+                };
+                return fusermount_session(fs, target, mount, session);
+            }
+            Err(MountErr::Perm) => {
+                return Err(Error::Mount {
+                    step: "fsopen",
+                    source: Errno::PERM,
+                    hint: "mounting needs CAP_SYS_ADMIN in the user namespace that owns the mount namespace".into(),
+                })
+            }
+            Err(MountErr::Failed { step, source, log }) => {
+                return Err(Error::Mount {
+                    step,
+                    source,
+                    hint: log,
+                })
+            }
+            Err(MountErr::NoNewApi) => None,
+            Ok(fsfd) => Some(fsfd),
+        };
         let dev = match open_device() {
             Ok(dev) => dev,
             // Distributions ship /dev/fuse 0666; where it is not, an
             // unprivileged user can still mount through the setuid helper.
-            Err(Error::NoDevice(Errno::ACCESS | Errno::PERM))
-                if !rustix::process::geteuid().is_root() && target.is_some() =>
-            {
+            Err(Error::NoDevice(Errno::ACCESS | Errno::PERM)) if !root && target.is_some() => {
                 let target = target.unwrap_or(Path::new("/"));
                 return fusermount_session(fs, target, mount, session);
             }
             Err(e) => return Err(e),
         };
-        let sync = request_sync_init(dev.as_fd());
         let shutdown = Arc::new(
             rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).map_err(|e| {
                 Error::Io {
@@ -352,22 +385,38 @@ impl<F: Filesystem> Session<F> {
             this.workers.push(h);
             Ok(())
         };
-        if sync {
-            spawn0(&mut this)?;
-        }
-        let attempt = if mount.force_legacy {
-            Err(MountErr::NoNewApi)
-        } else {
-            fsopen_mount(master.as_fd(), &mount)
-        };
-        match attempt {
-            Ok(fd) => this.mount_fd = Some(fd),
-            Err(MountErr::NoNewApi) => {
+        match context {
+            Some(fsfd) => {
+                // With synchronous INIT (6.18) the kernel answers INIT while
+                // creating the superblock, so a worker must be reading by
+                // then, and the mount is complete before it exists anywhere.
+                let sync = request_sync_init(master.as_fd());
+                if sync {
+                    spawn0(&mut this)?;
+                }
+                let fd = fs_create(fsfd.as_fd(), master.as_fd(), &mount).map_err(|e| match e {
+                    MountErr::Failed { step, source, log } => Error::Mount {
+                        step,
+                        source,
+                        hint: log,
+                    },
+                    _ => Error::Mount {
+                        step: "fsconfig",
+                        source: Errno::PERM,
+                        hint: String::new(),
+                    },
+                })?;
+                this.mount_fd = Some(fd);
+                if !sync {
+                    spawn0(&mut this)?;
+                }
+            }
+            None => {
                 let Some(target) = target else {
                     return Err(Error::Mount {
                         step: "fsopen",
                         source: Errno::NOSYS,
-                        hint: "this kernel lacks the new mount API (5.2+)".into(),
+                        hint: "this kernel lacks the new mount API (5.2+), so the mount cannot be made detached".into(),
                     });
                 };
                 match legacy_mount(master.as_fd(), target, &mount) {
@@ -375,8 +424,7 @@ impl<F: Filesystem> Session<F> {
                         this.method = MountMethod::Legacy;
                         this.target = Some(target.to_path_buf());
                     }
-                    Err(Errno::PERM) if !rustix::process::geteuid().is_root() => {
-                        // Unprivileged, outside a user namespace we own.
+                    Err(Errno::PERM) if !root => {
                         drop(this);
                         return fusermount_session(shared_fs(&shared), target, mount, session);
                     }
@@ -388,29 +436,8 @@ impl<F: Filesystem> Session<F> {
                         })
                     }
                 }
+                spawn0(&mut this)?;
             }
-            Err(MountErr::Perm) if target.is_some() => {
-                drop(this);
-                let target = target.unwrap_or(Path::new("/"));
-                return fusermount_session(shared_fs(&shared), target, mount, session);
-            }
-            Err(MountErr::Perm) => {
-                return Err(Error::Mount {
-                    step: "fsopen",
-                    source: Errno::PERM,
-                    hint: "mounting needs CAP_SYS_ADMIN in the user namespace that owns the mount namespace".into(),
-                })
-            }
-            Err(MountErr::Failed { step, source, log }) => {
-                return Err(Error::Mount {
-                    step,
-                    source,
-                    hint: log,
-                })
-            }
-        }
-        if !sync {
-            spawn0(&mut this)?;
         }
         shared
             .wait_init(Duration::from_secs(30))
@@ -525,6 +552,8 @@ impl<F: Filesystem> Session<F> {
             return Ok(());
         }
         match self.method {
+            // Unmounted already (by `fusermount3 -u`, say): nothing to do.
+            MountMethod::Fusermount if !is_mount_point(&target) => Ok(()),
             MountMethod::Fusermount => {
                 let status = std::process::Command::new("fusermount3")
                     .arg("-u")
@@ -595,6 +624,16 @@ enum MountErr {
     },
 }
 
+/// True when `path` is a mount point in our mount namespace.
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return true;
+    };
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
 /// Drain the fs context's message log (what fsconfig would have printed).
 fn read_fs_log(fsfd: BorrowedFd<'_>) -> String {
     let mut out = Vec::new();
@@ -608,7 +647,8 @@ fn read_fs_log(fsfd: BorrowedFd<'_>) -> String {
     out.join("; ")
 }
 
-fn fsopen_mount(dev: BorrowedFd<'_>, o: &MountOptions) -> Result<OwnedFd, MountErr> {
+/// `fsopen("fuse")` with every parameter but the device set.
+fn fs_context(o: &MountOptions) -> Result<OwnedFd, MountErr> {
     let fsfd = match rustix::mount::fsopen("fuse", FsOpenFlags::FSOPEN_CLOEXEC) {
         Ok(fd) => fd,
         Err(Errno::NOSYS) => return Err(MountErr::NoNewApi),
@@ -631,7 +671,6 @@ fn fsopen_mount(dev: BorrowedFd<'_>, o: &MountOptions) -> Result<OwnedFd, MountE
     };
     set("source", &o.fsname)?;
     set("subtype", &o.subtype)?;
-    set("fd", &dev.as_raw_fd().to_string())?;
     set("rootmode", "40000")?;
     set("user_id", &o.user_id.to_string())?;
     set("group_id", &o.group_id.to_string())?;
@@ -650,8 +689,23 @@ fn fsopen_mount(dev: BorrowedFd<'_>, o: &MountOptions) -> Result<OwnedFd, MountE
     if o.read_only {
         flag("ro")?;
     }
-    rustix::mount::fsconfig_create(fsfd.as_fd())
-        .map_err(|e| fail("fsconfig(FSCONFIG_CMD_CREATE)", e))?;
+    Ok(fsfd)
+}
+
+/// Give the context its device, create the superblock and a detached mount.
+fn fs_create(
+    fsfd: BorrowedFd<'_>,
+    dev: BorrowedFd<'_>,
+    o: &MountOptions,
+) -> Result<OwnedFd, MountErr> {
+    let fail = |step: &'static str, e: Errno| MountErr::Failed {
+        step,
+        source: e,
+        log: read_fs_log(fsfd),
+    };
+    rustix::mount::fsconfig_set_string(fsfd, "fd", dev.as_raw_fd().to_string())
+        .map_err(|e| fail("fsconfig(fd)", e))?;
+    rustix::mount::fsconfig_create(fsfd).map_err(|e| fail("fsconfig(FSCONFIG_CMD_CREATE)", e))?;
     let mut attr = MountAttrFlags::empty();
     if o.read_only {
         attr |= MountAttrFlags::MOUNT_ATTR_RDONLY;
@@ -668,7 +722,7 @@ fn fsopen_mount(dev: BorrowedFd<'_>, o: &MountOptions) -> Result<OwnedFd, MountE
     if o.noatime {
         attr |= MountAttrFlags::MOUNT_ATTR_NOATIME;
     }
-    rustix::mount::fsmount(fsfd.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attr)
+    rustix::mount::fsmount(fsfd, FsMountFlags::FSMOUNT_CLOEXEC, attr)
         .map_err(|e| fail("fsmount", e))
 }
 
