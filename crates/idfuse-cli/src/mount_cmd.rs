@@ -94,13 +94,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let (mount, session) = settings(&common, &mut |_, _| Ok(false))?;
             idfuse::check_mountpoint(&mountpoint)?;
             // The mounting user owns the root, as with a tmpfs it mounts.
-            let fs = MemFs::new(MemFsOptions {
-                fault,
-                root_uid: rustix::process::geteuid().as_raw(),
-                root_gid: rustix::process::getegid().as_raw(),
-                ..MemFsOptions::default()
-            });
-            serve(fs, &mountpoint, &common, mount, session)
+            let make = || {
+                Ok(MemFs::new(MemFsOptions {
+                    fault,
+                    root_uid: rustix::process::geteuid().as_raw(),
+                    root_gid: rustix::process::getegid().as_raw(),
+                    ..MemFsOptions::default()
+                }))
+            };
+            serve(make, &mountpoint, &common, mount, session)
         }
         FsKind::Passthrough {
             source,
@@ -120,8 +122,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             session.passthrough = popts.passthrough_io;
             idfuse::check_mountpoint(&mountpoint)?;
             Passthrough::check_mountpoint(&source, &mountpoint)?;
-            let fs = Passthrough::new(&source, popts)?;
-            serve(fs, &mountpoint, &common, mount, session)
+            // Fail early on a bad source, before detaching; the filesystem
+            // itself is built in the daemon, after the fork, because it
+            // keeps /proc/self/fd open.
+            drop(Passthrough::new(&source, popts.clone())?);
+            let make = || Ok(Passthrough::new(&source, popts)?);
+            serve(make, &mountpoint, &common, mount, session)
         }
     }
 }
@@ -190,7 +196,7 @@ fn settings(
 /// Mount `fs`, idmapping it first if asked, then serve until unmounted or
 /// signalled.
 fn serve<F: Filesystem>(
-    fs: F,
+    make: impl FnOnce() -> anyhow::Result<F>,
     mountpoint: &Path,
     common: &Common,
     mount: MountOptions,
@@ -217,7 +223,7 @@ fn serve<F: Filesystem>(
     };
     let signals = block_signals()?;
     let result = (|| -> anyhow::Result<Session<F>> {
-        let fs = Arc::new(fs);
+        let fs = Arc::new(make()?);
         match &map {
             None => Ok(Session::mount(fs, mountpoint, mount, session)?),
             Some(source) => {
