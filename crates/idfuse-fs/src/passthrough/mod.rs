@@ -109,6 +109,9 @@ struct Inode {
     fd: OwnedFd,
     key: (u64, u64),
     refs: AtomicU64,
+    /// The kernel allows one backing file per inode: shared by every open
+    /// file of it, with a count of those.
+    backing: Mutex<Option<(BackingId, u32)>>,
 }
 
 #[derive(Default)]
@@ -120,7 +123,8 @@ struct Inodes {
 
 struct Handle {
     file: OwnedFd,
-    backing: Option<BackingId>,
+    /// The inode whose backing file this handle shares, if any.
+    backing: Option<Arc<Inode>>,
     dir: Mutex<Option<rustix::fs::Dir>>,
 }
 
@@ -242,6 +246,7 @@ impl Passthrough {
                 fd: root,
                 key,
                 refs: AtomicU64::new(1),
+                backing: Mutex::new(None),
             }),
         );
         inodes.by_key.insert(key, 1);
@@ -344,6 +349,7 @@ impl Passthrough {
                         fd,
                         key,
                         refs: AtomicU64::new(1),
+                        backing: Mutex::new(None),
                     }),
                 );
                 inodes.by_key.insert(key, ino);
@@ -414,7 +420,7 @@ impl Passthrough {
     fn new_handle(
         &self,
         file: OwnedFd,
-        backing: Option<BackingId>,
+        backing: Option<Arc<Inode>>,
         dir: bool,
     ) -> Result<u64, Errno> {
         let dir = if dir {
@@ -447,8 +453,14 @@ impl Passthrough {
         f
     }
 
-    /// Try to hand `file` to the kernel for passthrough I/O.
-    fn backing_for(&self, ctx: &Context<'_>, file: BorrowedFd<'_>) -> Option<BackingId> {
+    /// Try to give `inode` a backing file for passthrough I/O, or share the
+    /// one it has.
+    fn backing_for(
+        &self,
+        ctx: &Context<'_>,
+        inode: &Arc<Inode>,
+        file: BorrowedFd<'_>,
+    ) -> Option<BackingId> {
         if !self.opts.passthrough_io
             || !ctx.passthrough()
             || self.pt_refused.load(Ordering::Relaxed)
@@ -462,9 +474,22 @@ impl Passthrough {
         {
             return None;
         }
-        match ctx.open_backing(file) {
+        let mut slot = inode.backing.lock().ok()?;
+        if let Some((id, n)) = slot.as_mut() {
+            *n += 1;
+            return Some(*id);
+        }
+        // One backing file serves every later open of the inode, whatever
+        // its access mode: open it read-write where the source allows.
+        let rw = self.reopen(inode.fd.as_fd(), OFlags::RDWR);
+        let fd = match &rw {
+            Ok(f) => f.as_fd(),
+            Err(_) => file,
+        };
+        match ctx.open_backing(fd) {
             Ok(id) => {
                 self.pt_active.store(true, Ordering::Relaxed);
+                *slot = Some((id, 1));
                 Some(id)
             }
             Err(e) => {
@@ -478,14 +503,33 @@ impl Passthrough {
         }
     }
 
-    fn opened(&self, ctx: &Context<'_>, file: OwnedFd) -> Result<Opened, Errno> {
-        let backing = self.backing_for(ctx, file.as_fd());
-        let fh = self.new_handle(file, backing, false)?;
+    fn opened(
+        &self,
+        ctx: &Context<'_>,
+        inode: &Arc<Inode>,
+        file: OwnedFd,
+    ) -> Result<Opened, Errno> {
+        let backing = self.backing_for(ctx, inode, file.as_fd());
+        let fh = self.new_handle(file, backing.map(|_| inode.clone()), false)?;
         Ok(Opened {
             fh,
             flags: OpenOutFlags::empty(),
             backing_id: backing,
         })
+    }
+
+    /// Drop one user of the inode's backing file; close it with the last.
+    fn put_backing(ctx: &Context<'_>, inode: &Inode) {
+        let Ok(mut slot) = inode.backing.lock() else {
+            return;
+        };
+        if let Some((id, n)) = slot.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                let _ = ctx.close_backing(*id);
+                *slot = None;
+            }
+        }
     }
 
     fn xattr_result(buf: Vec<u8>, n: usize, size: u32) -> Xattr {
@@ -792,7 +836,7 @@ impl Filesystem for Passthrough {
         if kill_suidgid {
             self.kill_suidgid(file.as_fd())?;
         }
-        self.opened(ctx, file)
+        self.opened(ctx, &i, file)
     }
 
     fn create(
@@ -822,7 +866,8 @@ impl Filesystem for Passthrough {
         }
         let path = self.reopen(file.as_fd(), OFlags::PATH)?;
         let entry = self.entry_for(path)?;
-        let opened = self.opened(ctx, file)?;
+        let inode = self.inode(entry.ino)?;
+        let opened = self.opened(ctx, &inode, file)?;
         Ok((entry, opened))
     }
 
@@ -854,7 +899,8 @@ impl Filesystem for Passthrough {
         };
         let path = self.reopen(file.as_fd(), OFlags::PATH)?;
         let entry = self.entry_for(path)?;
-        let opened = self.opened(ctx, file)?;
+        let inode = self.inode(entry.ino)?;
+        let opened = self.opened(ctx, &inode, file)?;
         Ok((entry, opened))
     }
 
@@ -921,8 +967,8 @@ impl Filesystem for Passthrough {
         _flush: bool,
     ) -> idfuse::Result<()> {
         let h = self.handles.write().map_err(|_| Errno::IO)?.remove(&fh);
-        if let Some(id) = h.and_then(|h| h.backing) {
-            let _ = ctx.close_backing(id);
+        if let Some(inode) = h.as_ref().and_then(|h| h.backing.as_ref()) {
+            Self::put_backing(ctx, inode);
         }
         Ok(())
     }
