@@ -352,6 +352,9 @@ pub fn can_idmap(path: &Path) -> Verdict {
     }
     let tree = match clone_tree(path, false) {
         Ok(t) => t,
+        Err(Error::Mount { why, .. }) if why.contains("CAP_SYS_ADMIN") => {
+            return Verdict::Unsupported(Reason::NoPrivilege { what: why })
+        }
         Err(e) => {
             return Verdict::Unsupported(Reason::Other {
                 what: e.to_string(),

@@ -279,3 +279,167 @@ fn fuse_server_that_did_not_opt_in_is_named() {
         "{e}"
     );
 }
+
+/// A throwaway unprivileged user with subordinate id ranges; removed, and
+/// /etc/subuid and /etc/subgid restored byte for byte, on drop.
+struct ThrowawayUser {
+    name: String,
+    uid: u32,
+    saved: Vec<(&'static str, Option<Vec<u8>>)>,
+}
+
+impl ThrowawayUser {
+    fn create(with_subids: bool) -> Self {
+        let name = format!(
+            "idft{}{}",
+            std::process::id() % 100_000,
+            u8::from(with_subids)
+        );
+        let saved = ["/etc/subuid", "/etc/subgid"]
+            .map(|f| (f, std::fs::read(f).ok()))
+            .to_vec();
+        let st = Command::new("useradd")
+            .args(["-M", "-N", "-s", "/usr/sbin/nologin", &name])
+            .status()
+            .expect("useradd");
+        assert!(st.success(), "useradd {name}");
+        let mut user = Self {
+            name,
+            uid: 0,
+            saved,
+        };
+        let out = Command::new("id")
+            .args(["-u", &user.name])
+            .output()
+            .unwrap();
+        user.uid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        // useradd may have added ranges itself; make them exactly what we say.
+        for (f, old) in &user.saved {
+            let mut text = String::from_utf8_lossy(old.as_deref().unwrap_or_default()).to_string();
+            text = text
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{}:", user.name)))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            if with_subids {
+                text.push_str(&format!("{}:3000000:65536\n", user.name));
+            }
+            std::fs::write(f, text).unwrap();
+        }
+        user
+    }
+
+    fn run(&self, cmd: &str) -> std::process::Output {
+        Command::new("setpriv")
+            .args([
+                format!("--reuid={}", self.uid),
+                format!("--regid={}", self.uid),
+                "--clear-groups".into(),
+                "sh".into(),
+                "-c".into(),
+                cmd.into(),
+            ])
+            .env("HOME", "/")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for ThrowawayUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+        for (f, old) in &self.saved {
+            match old {
+                Some(b) => {
+                    let _ = std::fs::write(f, b);
+                }
+                None => {
+                    let _ = std::fs::remove_file(f);
+                }
+            }
+        }
+    }
+}
+
+fn idfuse_bin() -> PathBuf {
+    // The CLI binary, brought up to date (this crate cannot depend on the
+    // CLI crate, so cargo test does not build it for us).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let bin = target.join(profile).join("idfuse");
+    let mut c = Command::new(env!("CARGO"));
+    c.args(["build", "-q", "-p", "idfuse-cli"]);
+    if !cfg!(debug_assertions) {
+        c.arg("--release");
+    }
+    assert!(c.status().unwrap().success(), "building the idfuse binary");
+    bin
+}
+
+#[test]
+fn unprivileged_user_idmaps_a_tmpfs_it_mounted_in_its_namespace() {
+    let bin = idfuse_bin();
+    let user = ThrowawayUser::create(true);
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let (a, b) = (work.path().join("a"), work.path().join("b"));
+    for d in [&a, &b] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(user.uid), Some(user.uid)).unwrap();
+    }
+    // In a user namespace it owns (root inside = the user outside): mount a
+    // tmpfs, then idmap it through a child namespace the tool creates.
+    let script = format!(
+        "unshare -Ur -m sh -c 'mount -t tmpfs none {a} && touch {a}/f && {bin} idmap --map b:0:0:1 {a} {b} && stat -c %u:%g {b}/f && {bin} idmap --show {b}'",
+        a = a.display(),
+        b = b.display(),
+        bin = bin.display()
+    );
+    let out = user.run(&script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("0:0"), "owner through the view: {stdout}");
+    assert!(
+        stdout.contains("b:0:0:1"),
+        "--show inside the namespace: {stdout}"
+    );
+    // The unprivileged probe goes through newuidmap and /etc/subuid, then
+    // explains that the user has no privilege over the host's tmpfs.
+    let probe = user.run(&format!("{} idmap --probe /dev/shm", bin.display()));
+    let text = String::from_utf8_lossy(&probe.stdout);
+    assert_eq!(probe.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("permission denied") && text.contains("CAP_SYS_ADMIN"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unprivileged_user_without_subids_is_told_what_is_missing() {
+    let bin = idfuse_bin();
+    let user = ThrowawayUser::create(false);
+    let out = user.run(&format!(
+        "{} idmap --map b:0:100000:10 /tmp /tmp",
+        bin.display()
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("/etc/subuid") && err.contains(&user.name),
+        "{err}"
+    );
+}
