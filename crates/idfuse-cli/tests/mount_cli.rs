@@ -386,14 +386,18 @@ fn unprivileged_user_mounts_through_fusermount3() {
 /// /dev/fuse is 0600 on this machine while distributions ship it 0666,
 /// which unprivileged mounts (fusermount3 opens it as the user) need. Widen
 /// it for the test and restore the old mode afterwards.
-struct DevFuseOpen(u32);
+/// Tests that widen it take turns, so the mode they restore is the original.
+struct DevFuseOpen(u32, #[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+static DEV_FUSE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl DevFuseOpen {
     fn widen() -> Self {
         use std::os::unix::fs::PermissionsExt;
+        let turn = DEV_FUSE.lock().unwrap_or_else(|p| p.into_inner());
         let old = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
         std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
-        Self(old)
+        Self(old, turn)
     }
 }
 
@@ -402,4 +406,47 @@ impl Drop for DevFuseOpen {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
     }
+}
+
+#[test]
+fn unprivileged_user_runs_passthrough_in_its_own_user_namespace() {
+    let _dev = DevFuseOpen::widen();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (src, mnt) = (dir.path().join("src"), dir.path().join("mnt"));
+    for d in [&src, &mnt] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let script = format!(
+        "unshare -Ur -m sh -c '{BIN} mount passthrough {s} {m} && echo hi > {m}/f && mkdir {m}/d && cat {m}/f && umount {m}'",
+        s = src.display(),
+        m = mnt.display()
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&out.stdout);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout: {so}\nstderr: {se}");
+    assert_eq!(so.trim(), "hi");
+    // Files belong to the user on the host; passthrough I/O needs
+    // CAP_SYS_ADMIN in the initial namespace, so the daemon said it falls back.
+    for n in ["f", "d"] {
+        let m = std::fs::metadata(src.join(n)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534), "{n}");
+    }
+    assert!(!is_mounted(&mnt));
 }

@@ -49,7 +49,14 @@ impl AsOwner {
         private_fs()?;
         let groups = rustix::process::getgroups()?;
         let supp: Vec<Gid> = owner.supp_group.map(Gid::from_raw).into_iter().collect();
-        rustix::thread::set_thread_groups(&supp)?;
+        match rustix::thread::set_thread_groups(&supp) {
+            Ok(()) => {}
+            // In a user namespace whose setgroups is denied (unshare -r),
+            // the groups cannot change; the create proceeds with the fsuid
+            // and fsgid alone.
+            Err(Errno::PERM) => {}
+            Err(e) => return Err(e),
+        }
         let gid = setfsgid(owner.gid);
         let uid = setfsuid(owner.uid);
         let guard = Self {
