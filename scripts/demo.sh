@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/idfuse
 work=$(mktemp -d /tmp/idfuse-demo.XXXXXX)
+chmod 755 "$work"
 src=$work/source view=$work/view
 mkdir -p "$src" "$view"
 cleanup() {
