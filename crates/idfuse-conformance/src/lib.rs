@@ -1,1 +1,277 @@
-//! idfuse-conformance
+//! `idfuse conformance`: the idmapped-mount test suite, run against any
+//! mount, with the in-kernel filesystem (tmpfs) as the reference. A target
+//! is a mount point; this crate knows no filesystem's internals.
+
+pub mod proc;
+pub mod scenarios;
+pub mod target;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+pub use scenarios::{catalogue, Scenario, Stop};
+pub use target::Target;
+
+/// One scenario on one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Result1 {
+    /// Scenario id.
+    pub scenario: String,
+    /// Target name.
+    pub target: String,
+    /// pass, fail or skip.
+    pub status: String,
+    /// Why it failed or was skipped.
+    pub detail: String,
+    /// What was observed.
+    pub record: Value,
+}
+
+/// How to run the suite.
+pub struct RunOptions {
+    /// Targets, in order.
+    pub targets: Vec<Target>,
+    /// Only scenarios whose id or title contains this.
+    pub only: Option<String>,
+    /// Compare every record with the reference (tmpfs).
+    pub differential: bool,
+    /// The idfuse binary.
+    pub idfuse: PathBuf,
+    /// Time limit per scenario.
+    pub limit: Duration,
+}
+
+/// Put this process in a private mount namespace, so that every mount the
+/// suite makes disappears with it, even if it is killed.
+pub fn private_mounts() -> Result<(), String> {
+    // SAFETY: a new mount namespace for this single-threaded process; no
+    // file descriptor or memory invariant depends on the old one.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )
+    .map_err(|e| format!("making mounts private: {e}"))
+}
+
+fn run_one(
+    s: &Scenario,
+    inst: &target::Instance,
+    work: &Path,
+    idfuse: &Path,
+    no_idmap: Option<String>,
+    limit: Duration,
+) -> (String, String, Value) {
+    let dir = inst.root.join(format!("{}.{}", s.id, std::process::id()));
+    let views = work.join("views");
+    let prep = proc::run_as(&proc::As::root(), Duration::from_secs(15), || {
+        let _ = std::fs::create_dir_all(&views);
+        match std::fs::create_dir(&dir).and_then(|_| {
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        }) {
+            Ok(()) => json!("ok"),
+            Err(e) => json!(e.to_string()),
+        }
+    });
+    match prep {
+        Ok(v) if v == "ok" => {}
+        Ok(v) => {
+            return (
+                "fail".into(),
+                format!("cannot make the scratch directory: {v}"),
+                Value::Null,
+            )
+        }
+        Err(e) => {
+            return (
+                "fail".into(),
+                format!("cannot make the scratch directory: {e:?}"),
+                Value::Null,
+            )
+        }
+    }
+    let run = s.run;
+    let out = proc::run_as(&proc::As::root(), limit, || {
+        let ctx = scenarios::Ctx::new(
+            dir.clone(),
+            inst,
+            views.clone(),
+            idfuse.to_path_buf(),
+            no_idmap,
+        );
+        match run(&ctx) {
+            Ok(r) => json!({ "status": "pass", "record": r }),
+            Err(Stop::Fail(m)) => json!({ "status": "fail", "detail": m }),
+            Err(Stop::Skip(m)) => json!({ "status": "skip", "detail": m }),
+        }
+    });
+    // Views of a scenario that was killed would otherwise stay attached.
+    sweep(&views);
+    match out {
+        Ok(v) => (
+            v["status"].as_str().unwrap_or("fail").to_string(),
+            v["detail"].as_str().unwrap_or("").to_string(),
+            v.get("record").cloned().unwrap_or(Value::Null),
+        ),
+        Err(proc::ChildError::Timeout) => (
+            "fail".into(),
+            format!("timed out after {} s (a hung daemon?)", limit.as_secs()),
+            Value::Null,
+        ),
+        Err(proc::ChildError::Died(m)) => ("fail".into(), m, Value::Null),
+    }
+}
+
+/// Detach every mount below `dir`.
+fn sweep(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.to_string_lossy().to_string();
+    for line in text.lines().rev() {
+        if let Some(mp) = line.split(' ').nth(4) {
+            if mp.starts_with(&prefix) {
+                let _ = rustix::mount::unmount(mp, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
+}
+
+fn diff(reference: &Value, got: &Value, path: &str, out: &mut Vec<String>) {
+    match (reference, got) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, va) in a {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    Some(vb) => diff(va, vb, &p, out),
+                    None => out.push(format!("{p}: tmpfs {va}, here missing")),
+                }
+            }
+            for k in b.keys().filter(|k| !a.contains_key(*k)) {
+                out.push(format!("{path}.{k}: missing on tmpfs"));
+            }
+        }
+        (a, b) if a != b => out.push(format!("{path}: tmpfs {a}, here {b}")),
+        _ => {}
+    }
+}
+
+/// Run the suite; `stop` is polled between scenarios (SIGINT). Lines are
+/// printed as results come in.
+pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> Vec<Result1> {
+    let base = PathBuf::from(format!("/tmp/idfuse-conformance.{}", std::process::id()));
+    let cat = catalogue();
+    let chosen: Vec<&Scenario> = cat
+        .iter()
+        .filter(|s| {
+            opts.only
+                .as_ref()
+                .is_none_or(|p| s.id.contains(p.as_str()) || s.title.contains(p.as_str()))
+        })
+        .collect();
+    let mut results: Vec<Result1> = Vec::new();
+    let started = Instant::now();
+    'targets: for (ti, t) in opts.targets.iter().enumerate() {
+        let work = base.join(format!("t{ti}"));
+        let _ = std::fs::create_dir_all(&work);
+        let inst = t.start(&work, &opts.idfuse);
+        let inst = match inst {
+            Ok(i) => i,
+            Err(e) => {
+                for s in &chosen {
+                    let r = Result1 {
+                        scenario: s.id.into(),
+                        target: t.to_string(),
+                        status: "skip".into(),
+                        detail: format!("target did not start: {e}"),
+                        record: Value::Null,
+                    };
+                    let _ = writeln!(
+                        out,
+                        "skip  {:<3} {:<12} {} ({})",
+                        s.id, t, s.title, r.detail
+                    );
+                    results.push(r);
+                }
+                continue;
+            }
+        };
+        let no_idmap = match idfuse_idmap::can_idmap(&inst.root) {
+            idfuse_idmap::Verdict::Supported => None,
+            idfuse_idmap::Verdict::Unsupported(r) => Some(r.to_string()),
+        };
+        for s in &chosen {
+            if stop() {
+                let _ = writeln!(out, "interrupted; cleaning up");
+                break 'targets;
+            }
+            let (status, mut detail, record) =
+                run_one(s, &inst, &work, &opts.idfuse, no_idmap.clone(), opts.limit);
+            let mut status = status;
+            if opts.differential && status == "pass" && !matches!(t, Target::Tmpfs) {
+                if let Some(reference) = results
+                    .iter()
+                    .find(|r| r.scenario == s.id && r.target == "tmpfs" && r.status == "pass")
+                {
+                    let mut d = Vec::new();
+                    diff(&reference.record, &record, "", &mut d);
+                    if !d.is_empty() {
+                        status = "fail".into();
+                        detail = format!("differs from tmpfs: {}", d.join("; "));
+                    }
+                }
+            }
+            let line = match status.as_str() {
+                "pass" => format!("pass  {:<3} {:<12} {}", s.id, t.to_string(), s.title),
+                "skip" => format!(
+                    "skip  {:<3} {:<12} {} ({detail})",
+                    s.id,
+                    t.to_string(),
+                    s.title
+                ),
+                _ => format!(
+                    "FAIL  {:<3} {:<12} {}: {detail}",
+                    s.id,
+                    t.to_string(),
+                    s.title
+                ),
+            };
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+            results.push(Result1 {
+                scenario: s.id.into(),
+                target: t.to_string(),
+                status,
+                detail,
+                record,
+            });
+        }
+        drop(inst);
+    }
+    sweep(&base);
+    let _ = std::fs::remove_dir_all(&base);
+    let count = |s: &str| results.iter().filter(|r| r.status == s).count();
+    let _ = writeln!(
+        out,
+        "({} targets, {:.0} s)",
+        opts.targets.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "{} passed, {} failed, {} skipped",
+        count("pass"),
+        count("fail"),
+        count("skip")
+    );
+    results
+}

@@ -672,7 +672,22 @@ fn dispatch<F: Filesystem>(
         umask: if dont_mask { umask } else { 0 },
     };
     let fs = &*shared.fs;
-    let stop = handle(fs, &ctx, fd, unique, ino, req.op, &owner, cmode, scratch);
+    let forget = req.op.is_forget();
+    let name = req.op.name();
+    // A filesystem that panics must not take the worker, and the caller
+    // waiting for this reply, down with it.
+    let stop = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handle(fs, &ctx, fd, unique, ino, req.op, &owner, cmode, scratch)
+    })) {
+        Ok(stop) => stop,
+        Err(_) => {
+            tracing::error!(unique, op = name, "the filesystem panicked; answered EIO");
+            if !forget {
+                reply_err(fd, unique, Errno::IO);
+            }
+            false
+        }
+    };
     if let Some(slot) = slot {
         slot.unique.store(0, Ordering::Release);
     }

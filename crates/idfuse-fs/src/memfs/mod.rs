@@ -516,10 +516,15 @@ impl MemFs {
         };
         let first_full = start.div_ceil(CHUNK);
         let last_full = end / CHUNK;
-        let doomed: Vec<u64> = chunks
-            .range(first_full..last_full)
-            .map(|(k, _)| *k)
-            .collect();
+        // BTreeMap::range panics on an inverted range (start > end).
+        let doomed: Vec<u64> = if first_full < last_full {
+            chunks
+                .range(first_full..last_full)
+                .map(|(k, _)| *k)
+                .collect()
+        } else {
+            Vec::new()
+        };
         for k in doomed {
             chunks.remove(&k);
         }
