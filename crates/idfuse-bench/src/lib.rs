@@ -1,1 +1,620 @@
-//! idfuse-bench (being written).
+//! `idfuse bench`: the same workloads on native tmpfs, idfuse's filesystems
+//! and peer FUSE servers, interleaved (A B C A B C …) in one run, reported
+//! as medians with min–max and ratios to native and to the best peer.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// How to run the bench.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Small sizes and one repetition (under two minutes on two cores).
+    pub quick: bool,
+    /// Target names; empty means all.
+    pub targets: Vec<String>,
+    /// The idfuse binary.
+    pub idfuse: PathBuf,
+}
+
+/// All target names, in the order they run.
+pub const TARGETS: &[&str] = &[
+    "native",
+    "passthrough",
+    "passthrough-nopt",
+    "passthrough-idmap",
+    "memfs",
+    "bindfs",
+    "mergerfs",
+    "fuse-overlayfs",
+];
+
+/// Peers: other FUSE servers from Debian.
+const PEERS: &[&str] = &["bindfs", "mergerfs", "fuse-overlayfs"];
+
+/// One figure: a workload on a target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// Workload name.
+    pub workload: String,
+    /// Target name.
+    pub target: String,
+    /// Unit, e.g. MiB/s or ops/s (higher is better for all).
+    pub unit: String,
+    /// Median over repetitions.
+    pub median: f64,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+    /// Why there is no figure, if there is none.
+    pub skipped: Option<String>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Kernel, cores, passthrough state.
+    pub machine: String,
+    /// Exact commands used to mount each target.
+    pub commands: Vec<(String, String)>,
+    /// Figures.
+    pub figures: Vec<Figure>,
+}
+
+struct Sizes {
+    file_mib: usize,
+    files: usize,
+    random_reads: usize,
+    reps: usize,
+}
+
+/// A mounted target, torn down on drop.
+struct Mounted {
+    dir: PathBuf,
+    mounts: Vec<PathBuf>,
+    daemon: Option<Child>,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+        }
+        if let Some(d) = &mut self.daemon {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+}
+
+fn tmpfs(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    rustix::mount::mount(
+        "tmpfs",
+        dir,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        Some(c"mode=0777,size=3g"),
+    )
+    .map_err(|e| format!("tmpfs at {}: {e}", dir.display()))
+}
+
+fn which(prog: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {prog}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The mount command for `target`, with SRC/MNT filled in.
+fn command_for(
+    target: &str,
+    idfuse: &Path,
+    src: &Path,
+    mnt: &Path,
+    work: &Path,
+) -> Option<Vec<String>> {
+    let (b, s, m) = (
+        idfuse.to_string_lossy().to_string(),
+        src.to_string_lossy().to_string(),
+        mnt.to_string_lossy().to_string(),
+    );
+    Some(match target {
+        "passthrough" => vec![
+            b,
+            "mount".into(),
+            "passthrough".into(),
+            s,
+            m,
+            "--foreground".into(),
+        ],
+        "passthrough-nopt" => vec![
+            b,
+            "mount".into(),
+            "passthrough".into(),
+            s,
+            m,
+            "--foreground".into(),
+            "--passthrough".into(),
+            "false".into(),
+        ],
+        // An identity map in a new user namespace: the kernel's idmapped
+        // paths run, and root can still write.
+        "passthrough-idmap" => vec![
+            b,
+            "mount".into(),
+            "passthrough".into(),
+            s,
+            m,
+            "--foreground".into(),
+            "--idmap".into(),
+            "b:0:0:65536".into(),
+        ],
+        "memfs" => vec![b, "mount".into(), "memfs".into(), m, "--foreground".into()],
+        "bindfs" => vec!["bindfs".into(), "-f".into(), "--multithreaded".into(), s, m],
+        "mergerfs" => vec![
+            "mergerfs".into(),
+            "-f".into(),
+            "-o".into(),
+            "cache.files=off,dropcacheonclose=true,category.create=mfs".into(),
+            s,
+            m,
+        ],
+        "fuse-overlayfs" => {
+            let (up, wk) = (work.join("upper"), work.join("work"));
+            let _ = std::fs::create_dir_all(&up);
+            let _ = std::fs::create_dir_all(&wk);
+            vec![
+                "fuse-overlayfs".into(),
+                "-f".into(),
+                "-o".into(),
+                format!(
+                    "lowerdir={s},upperdir={},workdir={}",
+                    up.display(),
+                    wk.display()
+                ),
+                m,
+            ]
+        }
+        _ => return None,
+    })
+}
+
+fn mount(target: &str, work: &Path, idfuse: &Path) -> Result<(Mounted, String), String> {
+    let src = work.join("src");
+    tmpfs(&src)?;
+    let mut m = Mounted {
+        dir: src.clone(),
+        mounts: vec![src.clone()],
+        daemon: None,
+    };
+    if target == "native" {
+        return Ok((m, format!("mount -t tmpfs tmpfs {}", src.display())));
+    }
+    let prog = match target {
+        "bindfs" | "mergerfs" | "fuse-overlayfs" => target,
+        _ => "idfuse",
+    };
+    if prog != "idfuse" && !which(prog) {
+        return Err(format!(
+            "{prog} is not installed (Debian package {prog}; scripts/bench-deps.sh installs it)"
+        ));
+    }
+    let mnt = work.join("mnt");
+    std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
+    let argv = command_for(target, idfuse, &src, &mnt, work)
+        .ok_or_else(|| format!("unknown target {target}"))?;
+    let child = idfuse_conformance::target::start_daemon(&argv, &mnt)?;
+    m.daemon = Some(child);
+    m.mounts.push(mnt.clone());
+    m.dir = mnt;
+    Ok((m, argv.join(" ")))
+}
+
+fn drop_caches() {
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
+type Work = fn(&Path, &Sizes) -> Result<(f64, &'static str), String>;
+
+fn seq_write(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    let block = vec![0x5au8; 1 << 20];
+    let t = Instant::now();
+    let mut f = std::fs::File::create(dir.join("seq")).map_err(|e| e.to_string())?;
+    for _ in 0..s.file_mib {
+        f.write_all(&block).map_err(|e| e.to_string())?;
+    }
+    f.sync_all().map_err(|e| e.to_string())?;
+    Ok((s.file_mib as f64 / t.elapsed().as_secs_f64(), "MiB/s"))
+}
+
+fn ensure_file(dir: &Path, s: &Sizes) -> Result<PathBuf, String> {
+    let p = dir.join("seq");
+    if std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0) < (s.file_mib as u64) << 20 {
+        seq_write(dir, s)?;
+    }
+    Ok(p)
+}
+
+fn seq_read(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    let p = ensure_file(dir, s)?;
+    drop_caches();
+    let mut buf = vec![0u8; 1 << 20];
+    let t = Instant::now();
+    let mut f = std::fs::File::open(&p).map_err(|e| e.to_string())?;
+    let mut total = 0usize;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    Ok(((total >> 20) as f64 / t.elapsed().as_secs_f64(), "MiB/s"))
+}
+
+fn random_reads(dir: &Path, s: &Sizes, direct: bool) -> Result<(f64, &'static str), String> {
+    let p = ensure_file(dir, s)?;
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    if direct {
+        o.custom_flags(libc::O_DIRECT);
+    }
+    let f = o
+        .open(&p)
+        .map_err(|e| format!("open{}: {e}", if direct { " O_DIRECT" } else { "" }))?;
+    // 4 KiB-aligned buffer for O_DIRECT.
+    let mut raw = vec![0u8; 8192];
+    let off = raw.as_ptr().align_offset(4096);
+    let buf = &mut raw[off..off + 4096];
+    let blocks = ((s.file_mib as u64) << 20) / 4096;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let t = Instant::now();
+    for _ in 0..s.random_reads {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = (x % blocks) * 4096;
+        rustix::io::pread(&f, &mut *buf, at).map_err(|e| format!("pread: {e}"))?;
+    }
+    Ok((s.random_reads as f64 / t.elapsed().as_secs_f64(), "reads/s"))
+}
+
+fn rand_buffered(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    random_reads(dir, s, false)
+}
+
+fn rand_direct(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    random_reads(dir, s, true)
+}
+
+fn metadata_in(d: &Path, n: usize) -> Result<(), String> {
+    std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    for i in 0..n {
+        std::fs::File::create(d.join(format!("f{i}"))).map_err(|e| e.to_string())?;
+    }
+    for i in 0..n {
+        std::fs::metadata(d.join(format!("f{i}"))).map_err(|e| e.to_string())?;
+    }
+    for i in 0..n {
+        std::fs::remove_file(d.join(format!("f{i}"))).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn metadata(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    let d = dir.join("meta");
+    let t = Instant::now();
+    metadata_in(&d, s.files)?;
+    Ok(((3 * s.files) as f64 / t.elapsed().as_secs_f64(), "ops/s"))
+}
+
+fn readdir_dir(dir: &Path, s: &Sizes) -> Result<PathBuf, String> {
+    let d = dir.join("many");
+    if !d.exists() {
+        std::fs::create_dir(&d).map_err(|e| e.to_string())?;
+        for i in 0..s.files {
+            std::fs::File::create(d.join(format!("entry-{i:06}"))).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(d)
+}
+
+fn list(d: &Path) -> Result<usize, String> {
+    Ok(std::fs::read_dir(d)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .filter(|e| e.metadata().is_ok())
+        .count())
+}
+
+fn readdir_cold(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    let d = readdir_dir(dir, s)?;
+    drop_caches();
+    let t = Instant::now();
+    let n = list(&d)?;
+    Ok((n as f64 / t.elapsed().as_secs_f64(), "entries/s"))
+}
+
+fn readdir_warm(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    let d = readdir_dir(dir, s)?;
+    list(&d)?;
+    let t = Instant::now();
+    let n = list(&d)?;
+    Ok((n as f64 / t.elapsed().as_secs_f64(), "entries/s"))
+}
+
+/// A mid-size source tree that is always in the local registry: our own
+/// dependency clap_builder.
+fn source_crate() -> Result<PathBuf, String> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+    let cache = home.join("registry/cache");
+    let mut found = Vec::new();
+    for reg in std::fs::read_dir(&cache)
+        .map_err(|e| format!("{}: {e}", cache.display()))?
+        .flatten()
+    {
+        for f in std::fs::read_dir(reg.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let n = f.file_name().to_string_lossy().to_string();
+            if n.starts_with("clap_builder-") && n.ends_with(".crate") {
+                found.push(f.path());
+            }
+        }
+    }
+    found.sort();
+    found.pop().ok_or_else(|| {
+        "no clap_builder .crate in the cargo registry cache (build the workspace first)".into()
+    })
+}
+
+fn untar_du(dir: &Path, _s: &Sizes) -> Result<(f64, &'static str), String> {
+    let krate = source_crate()?;
+    let d = dir.join(format!("tree-{}", std::process::id()));
+    std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let ok = Command::new("tar")
+        .arg("xzf")
+        .arg(&krate)
+        .arg("-C")
+        .arg(&d)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("du")
+            .arg("-s")
+            .arg(&d)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok {
+        return Err("tar or du failed".into());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&d);
+    Ok((1.0 / secs, "trees/s"))
+}
+
+fn two_procs(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    let (a, b) = (dir.join("p1"), dir.join("p2"));
+    let n = s.files / 2;
+    let t = Instant::now();
+    let h = std::thread::spawn(move || metadata_in(&a, n));
+    metadata_in(&b, n)?;
+    h.join().map_err(|_| "worker panicked".to_string())??;
+    Ok(((6 * n) as f64 / t.elapsed().as_secs_f64(), "ops/s"))
+}
+
+const WORKLOADS: &[(&str, Work)] = &[
+    ("seq write 1 MiB blocks", seq_write),
+    ("seq read 1 MiB blocks (cold)", seq_read),
+    ("4 KiB random read, buffered", rand_buffered),
+    ("4 KiB random read, O_DIRECT", rand_direct),
+    ("create+stat+unlink", metadata),
+    ("readdir, cold", readdir_cold),
+    ("readdir, warm", readdir_warm),
+    ("untar a crate + du", untar_du),
+    ("two processes, metadata", two_procs),
+];
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Run the bench; progress goes to `log`.
+pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
+    let sizes = if opts.quick {
+        Sizes {
+            file_mib: 64,
+            files: 1000,
+            random_reads: 5000,
+            reps: 1,
+        }
+    } else {
+        Sizes {
+            file_mib: 1024,
+            files: 10_000,
+            random_reads: 50_000,
+            reps: 3,
+        }
+    };
+    let targets: Vec<String> = if opts.targets.is_empty() {
+        TARGETS.iter().map(|s| s.to_string()).collect()
+    } else {
+        for t in &opts.targets {
+            if !TARGETS.contains(&t.as_str()) {
+                return Err(format!(
+                    "unknown target `{t}`; known: {}",
+                    TARGETS.join(", ")
+                ));
+            }
+        }
+        opts.targets.clone()
+    };
+    let base = PathBuf::from(format!("/tmp/idfuse-bench.{}", std::process::id()));
+    let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); targets.len()]; WORKLOADS.len()];
+    let mut units = vec![""; WORKLOADS.len()];
+    let mut skipped: Vec<Vec<Option<String>>> = vec![vec![None; targets.len()]; WORKLOADS.len()];
+    let mut commands = Vec::new();
+    // Interleave: every target gets a fresh mount per repetition, and the
+    // repetitions go A B C A B C.
+    for rep in 0..sizes.reps {
+        for (ti, t) in targets.iter().enumerate() {
+            let work = base.join(format!("{t}-{rep}"));
+            let _ = std::fs::create_dir_all(&work);
+            let (m, cmd) = match mount(t, &work, &opts.idfuse) {
+                Ok(x) => x,
+                Err(e) => {
+                    for row in skipped.iter_mut() {
+                        row[ti] = Some(e.clone());
+                    }
+                    let _ = writeln!(log, "skip {t}: {e}");
+                    continue;
+                }
+            };
+            if rep == 0 {
+                commands.push((t.clone(), cmd));
+            }
+            for (wi, (name, f)) in WORKLOADS.iter().enumerate() {
+                match f(&m.dir, &sizes) {
+                    Ok((v, unit)) => {
+                        units[wi] = unit;
+                        samples[wi][ti].push(v);
+                        let _ = writeln!(log, "{t:<18} {name:<32} {v:>12.1} {unit}");
+                    }
+                    Err(e) => {
+                        skipped[wi][ti] = Some(e.clone());
+                        let _ = writeln!(log, "{t:<18} {name:<32} n/a ({e})");
+                    }
+                }
+            }
+            drop(m);
+            let _ = std::fs::remove_dir_all(&work);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    let mut figures = Vec::new();
+    for (wi, (name, _)) in WORKLOADS.iter().enumerate() {
+        for (ti, t) in targets.iter().enumerate() {
+            let mut v = samples[wi][ti].clone();
+            let f = if v.is_empty() {
+                Figure {
+                    workload: name.to_string(),
+                    target: t.clone(),
+                    unit: units[wi].into(),
+                    median: 0.0,
+                    min: 0.0,
+                    max: 0.0,
+                    skipped: Some(
+                        skipped[wi][ti]
+                            .clone()
+                            .unwrap_or_else(|| "no sample".into()),
+                    ),
+                }
+            } else {
+                let (mn, mx) = (
+                    v.iter().cloned().fold(f64::MAX, f64::min),
+                    v.iter().cloned().fold(0.0, f64::max),
+                );
+                Figure {
+                    workload: name.to_string(),
+                    target: t.clone(),
+                    unit: units[wi].into(),
+                    median: median(&mut v),
+                    min: mn,
+                    max: mx,
+                    skipped: None,
+                }
+            };
+            figures.push(f);
+        }
+    }
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let machine = format!("kernel {release}, {cores} cores; passthrough target uses FUSE_PASSTHROUGH (root, backing files); sizes: {} MiB file, {} files, {} reps", sizes.file_mib, sizes.files, sizes.reps);
+    Ok(Report {
+        machine,
+        commands,
+        figures,
+    })
+}
+
+/// The report as a Markdown table: each figure with its ratio to native
+/// and to the best peer of the same run.
+pub fn markdown(r: &Report) -> String {
+    let mut targets: Vec<String> = Vec::new();
+    for f in &r.figures {
+        if !targets.contains(&f.target) {
+            targets.push(f.target.clone());
+        }
+    }
+    let mut s = format!("Machine: {}\n\nMedian (min–max); ×native / ×best peer. Higher is better everywhere.\n\n| workload | {} |\n|---|{}\n", r.machine, targets.join(" | "), "---|".repeat(targets.len()));
+    let mut workloads: Vec<String> = Vec::new();
+    for f in &r.figures {
+        if !workloads.contains(&f.workload) {
+            workloads.push(f.workload.clone());
+        }
+    }
+    for w in &workloads {
+        let row: Vec<&Figure> = r.figures.iter().filter(|f| &f.workload == w).collect();
+        let native = row
+            .iter()
+            .find(|f| f.target == "native" && f.skipped.is_none())
+            .map(|f| f.median);
+        let best_peer = row
+            .iter()
+            .filter(|f| PEERS.contains(&f.target.as_str()) && f.skipped.is_none())
+            .map(|f| f.median)
+            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))));
+        let unit = row
+            .iter()
+            .find(|f| f.skipped.is_none())
+            .map_or("", |f| f.unit.as_str());
+        let cells: Vec<String> = row
+            .iter()
+            .map(|f| match &f.skipped {
+                Some(_) => "n/a".to_string(),
+                None => {
+                    let rn = native.map_or(String::new(), |n| format!(" ×{:.2}", f.median / n));
+                    let rp = best_peer
+                        .filter(|_| !PEERS.contains(&f.target.as_str()) && f.target != "native")
+                        .map_or(String::new(), |p| format!(" / ×{:.2}", f.median / p));
+                    format!("{:.0} ({:.0}–{:.0}){rn}{rp}", f.median, f.min, f.max)
+                }
+            })
+            .collect();
+        s.push_str(&format!("| {w} ({unit}) | {} |\n", cells.join(" | ")));
+    }
+    s.push_str("\nCommands:\n\n");
+    for (t, c) in &r.commands {
+        s.push_str(&format!("- {t}: `{c}`\n"));
+    }
+    let notes: Vec<String> = r
+        .figures
+        .iter()
+        .filter_map(|f| {
+            f.skipped
+                .as_ref()
+                .map(|why| format!("- {} on {}: {}", f.workload, f.target, why))
+        })
+        .collect();
+    if !notes.is_empty() {
+        s.push_str("\nNot measured:\n\n");
+        s.push_str(&notes.join("\n"));
+        s.push('\n');
+    }
+    s
+}

@@ -1,10 +1,64 @@
-//! Placeholder: being written in this session.
+//! `idfuse bench`: speed against native tmpfs and peer FUSE servers, in one
+//! interleaved run, as a Markdown table and JSON.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::{bail, Context as _};
+use idfuse_bench::{markdown, run as run_bench, BenchOptions, TARGETS};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+#[derive(clap::Args)]
+#[command(
+    after_help = "Targets: native, passthrough, passthrough-nopt, passthrough-idmap, memfs, bindfs, mergerfs, fuse-overlayfs (peers are skipped, with the reason, when their Debian package is missing; scripts/bench-deps.sh installs them).
+
+Examples:
+  idfuse bench --quick
+  idfuse bench --targets native,passthrough,bindfs --out /tmp/bench"
+)]
+pub struct Args {
+    /// Small sizes, one repetition (under two minutes on two cores).
+    #[arg(long)]
+    quick: bool,
+    /// Comma-separated targets (default: all).
+    #[arg(long, value_delimiter = ',')]
+    targets: Vec<String>,
+    /// Directory for results.md and results.json (default:
+    /// ./bench-results/<unix time>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !rustix::process::geteuid().is_root() {
+        bail!("the bench mounts tmpfs and FUSE filesystems and drops caches: run it as root");
+    }
+    for t in &args.targets {
+        if !TARGETS.contains(&t.as_str()) {
+            bail!("unknown target `{t}`; known: {}", TARGETS.join(", "));
+        }
+    }
+    let out = args.out.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("bench-results/{now}"))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // Mounts made here vanish with us, even if we are killed.
+    idfuse_conformance::private_mounts().map_err(anyhow::Error::msg)?;
+    let opts = BenchOptions {
+        quick: args.quick,
+        targets: args.targets,
+        idfuse: std::env::current_exe().context("finding the idfuse binary")?,
+    };
+    let report = run_bench(&opts, &mut std::io::stderr()).map_err(anyhow::Error::msg)?;
+    let md = markdown(&report);
+    std::fs::write(out.join("results.md"), &md)?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("{md}");
+    println!("results: {}", out.display());
+    Ok(ExitCode::SUCCESS)
 }
