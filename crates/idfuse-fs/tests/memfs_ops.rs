@@ -535,3 +535,32 @@ fn forgotten_inodes_are_freed() {
         "inode table back at its baseline"
     );
 }
+
+#[test]
+fn idmapped_memfs_stores_mapped_owners() {
+    let m = mount();
+    let work = tempfile::tempdir().unwrap();
+    let view = work.path().join("view");
+    fs::create_dir(&view).unwrap();
+    let ns =
+        idfuse_idmap::UserNamespace::create(&"b:0:0:1 b:1000:11000:1000".parse().unwrap()).unwrap();
+    let _g = idfuse_idmap::idmap_mount(&m.path, &view, &ns, idfuse_idmap::IdmapOptions::default())
+        .expect("idmap memfs");
+    let v = view.clone();
+    let code = as_user(11001, 11002, &[], 0o022, || {
+        i32::from(fs::write(v.join("by-11001"), b"x").is_err())
+    });
+    assert_eq!(code, 0, "create through the view as 11001");
+    let plain = fs::metadata(m.path.join("by-11001")).unwrap();
+    let mapped = fs::metadata(view.join("by-11001")).unwrap();
+    assert_eq!(
+        (plain.uid(), plain.gid()),
+        (1001, 1002),
+        "stored with the mapped-back owner"
+    );
+    assert_eq!(
+        (mapped.uid(), mapped.gid()),
+        (11001, 11002),
+        "seen as the creator through the view"
+    );
+}
