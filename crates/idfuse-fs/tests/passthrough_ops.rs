@@ -542,3 +542,59 @@ fn idmapped_view_stores_fs_ids() {
     let e = std::os::unix::fs::chown(view.join("home/f"), Some(5), None).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EOVERFLOW));
 }
+
+#[test]
+fn full_backing_fs_and_vanished_source_are_errors_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, mnt) = (dir.path().join("src"), dir.path().join("mnt"));
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        &src,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        Some(c"mode=0777,size=1m"),
+    )
+    .unwrap();
+    let _t = Tmpfs(src.clone());
+    for passthrough in [true, false] {
+        let fs_ = Arc::new(Passthrough::new(&src, PassthroughOptions::default()).unwrap());
+        let cfg = SessionConfig {
+            passthrough,
+            ..SessionConfig::default()
+        };
+        let session = Session::mount(fs_, &mnt, MountOptions::default(), cfg).unwrap();
+        // ENOSPC from the backing filesystem reaches the writer.
+        let mut f = fs::File::create(mnt.join("big")).unwrap();
+        let chunk = vec![1u8; 256 << 10];
+        let err = (0..16)
+            .find_map(|_| f.write_all(&chunk).and_then(|_| f.sync_all()).err())
+            .expect("a 1 MiB tmpfs fills up");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        drop(f);
+        fs::remove_file(mnt.join("big")).unwrap();
+        // RELEASE is asynchronous: the space returns once the daemon has
+        // closed its backing file.
+        let start = std::time::Instant::now();
+        while rustix::fs::statvfs(&src).unwrap().f_bfree < 128
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Files removed behind the mirror's back: errors, and the daemon lives.
+        fs::create_dir(mnt.join("d")).unwrap();
+        fs::write(mnt.join("d/f"), b"x").unwrap();
+        let held = fs::File::open(mnt.join("d/f")).unwrap();
+        fs::remove_dir_all(src.join("d")).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(fs::metadata(mnt.join("d/f")).is_err());
+        assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0);
+        drop(held);
+        assert!(
+            session.running_workers() > 0,
+            "the daemon survived (passthrough {passthrough})"
+        );
+        drop(session);
+    }
+}
