@@ -1,5 +1,8 @@
 //! memfs on a real mount, exercised through ordinary syscalls.
 
+mod common;
+use common::as_user;
+
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -34,36 +37,6 @@ fn mount() -> Mnt {
 
 fn c(p: &Path) -> CString {
     CString::new(p.to_str().unwrap()).unwrap()
-}
-
-/// Run `f` in a child with these credentials and umask; its return value is
-/// the exit code.
-fn as_user(uid: u32, gid: u32, groups: &[u32], umask: u32, f: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child makes syscalls and leaves with _exit.
-    match unsafe { libc::fork() } {
-        0 => {
-            // SAFETY: credential syscalls on the child itself.
-            let code = unsafe {
-                libc::umask(umask);
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setresgid(gid, gid, gid) != 0
-                    || libc::setresuid(uid, uid, uid) != 0
-                {
-                    99
-                } else {
-                    f()
-                }
-            };
-            // SAFETY: leave without running the test harness's destructors.
-            unsafe { libc::_exit(code) }
-        }
-        pid => {
-            let mut st = 0;
-            // SAFETY: reaping our own child.
-            unsafe { libc::waitpid(pid, &mut st, 0) };
-            libc::WEXITSTATUS(st)
-        }
-    }
 }
 
 fn errno() -> i32 {

@@ -3,6 +3,9 @@
 //! large-file integrity with and without FUSE passthrough, changes made
 //! behind the mirror's back, escapes, and bad input.
 
+mod common;
+use common::as_user;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -65,34 +68,6 @@ fn fixture(opts: PassthroughOptions, passthrough: bool) -> Fixture {
         src,
         _tmpfs: tmpfs,
         _dir: dir,
-    }
-}
-
-fn as_user(uid: u32, gid: u32, groups: &[u32], umask: u32, f: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child makes syscalls and leaves with _exit.
-    match unsafe { libc::fork() } {
-        0 => {
-            // SAFETY: credential syscalls on the child itself.
-            let code = unsafe {
-                libc::umask(umask);
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setresgid(gid, gid, gid) != 0
-                    || libc::setresuid(uid, uid, uid) != 0
-                {
-                    99
-                } else {
-                    f()
-                }
-            };
-            // SAFETY: leave without running the harness's destructors.
-            unsafe { libc::_exit(code) }
-        }
-        pid => {
-            let mut st = 0;
-            // SAFETY: reaping our own child.
-            unsafe { libc::waitpid(pid, &mut st, 0) };
-            libc::WEXITSTATUS(st)
-        }
     }
 }
 
