@@ -161,7 +161,7 @@ fn command_for(
             "mergerfs".into(),
             "-f".into(),
             "-o".into(),
-            "cache.files=off,dropcacheonclose=true,category.create=mfs".into(),
+            "cache.files=off,dropcacheonclose=true,category.create=mfs,minfreespace=0".into(),
             s,
             m,
         ],
