@@ -222,6 +222,7 @@ fn serve<F: Filesystem>(
         }
     };
     let signals = block_signals()?;
+    raise_fd_limit();
     let result = (|| -> anyhow::Result<Session<F>> {
         let fs = Arc::new(make()?);
         match &map {
@@ -260,6 +261,24 @@ fn serve<F: Filesystem>(
     wait_for_end(&mut session, &signals);
     session.unmount()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A mirror holds one O_PATH fd per inode the kernel remembers; lift the
+/// soft fd limit to the hard one, as passthrough daemons do.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let lim = getrlimit(Resource::Nofile);
+    if let Some(max) = lim.maximum {
+        if lim.current.is_some_and(|c| c < max) {
+            let raised = rustix::process::Rlimit {
+                current: Some(max),
+                maximum: Some(max),
+            };
+            if let Err(e) = setrlimit(Resource::Nofile, raised) {
+                tracing::warn!("cannot raise the open-file limit to {max}: {e}");
+            }
+        }
+    }
 }
 
 fn kernel_release() -> String {
