@@ -3,11 +3,20 @@
 //! supplementary groups hold only the parent's gid from `FUSE_EXT_GROUPS`,
 //! and its umask is the caller's. All three are per-thread (raw syscalls,
 //! and a private fs_struct per worker), so other workers are unaffected.
+//!
+//! Leaving fsuid 0 drops the file-system capabilities from the effective
+//! set. CAP_FSETID, CAP_CHOWN and CAP_FOWNER stay dropped, so the backing
+//! filesystem strips S_ISGID and assigns groups exactly as it would for the
+//! caller. CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH come back (when the
+//! daemon holds them): the kernel has already decided the caller may
+//! create here, with all of the caller's groups, which the daemon does not
+//! know; the backing filesystem must not decide again with fewer.
 
 use std::cell::Cell;
 
 use idfuse::{Errno, Owner};
 use rustix::process::Gid;
+use rustix::thread::{CapabilitySet, CapabilitySets};
 
 thread_local! {
     static PRIVATE_FS: Cell<bool> = const { Cell::new(false) };
@@ -18,10 +27,9 @@ fn private_fs() -> Result<(), Errno> {
     if PRIVATE_FS.with(Cell::get) {
         return Ok(());
     }
-    // SAFETY: unshare(CLONE_FS) affects only the calling thread.
-    if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
-        return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO));
-    }
+    // SAFETY: CLONE_FS only detaches this thread's cwd/root/umask from the
+    // other threads; no fd table or memory is shared differently afterwards.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }?;
     PRIVATE_FS.with(|c| c.set(true));
     Ok(())
 }
@@ -36,39 +44,63 @@ fn setfsgid(gid: u32) -> u32 {
     unsafe { libc::syscall(libc::SYS_setfsgid, gid) as u32 }
 }
 
-/// Restores the thread's credentials and umask on drop.
+/// The access-check capabilities given back while acting as an owner.
+const ACCESS_CAPS: CapabilitySet =
+    CapabilitySet::DAC_OVERRIDE.union(CapabilitySet::DAC_READ_SEARCH);
+
+/// Acts as an `Owner` until dropped; restores the thread's fs ids, groups,
+/// capabilities and umask.
 pub(super) struct AsOwner {
     uid: u32,
     gid: u32,
-    groups: Vec<Gid>,
+    groups: Option<Vec<Gid>>,
+    caps: Option<CapabilitySets>,
     umask: rustix::fs::Mode,
 }
 
 impl AsOwner {
+    /// Switch to `owner` with `umask` (already 0 when the kernel applied it).
     pub(super) fn new(owner: &Owner, umask: u32) -> Result<Self, Errno> {
         private_fs()?;
-        let groups = rustix::process::getgroups()?;
+        let caps = rustix::thread::capabilities(None)?;
+        let old_groups = rustix::process::getgroups()?;
         let supp: Vec<Gid> = owner.supp_group.map(Gid::from_raw).into_iter().collect();
-        match rustix::thread::set_thread_groups(&supp) {
-            Ok(()) => {}
+        let groups = match rustix::thread::set_thread_groups(&supp) {
+            Ok(()) => Some(old_groups),
             // In a user namespace whose setgroups is denied (unshare -r),
             // the groups cannot change; the create proceeds with the fsuid
             // and fsgid alone.
-            Err(Errno::PERM) => {}
+            Err(Errno::PERM) => None,
             Err(e) => return Err(e),
-        }
-        let gid = setfsgid(owner.gid);
-        let uid = setfsuid(owner.uid);
-        let guard = Self {
-            uid,
-            gid,
+        };
+        let mut guard = Self {
+            gid: setfsgid(owner.gid),
+            uid: setfsuid(owner.uid),
             groups,
+            caps: None,
             umask: rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask & 0o777)),
         };
         // setfsuid reports no error: read back what took effect.
         if setfsuid(u32::MAX) != owner.uid || setfsgid(u32::MAX) != owner.gid {
-            // The id has no mapping in our user namespace.
-            return Err(Errno::OVERFLOW);
+            return Err(if caps.effective.contains(CapabilitySet::SETUID) {
+                // The id has no mapping in the daemon's user namespace.
+                Errno::OVERFLOW
+            } else {
+                // An unprivileged daemon can create only as itself.
+                Errno::PERM
+            });
+        }
+        let now = rustix::thread::capabilities(None)?;
+        let give_back = ACCESS_CAPS & caps.effective & now.permitted & !now.effective;
+        if !give_back.is_empty() {
+            guard.caps = Some(caps);
+            rustix::thread::set_capabilities(
+                None,
+                CapabilitySets {
+                    effective: now.effective | give_back,
+                    ..now
+                },
+            )?;
         }
         Ok(guard)
     }
@@ -78,7 +110,74 @@ impl Drop for AsOwner {
     fn drop(&mut self) {
         setfsuid(self.uid);
         setfsgid(self.gid);
-        let _ = rustix::thread::set_thread_groups(&self.groups);
+        if let Some(caps) = self.caps {
+            // Returning to fsuid 0 raised the fs capabilities again; this
+            // puts back exactly the set the thread had.
+            let _ = rustix::thread::set_capabilities(None, caps);
+        }
+        if let Some(groups) = &self.groups {
+            let _ = rustix::thread::set_thread_groups(groups);
+        }
         rustix::process::umask(self.umask);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fs_ids() -> (u32, u32) {
+        let (u, g) = (setfsuid(u32::MAX), setfsgid(u32::MAX));
+        (u, g)
+    }
+
+    fn umask() -> String {
+        let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|v| v.trim().to_string())
+            .expect("Umask line")
+    }
+
+    #[test]
+    fn switches_and_restores_this_thread_only() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        // A fresh thread: its fs_struct is unshared, the test harness's not.
+        std::thread::spawn(|| {
+            let before_caps = rustix::thread::capabilities(None).expect("capget");
+            let before_groups = rustix::process::getgroups().expect("getgroups");
+            let before_umask = umask();
+            let owner = Owner {
+                uid: 1234,
+                gid: 2345,
+                supp_group: Some(777),
+            };
+            {
+                let _g = AsOwner::new(&owner, 0o027).expect("switch");
+                assert_eq!(fs_ids(), (1234, 2345));
+                assert_eq!(umask(), "0027");
+                let groups = rustix::process::getgroups().expect("getgroups");
+                assert_eq!(groups, vec![Gid::from_raw(777)]);
+                let caps = rustix::thread::capabilities(None).expect("capget");
+                assert!(caps.effective.contains(CapabilitySet::DAC_OVERRIDE));
+                assert!(!caps.effective.contains(CapabilitySet::FSETID));
+                assert!(!caps.effective.contains(CapabilitySet::CHOWN));
+            }
+            assert_eq!(fs_ids(), (0, 0));
+            assert_eq!(
+                rustix::process::getgroups().expect("getgroups"),
+                before_groups
+            );
+            assert_eq!(
+                rustix::thread::capabilities(None).expect("capget"),
+                before_caps
+            );
+            assert_eq!(umask(), before_umask, "umask restored");
+        })
+        .join()
+        .expect("thread");
     }
 }

@@ -7,10 +7,30 @@
 //! backing filesystem. The daemon decides no permission itself. Regular
 //! files are handed to the kernel as backing files (`FUSE_PASSTHROUGH`)
 //! where the daemon has the privilege, for kernel-to-kernel I/O.
+//!
+//! Locks: `FUSE_POSIX_LOCKS` and `FUSE_FLOCK_LOCKS` are not negotiated, so
+//! the kernel keeps POSIX locks and flocks itself, per mount superblock.
+//! They are exact between processes using the mirror (plain and idmapped
+//! views share the superblock) and invisible to processes working on the
+//! source directly. Forwarding them would need one open file description
+//! per lock owner (the daemon is a single process: its own POSIX locks
+//! would merge across callers) and a blocked worker per SETLKW.
+//!
+//! Setid files do their I/O through the daemon: a backing file writes with
+//! the daemon's CAP_FSETID and would keep bits a write must clear. An inode
+//! keeps the I/O mode of its first open until all its opens are released
+//! (the kernel fails an open in the other mode with EIO), so a file made
+//! setid while open through a backing file shares it until then.
+//!
+//! `st_ino` is the backing file's, so stat and readdir agree with SOURCE;
+//! the kernel identifies inodes by node id, so a filesystem mounted inside
+//! SOURCE with clashing inode numbers confuses only tools that compare them.
 
 mod creds;
+mod inodes;
+#[cfg(test)]
+mod tests;
 
-use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -27,11 +47,12 @@ use idfuse::{
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 
 use creds::AsOwner;
+use inodes::{FileIo, Inode, InodeTable, Key, ROOT};
 
 /// How to run a [`Passthrough`].
 #[derive(Debug, Clone)]
 pub struct PassthroughOptions {
-    /// How long the kernel may cache names.
+    /// How long the kernel may cache names (and the absence of names).
     pub entry_timeout: Duration,
     /// How long the kernel may cache attributes.
     pub attr_timeout: Duration,
@@ -58,11 +79,16 @@ impl PassthroughOptions {
     /// `Ok(false)` when the option is not ours.
     pub fn parse_option(&mut self, key: &str, value: Option<&str>) -> Result<bool, String> {
         let secs = || -> Result<Duration, String> {
-            value
-                .and_then(|v| v.parse::<f64>().ok())
+            let v = value.ok_or_else(|| {
+                format!("`{key}` needs a value in seconds, e.g. {key}=1 or {key}=0.5")
+            })?;
+            v.parse::<f64>()
+                .ok()
                 .filter(|v| v.is_finite() && *v >= 0.0 && *v < 1e9)
                 .map(Duration::from_secs_f64)
-                .ok_or_else(|| "expects seconds, e.g. 1 or 0.5".to_string())
+                .ok_or_else(|| {
+                    format!("`{key}={v}`: expected seconds (a number ≥ 0, e.g. 1 or 0.5)")
+                })
         };
         match key {
             "entry_timeout" => self.entry_timeout = secs()?,
@@ -82,13 +108,13 @@ impl PassthroughOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// SOURCE does not exist.
-    #[error("source {0} does not exist")]
+    #[error("source {0} does not exist; create it or give the directory to mirror")]
     SourceMissing(PathBuf),
     /// SOURCE is not a directory.
-    #[error("source {0} is not a directory; passthrough mirrors a directory")]
+    #[error("source {0} is not a directory; passthrough mirrors a directory, give its parent or another directory")]
     SourceNotDir(PathBuf),
     /// MOUNTPOINT lies inside SOURCE, which would make a loop.
-    #[error("mountpoint {mountpoint} is inside the source {source_dir}: the mirror would contain itself. Choose a mountpoint outside {source_dir}")]
+    #[error("mountpoint {mountpoint} is inside the source {source_dir} (or is the source): the mirror would contain itself. Choose a mountpoint outside {source_dir}")]
     MountpointInsideSource {
         /// the mountpoint
         mountpoint: PathBuf,
@@ -105,38 +131,28 @@ pub enum Error {
     },
 }
 
-struct Inode {
-    fd: OwnedFd,
-    key: (u64, u64),
-    refs: AtomicU64,
-    /// The kernel allows one backing file per inode: shared by every open
-    /// file of it, with a count of those.
-    backing: Mutex<Option<(BackingId, u32)>>,
-}
-
-#[derive(Default)]
-struct Inodes {
-    by_id: HashMap<u64, Arc<Inode>>,
-    by_key: HashMap<(u64, u64), u64>,
-    next: u64,
-}
-
+/// An open file or directory.
 struct Handle {
     file: OwnedFd,
-    /// The inode whose backing file this handle shares, if any.
-    backing: Option<Arc<Inode>>,
-    dir: Mutex<Option<rustix::fs::Dir>>,
+    /// For regular files: the inode and whether this open shares its
+    /// backing file (else it does I/O through the daemon).
+    io: Option<(Arc<Inode>, bool)>,
+    dir: Option<Mutex<rustix::fs::Dir>>,
 }
 
 /// The passthrough filesystem.
 pub struct Passthrough {
-    inodes: RwLock<Inodes>,
-    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    inodes: RwLock<InodeTable>,
+    handles: RwLock<std::collections::HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
+    /// `/proc/self/fd`, to reopen `O_PATH` fds with real access modes.
     proc_self_fd: OwnedFd,
+    /// The source, readable, for syncfs.
     root_dir: OwnedFd,
     opts: PassthroughOptions,
     pt_active: AtomicBool,
+    /// BACKING_OPEN failed once: the daemon lacks the privilege; say why
+    /// once and stop trying.
     pt_refused: AtomicBool,
 }
 
@@ -150,7 +166,7 @@ fn io_err(what: String) -> impl FnOnce(rustix::io::Errno) -> Error {
 /// A name the kernel gave us: one component, never `.`/`..`.
 fn check_name(name: &OsStr) -> Result<(), Errno> {
     let b = name.as_bytes();
-    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') {
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
         return Err(Errno::INVAL);
     }
     if b.len() > 255 {
@@ -168,11 +184,33 @@ fn statx_fd(fd: BorrowedFd<'_>) -> Result<rustix::fs::Statx, Errno> {
     )
 }
 
-fn to_attr(ino: u64, st: &rustix::fs::Statx) -> Attr {
+fn key_of(st: &rustix::fs::Statx) -> Key {
+    (
+        libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+        st.stx_ino,
+    )
+}
+
+/// A device number as FUSE carries it (the kernel's `new_encode_dev`).
+fn rdev_to_fuse(major: u32, minor: u32) -> u32 {
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+/// A FUSE device number (`new_decode_dev`) as mknod(2) takes it.
+fn rdev_from_fuse(rdev: u32) -> u64 {
+    let major = (rdev & 0xfff00) >> 8;
+    let minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+    libc::makedev(major, minor)
+}
+
+/// Attributes as the backing filesystem has them, inode number included
+/// (so stat and readdir agree with each other and with the source).
+fn to_attr(st: &rustix::fs::Statx) -> Attr {
     Attr {
-        ino,
+        ino: st.stx_ino,
         size: st.stx_size,
         blocks: st.stx_blocks,
+        // FUSE carries times as u64 and reads them back as signed.
         atime: st.stx_atime.tv_sec as u64,
         mtime: st.stx_mtime.tv_sec as u64,
         ctime: st.stx_ctime.tv_sec as u64,
@@ -183,7 +221,7 @@ fn to_attr(ino: u64, st: &rustix::fs::Statx) -> Attr {
         nlink: st.stx_nlink,
         uid: st.stx_uid,
         gid: st.stx_gid,
-        rdev: libc::makedev(st.stx_rdev_major, st.stx_rdev_minor) as u32,
+        rdev: rdev_to_fuse(st.stx_rdev_major, st.stx_rdev_minor),
         blksize: st.stx_blksize,
         flags: 0,
     }
@@ -194,6 +232,35 @@ fn sx(t: rustix::fs::StatxTimestamp) -> idfuse::abi::SxTime {
         tv_sec: t.tv_sec,
         tv_nsec: t.tv_nsec,
         __reserved: 0,
+    }
+}
+
+fn set_time(t: Option<SetTime>) -> rustix::fs::Timespec {
+    match t {
+        None => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        Some(SetTime::Now) => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        Some(SetTime::At { sec, nsec }) => rustix::fs::Timespec {
+            tv_sec: sec,
+            tv_nsec: i64::from(nsec),
+        },
+    }
+}
+
+/// Make `path` absolute and resolve what of it exists.
+fn resolve(path: &Path) -> std::io::Result<PathBuf> {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return Ok(p);
+    }
+    let abs = std::path::absolute(path)?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => Ok(resolve(parent)?.join(name)),
+        _ => Ok(abs),
     }
 }
 
@@ -219,40 +286,28 @@ impl Passthrough {
             Mode::empty(),
         )
         .map_err(io_err(format!("opening source {}", source.display())))?;
-        let root_dir = rustix::fs::open(
+        let root_dir = rustix::fs::openat(
+            rustix::fs::CWD,
             source,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(io_err(format!("opening source {}", source.display())))?;
+        .map_err(io_err(format!(
+            "opening source {} for reading",
+            source.display()
+        )))?;
         let proc_self_fd = rustix::fs::open(
             "/proc/self/fd",
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(io_err("opening /proc/self/fd (is /proc mounted?)".into()))?;
+        .map_err(io_err(
+            "opening /proc/self/fd (passthrough reopens files through it; mount /proc)".into(),
+        ))?;
         let st = statx_fd(root.as_fd()).map_err(io_err(format!("stat {}", source.display())))?;
-        let key = (
-            libc::makedev(st.stx_dev_major, st.stx_dev_minor),
-            st.stx_ino,
-        );
-        let mut inodes = Inodes {
-            next: 2,
-            ..Inodes::default()
-        };
-        inodes.by_id.insert(
-            1,
-            Arc::new(Inode {
-                fd: root,
-                key,
-                refs: AtomicU64::new(1),
-                backing: Mutex::new(None),
-            }),
-        );
-        inodes.by_key.insert(key, 1);
         Ok(Self {
-            inodes: RwLock::new(inodes),
-            handles: RwLock::new(HashMap::new()),
+            inodes: RwLock::new(InodeTable::new(root, key_of(&st))),
+            handles: RwLock::new(std::collections::HashMap::new()),
             next_fh: AtomicU64::new(1),
             proc_self_fd,
             root_dir,
@@ -262,19 +317,23 @@ impl Passthrough {
         })
     }
 
-    /// Refuse a mountpoint inside (or equal to) the source.
+    /// Refuse a mountpoint inside (or equal to) the source, comparing
+    /// canonical paths.
     pub fn check_mountpoint(source: &Path, mountpoint: &Path) -> Result<(), Error> {
         let src = std::fs::canonicalize(source).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::SourceMissing(source.to_path_buf())
             } else {
                 Error::Io {
-                    what: format!("cannot resolve {}", source.display()),
+                    what: format!("cannot resolve source {}", source.display()),
                     source: e,
                 }
             }
         })?;
-        let mnt = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+        let mnt = resolve(mountpoint).map_err(|e| Error::Io {
+            what: format!("cannot resolve mountpoint {}", mountpoint.display()),
+            source: e,
+        })?;
         if mnt.starts_with(&src) {
             return Err(Error::MountpointInsideSource {
                 mountpoint: mountpoint.to_path_buf(),
@@ -284,19 +343,20 @@ impl Passthrough {
         Ok(())
     }
 
-    /// Inodes the kernel holds lookups on (plus the root).
+    /// Inodes the kernel holds lookups on, plus the root.
     pub fn inode_count(&self) -> usize {
-        self.inodes.read().map_or(0, |i| i.by_id.len())
+        self.inodes.read().map_or(0, |i| i.len())
     }
 
-    /// True once a file was handed to the kernel as a backing file.
+    /// True once `FUSE_PASSTHROUGH` was negotiated and a file was handed to
+    /// the kernel as a backing file.
     pub fn passthrough_active(&self) -> bool {
         self.pt_active.load(Ordering::Relaxed)
     }
 
     fn inode(&self, ino: u64) -> Result<Arc<Inode>, Errno> {
         let inodes = self.inodes.read().map_err(|_| Errno::IO)?;
-        inodes.by_id.get(&ino).cloned().ok_or(Errno::STALE)
+        inodes.get(ino).ok_or(Errno::STALE)
     }
 
     fn handle(&self, fh: u64) -> Result<Arc<Handle>, Errno> {
@@ -304,69 +364,55 @@ impl Passthrough {
         h.get(&fh).cloned().ok_or(Errno::BADF)
     }
 
+    /// The name of `fd` in `/proc/self/fd`.
     fn proc_name(fd: BorrowedFd<'_>) -> CString {
         // A decimal number never holds a NUL.
         CString::new(fd.as_raw_fd().to_string()).unwrap_or_default()
     }
 
-    /// Reopen an inode's O_PATH fd with real access flags.
-    fn reopen(&self, fd: BorrowedFd<'_>, flags: OFlags) -> Result<OwnedFd, Errno> {
-        rustix::fs::openat(
-            &self.proc_self_fd,
-            Self::proc_name(fd).as_c_str(),
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-    }
-
-    /// The path of an inode through /proc, for the calls that take no fd.
+    /// The path of an inode through /proc, for the calls that take no fd
+    /// (xattrs: `fgetxattr` refuses `O_PATH` fds). Following the magic link
+    /// lands on the inode itself, even a symlink, and goes no further.
     fn proc_path(fd: BorrowedFd<'_>) -> CString {
         CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
     }
 
-    /// Register `fd` (an O_PATH fd of a new or looked-up inode) and count a
-    /// lookup.
-    fn entry_for(&self, fd: OwnedFd) -> Result<Entry, Errno> {
-        let st = statx_fd(fd.as_fd())?;
-        let key = (
-            libc::makedev(st.stx_dev_major, st.stx_dev_minor),
-            st.stx_ino,
-        );
-        let mut inodes = self.inodes.write().map_err(|_| Errno::IO)?;
-        let ino = match inodes.by_key.get(&key).copied() {
-            Some(ino) => {
-                if let Some(i) = inodes.by_id.get(&ino) {
-                    i.refs.fetch_add(1, Ordering::Relaxed);
-                }
-                ino
-            }
-            None => {
-                let ino = inodes.next;
-                inodes.next += 1;
-                inodes.by_id.insert(
-                    ino,
-                    Arc::new(Inode {
-                        fd,
-                        key,
-                        refs: AtomicU64::new(1),
-                        backing: Mutex::new(None),
-                    }),
-                );
-                inodes.by_key.insert(key, ino);
-                ino
-            }
-        };
-        Ok(Entry {
-            ino,
-            generation: 0,
-            attr: to_attr(ino, &st),
-            entry_timeout: self.opts.entry_timeout,
-            attr_timeout: self.opts.attr_timeout,
-        })
+    /// Reopen an inode's `O_PATH` fd with real access flags. The magic link
+    /// resolves to exactly that inode; a symlink refuses with ELOOP.
+    fn reopen(&self, fd: BorrowedFd<'_>, flags: OFlags) -> Result<OwnedFd, Errno> {
+        rustix::fs::openat(
+            &self.proc_self_fd,
+            Self::proc_name(fd).as_c_str(),
+            (flags & !(OFlags::CREATE | OFlags::EXCL)) | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
     }
 
-    /// Open `name` in `parent` as O_PATH without following anything out of
-    /// the parent: no symlink at the end, no `..`, no absolute path.
+    /// Count a lookup of the inode behind `fd` (an `O_PATH` fd of a new or
+    /// looked-up inode) and describe it to the kernel.
+    fn register(&self, fd: OwnedFd) -> Result<Entry, Errno> {
+        let st = statx_fd(fd.as_fd())?;
+        let ino = self
+            .inodes
+            .write()
+            .map_err(|_| Errno::IO)?
+            .lookup(key_of(&st), fd);
+        Ok(self.entry(ino, &st))
+    }
+
+    fn entry(&self, ino: u64, st: &rustix::fs::Statx) -> Entry {
+        Entry {
+            ino,
+            generation: 0,
+            attr: to_attr(st),
+            entry_timeout: self.opts.entry_timeout,
+            attr_timeout: self.opts.attr_timeout,
+        }
+    }
+
+    /// Open `name` in `parent` as `O_PATH` without following anything out
+    /// of the parent: a single component, no symlink (a symlink at the end
+    /// is opened as itself), no `..`, no absolute path, no magic link.
     fn open_child(parent: &Inode, name: &OsStr) -> Result<OwnedFd, Errno> {
         check_name(name)?;
         rustix::fs::openat2(
@@ -381,14 +427,40 @@ impl Passthrough {
     fn lookup_name(&self, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
         let p = self.inode(parent)?;
         let fd = Self::open_child(&p, name)?;
-        self.entry_for(fd)
+        self.register(fd)
+    }
+
+    /// `.` and `..`, which the kernel sends only for NFS export: `.` is the
+    /// directory itself; `..` of the root is the root, and any other `..`
+    /// must be a directory the table already knows (every known inode was
+    /// reached from the root by single names), so it never leaves SOURCE.
+    fn lookup_dots(&self, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
+        let p = self.inode(parent)?;
+        let fd = if name == "." || parent == ROOT {
+            self.reopen(p.fd.as_fd(), OFlags::PATH)?
+        } else {
+            rustix::fs::openat(
+                &p.fd,
+                "..",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?
+        };
+        let st = statx_fd(fd.as_fd())?;
+        let ino = self
+            .inodes
+            .write()
+            .map_err(|_| Errno::IO)?
+            .count_existing(key_of(&st))
+            .ok_or(Errno::ACCESS)?;
+        Ok(self.entry(ino, &st))
     }
 
     fn attr_of(&self, ino: u64) -> Result<AttrReply, Errno> {
         let i = self.inode(ino)?;
         let st = statx_fd(i.fd.as_fd())?;
         Ok(AttrReply {
-            attr: to_attr(ino, &st),
+            attr: to_attr(&st),
             timeout: self.opts.attr_timeout,
         })
     }
@@ -417,31 +489,19 @@ impl Passthrough {
         )
     }
 
-    fn new_handle(
-        &self,
-        file: OwnedFd,
-        backing: Option<Arc<Inode>>,
-        dir: bool,
-    ) -> Result<u64, Errno> {
-        let dir = if dir {
-            Some(rustix::fs::Dir::read_from(&file)?)
-        } else {
-            None
-        };
+    fn add_handle(&self, h: Handle) -> Result<u64, Errno> {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let h = Arc::new(Handle {
-            file,
-            backing,
-            dir: Mutex::new(dir),
-        });
-        self.handles.write().map_err(|_| Errno::IO)?.insert(fh, h);
+        self.handles
+            .write()
+            .map_err(|_| Errno::IO)?
+            .insert(fh, Arc::new(h));
         Ok(fh)
     }
 
-    /// Open flags for the backing file.
-    fn backing_flags(&self, flags: u32) -> OFlags {
-        let mut f =
-            OFlags::from_bits_retain(flags) & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY);
+    /// Open flags for a file of this handle.
+    fn open_flags(&self, flags: u32) -> OFlags {
+        let mut f = OFlags::from_bits_retain(flags)
+            & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::PATH);
         if self.opts.writeback_cache {
             // The kernel may read to fill pages of a write-only file and
             // does appends itself.
@@ -453,49 +513,33 @@ impl Passthrough {
         f
     }
 
-    /// Try to give `inode` a backing file for passthrough I/O, or share the
-    /// one it has.
-    fn backing_for(
-        &self,
-        ctx: &Context<'_>,
-        inode: &Arc<Inode>,
-        file: BorrowedFd<'_>,
-    ) -> Option<BackingId> {
+    /// Register a backing file for `inode` (BACKING_OPEN), if passthrough
+    /// is wanted, negotiated and permitted.
+    fn open_backing(&self, ctx: &Context<'_>, inode: &Inode) -> Option<BackingId> {
         if !self.opts.passthrough_io
             || !ctx.passthrough()
             || self.pt_refused.load(Ordering::Relaxed)
         {
             return None;
         }
-        // A setid file must lose its bits when others write to it; backing
-        // files write with the daemon's credentials and would keep them.
-        if statx_fd(file)
-            .is_ok_and(|s| u32::from(s.stx_mode) & (libc::S_ISUID | libc::S_ISGID) != 0)
-        {
-            return None;
-        }
-        let mut slot = inode.backing.lock().ok()?;
-        if let Some((id, n)) = slot.as_mut() {
-            *n += 1;
-            return Some(*id);
-        }
-        // One backing file serves every later open of the inode, whatever
-        // its access mode: open it read-write where the source allows.
-        let rw = self.reopen(inode.fd.as_fd(), OFlags::RDWR);
-        let fd = match &rw {
-            Ok(f) => f.as_fd(),
-            Err(_) => file,
-        };
-        match ctx.open_backing(fd) {
+        // One backing file serves every open of the inode, whatever its
+        // access mode, so it is read-write; where the source refuses that,
+        // the inode does its I/O through the daemon.
+        let rw = self.reopen(inode.fd.as_fd(), OFlags::RDWR).ok()?;
+        match ctx.open_backing(rw.as_fd()) {
             Ok(id) => {
                 self.pt_active.store(true, Ordering::Relaxed);
-                *slot = Some((id, 1));
                 Some(id)
             }
             Err(e) => {
                 if !self.pt_refused.swap(true, Ordering::Relaxed) {
+                    let why = if e == Errno::PERM {
+                        "it needs CAP_SYS_ADMIN in the initial user namespace"
+                    } else {
+                        "the kernel refused the backing file"
+                    };
                     tracing::warn!(
-                        "FUSE passthrough unavailable ({e}): it needs CAP_SYS_ADMIN in the initial user namespace; reads and writes go through the daemon"
+                        "FUSE passthrough unavailable ({e}): {why}; reads and writes go through the daemon"
                     );
                 }
                 None
@@ -503,14 +547,65 @@ impl Passthrough {
         }
     }
 
+    /// True for a file whose setid bits a write by another user clears:
+    /// S_ISUID, or S_ISGID with group execute.
+    fn must_lose_setid_on_write(file: BorrowedFd<'_>) -> bool {
+        statx_fd(file).map_or(true, |st| {
+            let mode = u32::from(st.stx_mode);
+            mode & libc::S_ISUID != 0
+                || mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP
+        })
+    }
+
+    /// Make a handle for `file`, an open of the regular file `inode`, in
+    /// the I/O mode the inode is in (or the best one, if it is idle).
     fn opened(
         &self,
         ctx: &Context<'_>,
         inode: &Arc<Inode>,
         file: OwnedFd,
     ) -> Result<Opened, Errno> {
-        let backing = self.backing_for(ctx, inode, file.as_fd());
-        let fh = self.new_handle(file, backing.map(|_| inode.clone()), false)?;
+        let backing = {
+            let mut io = inode.io.lock().map_err(|_| Errno::IO)?;
+            match &mut *io {
+                FileIo::Backing { id, users } => {
+                    *users += 1;
+                    Some(*id)
+                }
+                FileIo::Cached { users } => {
+                    *users += 1;
+                    None
+                }
+                FileIo::Idle => {
+                    let id = if Self::must_lose_setid_on_write(file.as_fd()) {
+                        // Writes through a backing file run with the
+                        // daemon's CAP_FSETID and would keep the bits, so
+                        // such a file does its I/O through the daemon,
+                        // which clears them (WRITE with KILL_SUIDGID).
+                        None
+                    } else {
+                        self.open_backing(ctx, inode)
+                    };
+                    *io = match id {
+                        Some(id) => FileIo::Backing { id, users: 1 },
+                        None => FileIo::Cached { users: 1 },
+                    };
+                    id
+                }
+            }
+        };
+        let h = Handle {
+            file,
+            io: Some((inode.clone(), backing.is_some())),
+            dir: None,
+        };
+        let fh = match self.add_handle(h) {
+            Ok(fh) => fh,
+            Err(e) => {
+                Self::put_io(ctx, inode);
+                return Err(e);
+            }
+        };
         Ok(Opened {
             fh,
             flags: OpenOutFlags::empty(),
@@ -518,27 +613,51 @@ impl Passthrough {
         })
     }
 
-    /// Drop one user of the inode's backing file; close it with the last.
-    fn put_backing(ctx: &Context<'_>, inode: &Inode) {
-        let Ok(mut slot) = inode.backing.lock() else {
+    /// One open of `inode` is gone; the last one closes a backing file.
+    fn put_io(ctx: &Context<'_>, inode: &Inode) {
+        let Ok(mut io) = inode.io.lock() else {
             return;
         };
-        if let Some((id, n)) = slot.as_mut() {
-            *n -= 1;
-            if *n == 0 {
-                let _ = ctx.close_backing(*id);
-                *slot = None;
+        match &mut *io {
+            FileIo::Backing { id, users } => {
+                *users = users.saturating_sub(1);
+                if *users == 0 {
+                    // Files the kernel opened with it keep it alive.
+                    let _ = ctx.close_backing(*id);
+                    *io = FileIo::Idle;
+                }
             }
+            FileIo::Cached { users } => {
+                *users = users.saturating_sub(1);
+                if *users == 0 {
+                    *io = FileIo::Idle;
+                }
+            }
+            FileIo::Idle => {}
         }
     }
 
-    fn xattr_result(buf: Vec<u8>, n: usize, size: u32) -> Xattr {
-        if size == 0 {
-            Xattr::Size(n as u32)
-        } else {
-            let mut buf = buf;
-            buf.truncate(n);
-            Xattr::Data(buf)
+    /// A new file of `parent` was opened as `file`: count its lookup and
+    /// open it for the kernel.
+    fn created(
+        &self,
+        ctx: &Context<'_>,
+        file: OwnedFd,
+        kill_suidgid: bool,
+    ) -> Result<(Entry, Opened), Errno> {
+        if kill_suidgid {
+            self.kill_suidgid(file.as_fd())?;
+        }
+        let path = self.reopen(file.as_fd(), OFlags::PATH)?;
+        let entry = self.register(path)?;
+        let inode = self.inode(entry.ino)?;
+        match self.opened(ctx, &inode, file) {
+            Ok(opened) => Ok((entry, opened)),
+            Err(e) => {
+                // The kernel will not learn of this entry: undo its lookup.
+                self.forget(entry.ino, 1);
+                Err(e)
+            }
         }
     }
 }
@@ -562,45 +681,45 @@ impl Filesystem for Passthrough {
     fn init(&self, n: &Negotiated) {
         if self.opts.passthrough_io && !n.flags.contains(InitFlags::PASSTHROUGH) {
             tracing::warn!(
-                "the kernel did not grant FUSE_PASSTHROUGH; reads and writes go through the daemon"
+                "the kernel did not grant FUSE_PASSTHROUGH (not asked for, writeback_cache on, or kernel older than 6.9); reads and writes go through the daemon"
             );
         }
     }
 
     fn lookup(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<Entry> {
-        self.lookup_name(parent, name)
+        if name == "." || name == ".." {
+            return self.lookup_dots(parent, name);
+        }
+        match self.lookup_name(parent, name) {
+            // The kernel may cache the absence for as long as a name.
+            Err(Errno::NOENT) if !self.opts.entry_timeout.is_zero() => {
+                Ok(Entry::negative(self.opts.entry_timeout))
+            }
+            r => r,
+        }
     }
 
     fn forget(&self, ino: u64, nlookup: u64) {
-        if ino == 1 {
-            return;
+        if let Ok(mut inodes) = self.inodes.write() {
+            inodes.forget(ino, nlookup);
         }
-        let Ok(mut inodes) = self.inodes.write() else {
-            return;
-        };
-        let gone = inodes.by_id.get(&ino).is_some_and(|i| {
-            let before = i.refs.fetch_sub(
-                nlookup.min(i.refs.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
-            before <= nlookup
-        });
-        if gone {
-            if let Some(i) = inodes.by_id.remove(&ino) {
-                inodes.by_key.remove(&i.key);
+    }
+
+    fn batch_forget(&self, nodes: &mut dyn Iterator<Item = idfuse::ForgetOne>) {
+        if let Ok(mut inodes) = self.inodes.write() {
+            for n in nodes {
+                inodes.forget(n.nodeid, n.nlookup);
             }
         }
     }
 
     fn getattr(&self, _ctx: &Context<'_>, ino: u64, fh: Option<u64>) -> idfuse::Result<AttrReply> {
-        if let Some(fh) = fh {
-            if let Ok(h) = self.handle(fh) {
-                let st = statx_fd(h.file.as_fd())?;
-                return Ok(AttrReply {
-                    attr: to_attr(ino, &st),
-                    timeout: self.opts.attr_timeout,
-                });
-            }
+        if let Some(h) = fh.and_then(|fh| self.handle(fh).ok()) {
+            let st = statx_fd(h.file.as_fd())?;
+            return Ok(AttrReply {
+                attr: to_attr(&st),
+                timeout: self.opts.attr_timeout,
+            });
         }
         self.attr_of(ino)
     }
@@ -609,14 +728,16 @@ impl Filesystem for Passthrough {
         &self,
         _ctx: &Context<'_>,
         ino: u64,
-        _fh: Option<u64>,
+        fh: Option<u64>,
         _flags: u32,
         mask: u32,
     ) -> idfuse::Result<(Statx, Duration)> {
-        let i = self.inode(ino)?;
         let want = StatxFlags::from_bits_retain(mask) | StatxFlags::BASIC_STATS;
+        let h = fh.and_then(|fh| self.handle(fh).ok());
+        let i = self.inode(ino)?;
+        let fd = h.as_ref().map_or(i.fd.as_fd(), |h| h.file.as_fd());
         let st = rustix::fs::statx(
-            &i.fd,
+            fd,
             "",
             AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
             want,
@@ -629,7 +750,7 @@ impl Filesystem for Passthrough {
             uid: st.stx_uid,
             gid: st.stx_gid,
             mode: st.stx_mode,
-            ino,
+            ino: st.stx_ino,
             size: st.stx_size,
             blocks: st.stx_blocks,
             attributes_mask: st.stx_attributes_mask.bits(),
@@ -650,23 +771,22 @@ impl Filesystem for Passthrough {
         let i = self.inode(ino)?;
         let fd = i.fd.as_fd();
         if let Some(size) = a.size {
-            let h = a.fh.and_then(|fh| self.handle(fh).ok());
-            match h {
+            match a.fh.and_then(|fh| self.handle(fh).ok()) {
                 Some(h) => rustix::fs::ftruncate(&h.file, size)?,
                 None => {
-                    let f = self.reopen(fd, OFlags::WRONLY)?;
+                    let f = self.reopen(fd, OFlags::WRONLY | OFlags::NONBLOCK)?;
                     rustix::fs::ftruncate(&f, size)?;
                 }
             }
         }
         if a.uid.is_some() || a.gid.is_some() {
-            let uid = a.uid.map(rustix::fs::Uid::from_raw);
-            let gid = a.gid.map(rustix::fs::Gid::from_raw);
+            // Ids are in the filesystem's id space already. The backing fs
+            // clears setid bits on chown of a non-directory by itself.
             rustix::fs::chownat(
                 fd,
                 "",
-                uid,
-                gid,
+                a.uid.map(rustix::fs::Uid::from_raw),
+                a.gid.map(rustix::fs::Gid::from_raw),
                 AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
             )?;
         }
@@ -677,24 +797,11 @@ impl Filesystem for Passthrough {
             self.kill_suidgid(fd)?;
         }
         if a.atime.is_some() || a.mtime.is_some() {
-            let ts = |t: Option<SetTime>| match t {
-                None => rustix::fs::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: rustix::fs::UTIME_OMIT,
-                },
-                Some(SetTime::Now) => rustix::fs::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: rustix::fs::UTIME_NOW,
-                },
-                Some(SetTime::At { sec, nsec }) => rustix::fs::Timespec {
-                    tv_sec: sec,
-                    tv_nsec: i64::from(nsec),
-                },
-            };
             let times = rustix::fs::Timestamps {
-                last_access: ts(a.atime),
-                last_modification: ts(a.mtime),
+                last_access: set_time(a.atime),
+                last_modification: set_time(a.mtime),
             };
+            // Through the magic link: lands on the inode, even a symlink.
             rustix::fs::utimensat(
                 &self.proc_self_fd,
                 Self::proc_name(fd).as_c_str(),
@@ -722,20 +829,19 @@ impl Filesystem for Passthrough {
     ) -> idfuse::Result<Entry> {
         check_name(name)?;
         let p = self.inode(parent)?;
+        let kind = if mode.mode & libc::S_IFMT == 0 {
+            rustix::fs::FileType::RegularFile
+        } else {
+            rustix::fs::FileType::from_raw_mode(mode.mode)
+        };
         {
             let _as = AsOwner::new(owner, mode.umask)?;
-            let kind = rustix::fs::FileType::from_raw_mode(mode.mode);
-            let kind = if mode.mode & libc::S_IFMT == 0 {
-                rustix::fs::FileType::RegularFile
-            } else {
-                kind
-            };
             rustix::fs::mknodat(
                 &p.fd,
                 name,
                 kind,
                 Mode::from_raw_mode(mode.mode & 0o7777),
-                u64::from(rdev),
+                rdev_from_fuse(rdev),
             )?;
         }
         self.lookup_name(parent, name)
@@ -770,6 +876,7 @@ impl Filesystem for Passthrough {
         let p = self.inode(parent)?;
         {
             let _as = AsOwner::new(owner, 0)?;
+            // The target is stored, never resolved by the daemon.
             rustix::fs::symlinkat(target, &p.fd, name)?;
         }
         self.lookup_name(parent, name)
@@ -804,8 +911,10 @@ impl Filesystem for Passthrough {
         let flags = rustix::fs::RenameFlags::from_bits(flags).ok_or(Errno::INVAL)?;
         // The whiteout is a new inode: create it as its owner.
         let _as = match whiteout_owner {
-            Some(o) => Some(AsOwner::new(o, 0)?),
-            None => None,
+            Some(o) if flags.contains(rustix::fs::RenameFlags::WHITEOUT) => {
+                Some(AsOwner::new(o, 0)?)
+            }
+            _ => None,
         };
         rustix::fs::renameat_with(&p.fd, name, &np.fd, newname, flags)
     }
@@ -820,7 +929,16 @@ impl Filesystem for Passthrough {
         check_name(newname)?;
         let i = self.inode(ino)?;
         let np = self.inode(newparent)?;
-        rustix::fs::linkat(&i.fd, "", &np.fd, newname, AtFlags::EMPTY_PATH)?;
+        // The documented O_PATH idiom; unlike AT_EMPTY_PATH it needs no
+        // CAP_DAC_READ_SEARCH, so it works in a user namespace too. The
+        // magic link lands on the inode, a symlink included.
+        rustix::fs::linkat(
+            &self.proc_self_fd,
+            Self::proc_name(i.fd.as_fd()).as_c_str(),
+            &np.fd,
+            newname,
+            AtFlags::SYMLINK_FOLLOW,
+        )?;
         self.lookup_name(newparent, newname)
     }
 
@@ -832,7 +950,7 @@ impl Filesystem for Passthrough {
         kill_suidgid: bool,
     ) -> idfuse::Result<Opened> {
         let i = self.inode(ino)?;
-        let file = self.reopen(i.fd.as_fd(), self.backing_flags(flags))?;
+        let file = self.reopen(i.fd.as_fd(), self.open_flags(flags))?;
         if kill_suidgid {
             self.kill_suidgid(file.as_fd())?;
         }
@@ -853,22 +971,22 @@ impl Filesystem for Passthrough {
         let p = self.inode(parent)?;
         let file = {
             let _as = AsOwner::new(owner, mode.umask)?;
+            // Always O_EXCL: the kernel treats the file as created by the
+            // caller and skips its permission check on it, so a file that
+            // appeared in the source meanwhile must not be opened here.
             rustix::fs::openat2(
                 &p.fd,
                 name,
-                self.backing_flags(flags) | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                self.open_flags(flags)
+                    | OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC,
                 Mode::from_raw_mode(mode.mode & 0o7777),
                 ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
             )?
         };
-        if kill_suidgid {
-            self.kill_suidgid(file.as_fd())?;
-        }
-        let path = self.reopen(file.as_fd(), OFlags::PATH)?;
-        let entry = self.entry_for(path)?;
-        let inode = self.inode(entry.ino)?;
-        let opened = self.opened(ctx, &inode, file)?;
-        Ok((entry, opened))
+        self.created(ctx, file, kill_suidgid)
     }
 
     fn tmpfile(
@@ -880,28 +998,20 @@ impl Filesystem for Passthrough {
         flags: u32,
     ) -> idfuse::Result<(Entry, Opened)> {
         let p = self.inode(parent)?;
+        let mut f = (self.open_flags(flags) & !OFlags::DIRECTORY) | OFlags::TMPFILE;
+        if !f.intersects(OFlags::WRONLY | OFlags::RDWR) {
+            f |= OFlags::RDWR;
+        }
         let file = {
             let _as = AsOwner::new(owner, mode.umask)?;
-            let f = (self.backing_flags(flags) & !OFlags::DIRECTORY)
-                | OFlags::TMPFILE
-                | OFlags::CLOEXEC;
-            let f = if f.contains(OFlags::WRONLY) || f.contains(OFlags::RDWR) {
-                f
-            } else {
-                f | OFlags::RDWR
-            };
             rustix::fs::openat(
                 &self.proc_self_fd,
                 Self::proc_name(p.fd.as_fd()).as_c_str(),
-                f,
+                f | OFlags::CLOEXEC,
                 Mode::from_raw_mode(mode.mode & 0o7777),
             )?
         };
-        let path = self.reopen(file.as_fd(), OFlags::PATH)?;
-        let entry = self.entry_for(path)?;
-        let inode = self.inode(entry.ino)?;
-        let opened = self.opened(ctx, &inode, file)?;
-        Ok((entry, opened))
+        self.created(ctx, file, false)
     }
 
     fn read(
@@ -915,16 +1025,13 @@ impl Filesystem for Passthrough {
     ) -> idfuse::Result<()> {
         let h = self.handle(fh)?;
         buf.reserve(size as usize);
-        let n = rustix::io::pread(
-            &h.file,
-            buf.spare_capacity_mut()
-                .get_mut(..size as usize)
-                .ok_or(Errno::NOMEM)?,
-            offset,
-        )?
-        .0
-        .len();
-        // SAFETY: pread initialised the first `n` bytes of the spare capacity.
+        let spare = buf
+            .spare_capacity_mut()
+            .get_mut(..size as usize)
+            .ok_or(Errno::NOMEM)?;
+        let n = rustix::io::pread(&h.file, spare, offset)?.0.len();
+        // SAFETY: pread initialised the first `n` bytes of the spare
+        // capacity, and `buf` was empty on entry.
         unsafe { buf.set_len(n) };
         Ok(())
     }
@@ -940,10 +1047,10 @@ impl Filesystem for Passthrough {
         _flags: u32,
     ) -> idfuse::Result<u32> {
         let h = self.handle(fh)?;
-        let n = rustix::io::pwrite(&h.file, data, offset)?;
         if wf.contains(WriteFlags::KILL_SUIDGID) {
             self.kill_suidgid(h.file.as_fd())?;
         }
+        let n = rustix::io::pwrite(&h.file, data, offset)?;
         Ok(n as u32)
     }
 
@@ -967,8 +1074,8 @@ impl Filesystem for Passthrough {
         _flush: bool,
     ) -> idfuse::Result<()> {
         let h = self.handles.write().map_err(|_| Errno::IO)?.remove(&fh);
-        if let Some(inode) = h.as_ref().and_then(|h| h.backing.as_ref()) {
-            Self::put_backing(ctx, inode);
+        if let Some((inode, _)) = h.as_ref().and_then(|h| h.io.as_ref()) {
+            Self::put_io(ctx, inode);
         }
         Ok(())
     }
@@ -985,7 +1092,12 @@ impl Filesystem for Passthrough {
     fn opendir(&self, _ctx: &Context<'_>, ino: u64, _flags: u32) -> idfuse::Result<Opened> {
         let i = self.inode(ino)?;
         let file = self.reopen(i.fd.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
-        let fh = self.new_handle(file, None, true)?;
+        let dir = rustix::fs::Dir::read_from(&file)?;
+        let fh = self.add_handle(Handle {
+            file,
+            io: None,
+            dir: Some(Mutex::new(dir)),
+        })?;
         Ok(Opened {
             fh,
             ..Opened::default()
@@ -1001,8 +1113,12 @@ impl Filesystem for Passthrough {
         out: &mut DirBuf,
     ) -> idfuse::Result<()> {
         let h = self.handle(fh)?;
-        let mut guard = h.dir.lock().map_err(|_| Errno::IO)?;
-        let dir = guard.as_mut().ok_or(Errno::NOTDIR)?;
+        let mut dir = h
+            .dir
+            .as_ref()
+            .ok_or(Errno::NOTDIR)?
+            .lock()
+            .map_err(|_| Errno::IO)?;
         dir.seek(offset as i64)?;
         while let Some(e) = dir.read() {
             let e = e?;
@@ -1023,8 +1139,12 @@ impl Filesystem for Passthrough {
         out: &mut DirPlusBuf<'_>,
     ) -> idfuse::Result<()> {
         let h = self.handle(fh)?;
-        let mut guard = h.dir.lock().map_err(|_| Errno::IO)?;
-        let dir = guard.as_mut().ok_or(Errno::NOTDIR)?;
+        let mut dir = h
+            .dir
+            .as_ref()
+            .ok_or(Errno::NOTDIR)?
+            .lock()
+            .map_err(|_| Errno::IO)?;
         dir.seek(offset as i64)?;
         while let Some(e) = dir.read() {
             let e = e?;
@@ -1074,14 +1194,8 @@ impl Filesystem for Passthrough {
         Ok(())
     }
 
-    fn fsyncdir(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        datasync: bool,
-    ) -> idfuse::Result<()> {
-        self.fsync(_ctx, _ino, fh, datasync)
+    fn fsyncdir(&self, ctx: &Context<'_>, ino: u64, fh: u64, datasync: bool) -> idfuse::Result<()> {
+        self.fsync(ctx, ino, fh, datasync)
     }
 
     fn statfs(&self, _ctx: &Context<'_>, ino: u64) -> idfuse::Result<Kstatfs> {
@@ -1112,8 +1226,11 @@ impl Filesystem for Passthrough {
         let i = self.inode(ino)?;
         let path = Self::proc_path(i.fd.as_fd());
         let flags = rustix::fs::XattrFlags::from_bits(flags).ok_or(Errno::INVAL)?;
+        // Verbatim: ACLs and capabilities arrive in the filesystem's ids.
         rustix::fs::setxattr(path.as_c_str(), name, value, flags)?;
         if sf.contains(SetxattrFlags::ACL_KILL_SGID) {
+            // The backing fs updated the mode from the ACL but, the daemon
+            // holding CAP_FSETID, kept S_ISGID the caller must lose.
             let st = statx_fd(i.fd.as_fd())?;
             let mode = u32::from(st.stx_mode);
             if mode & libc::S_ISGID != 0 {
@@ -1132,17 +1249,27 @@ impl Filesystem for Passthrough {
     ) -> idfuse::Result<Xattr> {
         let i = self.inode(ino)?;
         let path = Self::proc_path(i.fd.as_fd());
+        if size == 0 {
+            let n = rustix::fs::getxattr_query(path.as_c_str(), name)?;
+            return Ok(Xattr::Size(u32::try_from(n).map_err(|_| Errno::TOOBIG)?));
+        }
         let mut buf = vec![0u8; size as usize];
         let n = rustix::fs::getxattr(path.as_c_str(), name, &mut buf[..])?;
-        Ok(Self::xattr_result(buf, n, size))
+        buf.truncate(n);
+        Ok(Xattr::Data(buf))
     }
 
     fn listxattr(&self, _ctx: &Context<'_>, ino: u64, size: u32) -> idfuse::Result<Xattr> {
         let i = self.inode(ino)?;
         let path = Self::proc_path(i.fd.as_fd());
+        if size == 0 {
+            let n = rustix::fs::listxattr_query(path.as_c_str())?;
+            return Ok(Xattr::Size(u32::try_from(n).map_err(|_| Errno::TOOBIG)?));
+        }
         let mut buf = vec![0u8; size as usize];
         let n = rustix::fs::listxattr(path.as_c_str(), &mut buf[..])?;
-        Ok(Self::xattr_result(buf, n, size))
+        buf.truncate(n);
+        Ok(Xattr::Data(buf))
     }
 
     fn removexattr(&self, _ctx: &Context<'_>, ino: u64, name: &OsStr) -> idfuse::Result<()> {
@@ -1174,7 +1301,7 @@ impl Filesystem for Passthrough {
         whence: u32,
     ) -> idfuse::Result<u64> {
         let h = self.handle(fh)?;
-        let off = offset as i64;
+        let off = i64::try_from(offset).map_err(|_| Errno::INVAL)?;
         let from = match whence as i32 {
             libc::SEEK_SET => rustix::fs::SeekFrom::Start(offset),
             libc::SEEK_CUR => rustix::fs::SeekFrom::Current(off),
@@ -1206,7 +1333,7 @@ impl Filesystem for Passthrough {
             Some(&mut oi),
             &b.file,
             Some(&mut oo),
-            len.min(usize::MAX as u64) as usize,
+            usize::try_from(len).unwrap_or(usize::MAX),
         )?;
         Ok(n as u64)
     }
