@@ -71,6 +71,7 @@ macro_rules! check {
 }
 
 // Scenario groups in their own files; after `check!` so they can use it.
+mod ns;
 mod uring;
 
 impl<'a> Ctx<'a> {
@@ -1373,7 +1374,7 @@ pub fn catalogue() -> Vec<Scenario> {
         Scenario {
             id: "B5",
             title: "nested user namespaces attached to idmapped mounts",
-            run: not_yet,
+            run: ns::b5,
         },
         Scenario {
             id: "C1",
@@ -1403,7 +1404,7 @@ pub fn catalogue() -> Vec<Scenario> {
         Scenario {
             id: "D3",
             title: "setuid/setgid binaries on an idmapped mount",
-            run: not_yet,
+            run: ns::d3,
         },
         Scenario {
             id: "E1",
@@ -1438,12 +1439,12 @@ pub fn catalogue() -> Vec<Scenario> {
         Scenario {
             id: "G1",
             title: "security.capability rootid translation",
-            run: not_yet,
+            run: ns::g1,
         },
         Scenario {
             id: "G2",
             title: "capabilities valid only in an ancestor namespace",
-            run: not_yet,
+            run: ns::g2,
         },
         Scenario {
             id: "H1",
