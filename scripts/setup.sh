@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 uidmap acl attr bindfs fio e2fsprogs util-linux kmod mergerfs fuse-overlayfs procps)
+# fonts-dejavu-core: the text in `idfuse bench`'s results.png.
+packages=(fuse3 uidmap acl attr bindfs fio e2fsprogs util-linux kmod mergerfs fuse-overlayfs procps fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

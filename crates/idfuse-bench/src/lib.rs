@@ -10,6 +10,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+mod chart;
+pub use chart::chart;
+
 /// How to run the bench.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {

@@ -1,11 +1,11 @@
 //! `idfuse bench`: speed against native tmpfs and peer FUSE servers, in one
-//! interleaved run, as a Markdown table and JSON.
+//! interleaved run, as a Markdown table, JSON and a PNG bar chart.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use idfuse_bench::{markdown, run as run_bench, BenchOptions, TARGETS};
+use idfuse_bench::{chart, markdown, run as run_bench, BenchOptions, TARGETS};
 
 #[derive(clap::Args)]
 #[command(
@@ -22,7 +22,7 @@ pub struct Args {
     /// Comma-separated targets (default: all).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
-    /// Directory for results.md and results.json (default:
+    /// Directory for results.md, results.json and results.png (default:
     /// ./bench-results/<unix time>).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -58,7 +58,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         out.join("results.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
+    // The chart is a convenience: the figures are already saved, so a
+    // missing font only costs the picture.
+    let png = out.join("results.png");
+    let chart_result = chart(&report, &png);
     println!("{md}");
     println!("results: {}", out.display());
+    match chart_result {
+        Ok(()) => println!("chart: {}", png.display()),
+        Err(e) => eprintln!("warning: no chart: {e}"),
+    }
     Ok(ExitCode::SUCCESS)
 }
