@@ -164,6 +164,10 @@ fn set_creds(who: &As) -> Result<(), String> {
                 std::io::Error::last_os_error()
             ));
         }
+        // Changing ids made us non-dumpable, which hands our /proc files to
+        // root: a child that makes user namespaces needs them as its own,
+        // like any process a user logs in with.
+        libc::prctl(libc::PR_SET_DUMPABLE, 1);
     }
     Ok(())
 }

@@ -72,6 +72,7 @@ macro_rules! check {
 
 // Scenario groups in their own files; after `check!` so they can use it.
 mod ns;
+mod unpriv;
 mod uring;
 
 impl<'a> Ctx<'a> {
@@ -1322,12 +1323,6 @@ fn l2(c: &Ctx<'_>) -> Outcome {
     Ok(json!({ "exit": 0 }))
 }
 
-fn not_yet(_c: &Ctx<'_>) -> Outcome {
-    Err(Stop::Skip(
-        "not implemented yet in idfuse conformance (see the issue tracker)".into(),
-    ))
-}
-
 /// The catalogue, in order.
 pub fn catalogue() -> Vec<Scenario> {
     vec![
@@ -1464,12 +1459,12 @@ pub fn catalogue() -> Vec<Scenario> {
         Scenario {
             id: "J1",
             title: "an unprivileged user mounts and idmaps our server",
-            run: not_yet,
+            run: unpriv::j1,
         },
         Scenario {
             id: "J2",
             title: "no escalation from an unprivileged mount",
-            run: not_yet,
+            run: unpriv::j2,
         },
         Scenario {
             id: "K1",

@@ -73,6 +73,12 @@ pub struct Instance {
     /// True when the daemon is ours (idfuse), so FUSE-specific checks of our
     /// own command line apply.
     pub ours: bool,
+    /// What a fresh instance mounted by an unprivileged user inside a user
+    /// namespace would be (the J scenarios): "tmpfs", "memfs" or
+    /// "passthrough"; `None` when the target cannot be mounted there.
+    pub userns_kind: Option<&'static str>,
+    /// The memfs fault switched on, if any.
+    pub fault: Option<String>,
     mounts: Vec<PathBuf>,
     daemon: Option<Child>,
     loopdev: Option<String>,
@@ -176,6 +182,8 @@ impl Target {
             root: work.join("root"),
             fuse: false,
             ours: false,
+            userns_kind: None,
+            fault: None,
             mounts: Vec::new(),
             daemon: None,
             loopdev: None,
@@ -187,6 +195,7 @@ impl Target {
             Target::Tmpfs => {
                 mount_tmpfs(&inst.root)?;
                 inst.mounts.push(inst.root.clone());
+                inst.userns_kind = Some("tmpfs");
             }
             Target::Ext4 => {
                 let img = work.join("ext4.img");
@@ -242,6 +251,8 @@ impl Target {
                     argv.push("--fault".into());
                     argv.push(f.clone());
                 }
+                inst.userns_kind = Some("memfs");
+                inst.fault.clone_from(fault);
                 inst.daemon = Some(start_daemon(&argv, &inst.root)?);
                 inst.mounts.push(inst.root.clone());
                 inst.fuse = true;
@@ -266,6 +277,7 @@ impl Target {
                     "-o".into(),
                     "suid,dev".into(),
                 ];
+                inst.userns_kind = Some("passthrough");
                 inst.daemon = Some(start_daemon(&argv, &inst.root)?);
                 inst.mounts.push(inst.root.clone());
                 inst.fuse = true;
