@@ -1064,6 +1064,31 @@ fn h1(c: &Ctx<'_>) -> Outcome {
     Ok(rec(vec![("other", other), ("owner", owner)]))
 }
 
+/// An exclusive lock for scenarios that change machine-wide settings (a
+/// sysctl, /dev/fuse's mode, users): suites running side by side take turns
+/// instead of restoring each other's changes. Released when dropped, or
+/// when a killed scenario's process dies.
+struct MachineLock(#[allow(dead_code)] std::fs::File);
+
+impl MachineLock {
+    fn take() -> Result<Self, Stop> {
+        let path = if Path::new("/run/lock").is_dir() {
+            "/run/lock/idfuse-conformance.lock"
+        } else {
+            "/tmp/idfuse-conformance.lock"
+        };
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| Stop::Fail(format!("opening {path}: {e}")))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Stop::Fail(format!("locking {path}: {e}")))?;
+        Ok(Self(f))
+    }
+}
+
 /// A sysctl set for the length of a scenario, restored on drop.
 struct Sysctl {
     path: &'static str,
@@ -1094,6 +1119,7 @@ impl Drop for Sysctl {
 
 fn h2(c: &Ctx<'_>) -> Outcome {
     // Distributions ship fs.protected_symlinks=1; this machine may not.
+    let _lock = MachineLock::take()?;
     let _knob = Sysctl::set("/proc/sys/fs/protected_symlinks", "1")?;
     let v = c.view(MAP)?;
     // A sticky, world-writable directory owned by root, with a link owned

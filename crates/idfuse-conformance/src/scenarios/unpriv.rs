@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{rec, st, Ctx, Outcome, Stop};
+use super::{rec, st, Ctx, MachineLock, Outcome, Stop};
 use crate::proc::{errno_name, res, run_as, As};
 
 /// The throwaway user's name: fixed, so that a run killed before it could
@@ -241,10 +241,13 @@ fn stop_kind(mnt: &Path, daemon: Option<std::process::Child>) -> String {
 fn unprivileged(c: &Ctx<'_>, body: fn(&Places) -> Value) -> Result<(Value, Option<PathBuf>), Stop> {
     let Some(kind) = c.inst.userns_kind else {
         return Err(Stop::Skip(
-            "mounts a fresh instance of the target inside a user namespace; this target cannot be"
+            "needs a fresh instance of the target's filesystem mounted by an unprivileged user in a user namespace, which only the tmpfs, memfs and passthrough targets provide"
                 .into(),
         ));
     };
+    // Another suite on this machine may be adding the same user or
+    // widening /dev/fuse: take turns.
+    let _lock = MachineLock::take()?;
     let user = Throwaway::create()?;
     let _fuse = DevFuse::widen()?;
     let tag = format!("{}-{}", std::process::id(), kind);
