@@ -489,6 +489,10 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
                 commands.push((t.clone(), cmd));
             }
             for (wi, (name, f)) in WORKLOADS.iter().enumerate() {
+                // Each workload starts with the kernel's caches dropped: the
+                // inodes the previous one left cached would otherwise count
+                // against this one (for the mirror, one open fd each).
+                drop_caches();
                 match f(&m.dir, &sizes) {
                     Ok((v, unit)) => {
                         units[wi] = unit;

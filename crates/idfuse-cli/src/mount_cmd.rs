@@ -266,16 +266,39 @@ fn serve<F: Filesystem>(
 /// A mirror holds one O_PATH fd per inode the kernel remembers; lift the
 /// soft fd limit to the hard one, as passthrough daemons do.
 fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // The mirror keeps one O_PATH fd per inode the kernel caches, so a
+    // large tree needs far more than the usual 1,024 or even a container's
+    // hard limit. With CAP_SYS_RESOURCE the hard limit itself can go up to
+    // fs.nr_open; without it, the soft limit goes up to the hard one.
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    let want = nr_open.min(1 << 20);
     let lim = getrlimit(Resource::Nofile);
+    if lim.current.is_some_and(|c| c >= want) {
+        return;
+    }
+    let all = Rlimit {
+        current: Some(want),
+        maximum: Some(want.max(lim.maximum.unwrap_or(0))),
+    };
+    if setrlimit(Resource::Nofile, all).is_ok() {
+        tracing::debug!("open-file limit raised to {want}");
+        return;
+    }
     if let Some(max) = lim.maximum {
         if lim.current.is_some_and(|c| c < max) {
-            let raised = rustix::process::Rlimit {
+            let raised = Rlimit {
                 current: Some(max),
                 maximum: Some(max),
             };
-            if let Err(e) = setrlimit(Resource::Nofile, raised) {
-                tracing::warn!("cannot raise the open-file limit to {max}: {e}");
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => tracing::info!(
+                    "open-file limit is {max} (no CAP_SYS_RESOURCE to go higher): the mirror caches at most about that many inodes"
+                ),
+                Err(e) => tracing::warn!("cannot raise the open-file limit to {max}: {e}"),
             }
         }
     }
