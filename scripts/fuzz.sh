@@ -2,7 +2,8 @@
 # Run each libFuzzer target for SECONDS (default 60):
 #   bash scripts/fuzz.sh 60          # what CI runs, briefly
 #   bash scripts/fuzz.sh 14400       # four hours per target
-# Seeds (requests captured from a real memfs mount) are in fuzz/seeds; new
+# Seeds (requests captured from a real memfs mount by
+# scripts/capture-seeds.sh, and map specs) are in fuzz/seeds; new
 # inputs go to target/fuzz-corpus, crashes to fuzz/artifacts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
