@@ -59,6 +59,8 @@ struct Mount {
     /// The backing directory of a passthrough mount.
     backing: Option<PathBuf>,
     threads: usize,
+    /// The FUSE connection's number under /sys/fs/fuse/connections.
+    conn: u32,
     _tmpfs: Option<Tmpfs>,
     _dir: tempfile::TempDir,
 }
@@ -87,11 +89,13 @@ impl Mount {
                 }));
                 let s =
                     Session::mount(memfs, &mnt, MountOptions::default(), cfg).expect("mount memfs");
+                let conn = conn_of(&mnt);
                 Mount {
                     fs: Some(Fs::Mem(s)),
                     mnt,
                     backing: None,
                     threads,
+                    conn,
                     _tmpfs: None,
                     _dir: dir,
                 }
@@ -113,9 +117,11 @@ impl Mount {
                 );
                 let s = Session::mount(pt, &mnt, MountOptions::default(), cfg)
                     .expect("mount passthrough");
+                let conn = conn_of(&mnt);
                 Mount {
                     fs: Some(Fs::Pt(s)),
                     mnt,
+                    conn,
                     backing: Some(src),
                     threads,
                     _tmpfs: Some(tmpfs),
@@ -123,6 +129,23 @@ impl Mount {
                 }
             }
         }
+    }
+
+    /// Abort the FUSE connection: a request the daemon never answers
+    /// otherwise keeps its caller in uninterruptible sleep, and the test
+    /// process could not even exit.
+    fn abort(&self) {
+        let dir = Path::new("/sys/fs/fuse/connections");
+        if fs::read_dir(dir).map_or(true, |mut d| d.next().is_none()) {
+            let _ = rustix::mount::mount(
+                "fusectl",
+                dir,
+                "fusectl",
+                rustix::mount::MountFlags::empty(),
+                None::<&std::ffi::CStr>,
+            );
+        }
+        let _ = fs::write(dir.join(self.conn.to_string()).join("abort"), "1");
     }
 
     fn inode_count(&self) -> usize {
@@ -147,14 +170,19 @@ impl Mount {
     }
 }
 
-/// Join `h`, failing the test if it has not finished by `deadline` (the
-/// mount guard then unmounts, which ends whatever the thread waits for).
-fn join_by<T>(h: JoinHandle<T>, deadline: Instant, what: &str) -> T {
+fn conn_of(mnt: &Path) -> u32 {
+    rustix::fs::minor(fs::metadata(mnt).expect("stat the mount").dev())
+}
+
+/// Join `h`, failing the test if it has not finished by `deadline`; the
+/// FUSE connection of `m` is then aborted, which ends whatever the thread
+/// waits for.
+fn join_by<T>(h: JoinHandle<T>, deadline: Instant, m: &Mount, what: &str) -> T {
     while !h.is_finished() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: still running at the deadline (a hang?)"
-        );
+        if Instant::now() >= deadline {
+            m.abort();
+            panic!("{what}: still running at the deadline (a hang?); connection aborted");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     match h.join() {
@@ -831,7 +859,7 @@ fn fsx_on(target: Target) {
         std::thread::spawn(move || Fsx::new(&name, path, seed).run(ops))
     };
     let deadline = start + Duration::from_secs(60) + Duration::from_millis(5 * ops);
-    let report = join_by(h, deadline, &format!("fsx on {name}"));
+    let report = join_by(h, deadline, &m, &format!("fsx on {name}"));
     let secs = start.elapsed().as_secs_f64();
     let counts: Vec<String> = KINDS
         .iter()
@@ -1170,14 +1198,18 @@ fn stress_on(target: Target) {
     let results: Vec<_> = handles
         .into_iter()
         .enumerate()
-        .map(|(t, h)| join_by(h, deadline, &format!("stress thread {t} on {target:?}")))
+        .map(|(t, h)| join_by(h, deadline, &m, &format!("stress thread {t} on {target:?}")))
         .collect();
     let secs = start.elapsed().as_secs_f64();
     for (t, r) in results.iter().enumerate() {
         match r {
             Ok(st) => println!(
-                "stress on {target:?}, thread {t}: {ops} ops in {secs:.2} s; done {:?}; errors {:?}",
-                st.ok, st.errors
+                "stress on {target:?}, thread {t}: {ops} ops in {secs:.2} s; {} done {:?}; \
+                 {} expected errors {:?}",
+                st.ok.values().sum::<u64>(),
+                st.ok,
+                st.errors.values().sum::<u64>(),
+                st.errors
             ),
             Err(e) => panic!("stress on {target:?}, thread {t}: {e}"),
         }
