@@ -1,0 +1,1281 @@
+//! Long runs on real mounts.
+//!
+//! * An fsx-style exerciser: one file, a seeded random sequence of writes,
+//!   reads, truncates, fallocates, mmap reads and writes, copy_file_range,
+//!   reopens and fsyncs, every result checked against an in-memory model.
+//!   Runs on memfs and on passthrough with and without FUSE passthrough.
+//!   `IDFUSE_FSX_OPS` sets the number of operations, `IDFUSE_FSX_SEED` the
+//!   seed (decimal or 0x-hex).
+//! * Two threads mutating one small namespace at once (create, rename,
+//!   link, unlink, mkdir, rmdir), then a check that the tree is consistent
+//!   and that removing it frees every inode. `IDFUSE_STRESS_OPS` sets the
+//!   number of operations per thread.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use idfuse::{MountOptions, Session, SessionConfig};
+use idfuse_fs::memfs::{MemFs, MemFsOptions};
+use idfuse_fs::passthrough::{Passthrough, PassthroughOptions};
+use rustix::fs::{RenameFlags, CWD};
+
+// ---------------------------------------------------------------------
+// Mounts
+
+/// A tmpfs for the passthrough's backing directory, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+enum Fs {
+    Mem(Session<MemFs>),
+    Pt(Session<Passthrough>),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    Memfs,
+    /// Passthrough; `true`: with FUSE passthrough (kernel backing files).
+    Passthrough(bool),
+}
+
+/// A mounted filesystem; unmounted on drop (also while unwinding), the
+/// FUSE mount before the tmpfs under it.
+struct Mount {
+    fs: Option<Fs>,
+    mnt: PathBuf,
+    /// The backing directory of a passthrough mount.
+    backing: Option<PathBuf>,
+    threads: usize,
+    /// The FUSE connection's number under /sys/fs/fuse/connections.
+    conn: u32,
+    _tmpfs: Option<Tmpfs>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.fs.take();
+    }
+}
+
+impl Mount {
+    fn new(target: Target) -> Mount {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).expect("mkdir mnt");
+        let cfg = SessionConfig {
+            passthrough: matches!(target, Target::Passthrough(true)),
+            ..SessionConfig::default()
+        };
+        let threads = cfg.threads;
+        match target {
+            Target::Memfs => {
+                let memfs = Arc::new(MemFs::new(MemFsOptions {
+                    root_mode: 0o777,
+                    ..MemFsOptions::default()
+                }));
+                let s =
+                    Session::mount(memfs, &mnt, MountOptions::default(), cfg).expect("mount memfs");
+                let conn = conn_of(&mnt);
+                Mount {
+                    fs: Some(Fs::Mem(s)),
+                    mnt,
+                    backing: None,
+                    threads,
+                    conn,
+                    _tmpfs: None,
+                    _dir: dir,
+                }
+            }
+            Target::Passthrough(_) => {
+                let src = dir.path().join("src");
+                fs::create_dir(&src).expect("mkdir src");
+                rustix::mount::mount(
+                    "tmpfs",
+                    &src,
+                    "tmpfs",
+                    rustix::mount::MountFlags::empty(),
+                    Some(c"mode=0777,size=1g"),
+                )
+                .expect("mount tmpfs");
+                let tmpfs = Tmpfs(src.clone());
+                let pt = Arc::new(
+                    Passthrough::new(&src, PassthroughOptions::default()).expect("passthrough"),
+                );
+                let s = Session::mount(pt, &mnt, MountOptions::default(), cfg)
+                    .expect("mount passthrough");
+                let conn = conn_of(&mnt);
+                Mount {
+                    fs: Some(Fs::Pt(s)),
+                    mnt,
+                    conn,
+                    backing: Some(src),
+                    threads,
+                    _tmpfs: Some(tmpfs),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+
+    /// Abort the FUSE connection: a request the daemon never answers
+    /// otherwise keeps its caller in uninterruptible sleep, and the test
+    /// process could not even exit.
+    fn abort(&self) {
+        let dir = Path::new("/sys/fs/fuse/connections");
+        if fs::read_dir(dir).map_or(true, |mut d| d.next().is_none()) {
+            let _ = rustix::mount::mount(
+                "fusectl",
+                dir,
+                "fusectl",
+                rustix::mount::MountFlags::empty(),
+                None::<&std::ffi::CStr>,
+            );
+        }
+        let _ = fs::write(dir.join(self.conn.to_string()).join("abort"), "1");
+    }
+
+    fn inode_count(&self) -> usize {
+        match self.fs.as_ref().expect("mounted") {
+            Fs::Mem(s) => s.filesystem().inode_count(),
+            Fs::Pt(s) => s.filesystem().inode_count(),
+        }
+    }
+
+    fn running_workers(&self) -> usize {
+        match self.fs.as_ref().expect("mounted") {
+            Fs::Mem(s) => s.running_workers(),
+            Fs::Pt(s) => s.running_workers(),
+        }
+    }
+
+    fn passthrough_active(&self) -> bool {
+        match self.fs.as_ref().expect("mounted") {
+            Fs::Mem(_) => false,
+            Fs::Pt(s) => s.filesystem().passthrough_active(),
+        }
+    }
+}
+
+fn conn_of(mnt: &Path) -> u32 {
+    rustix::fs::minor(fs::metadata(mnt).expect("stat the mount").dev())
+}
+
+/// Join `h`, failing the test if it has not finished by `deadline`; the
+/// FUSE connection of `m` is then aborted, which ends whatever the thread
+/// waits for.
+fn join_by<T>(h: JoinHandle<T>, deadline: Instant, m: &Mount, what: &str) -> T {
+    while !h.is_finished() {
+        if Instant::now() >= deadline {
+            m.abort();
+            panic!("{what}: still running at the deadline (a hang?); connection aborted");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match h.join() {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => {
+            let v = v.trim().replace('_', "");
+            let parsed = match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => v.parse(),
+            };
+            parsed.unwrap_or_else(|e| panic!("{name}={v}: {e}"))
+        }
+        Err(_) => default,
+    }
+}
+
+/// splitmix64: small, seedable, good enough to pick operations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (0 for n == 0).
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+
+    fn below_usize(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+
+    /// Index chosen by weight.
+    fn weighted(&mut self, weights: &[u32]) -> usize {
+        let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+        let mut r = self.below(total);
+        for (i, &w) in weights.iter().enumerate() {
+            if r < u64::from(w) {
+                return i;
+            }
+            r -= u64::from(w);
+        }
+        unreachable!("weights sum to {total}")
+    }
+}
+
+// ---------------------------------------------------------------------
+// The file exerciser
+
+/// Largest file size the exerciser makes.
+const FSX_MAX_SIZE: usize = 512 << 10;
+/// Largest length of one read, write, map or copy.
+const FSX_MAX_LEN: usize = 64 << 10;
+/// Full-file compare every this many operations.
+const FSX_COMPARE_EVERY: u64 = 1000;
+/// Ops remembered to tell which last changed a byte that differs.
+const FSX_RECENT: usize = 10_000;
+const FSX_DEFAULT_SEED: u64 = 0x1df0_5e00_f5c0_ffee;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Falloc {
+    Plain,
+    KeepSize,
+    PunchHole,
+    ZeroRange,
+    ZeroRangeKeepSize,
+}
+
+impl Falloc {
+    fn mode(self) -> i32 {
+        match self {
+            Falloc::Plain => 0,
+            Falloc::KeepSize => libc::FALLOC_FL_KEEP_SIZE,
+            Falloc::PunchHole => libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            Falloc::ZeroRange => libc::FALLOC_FL_ZERO_RANGE,
+            Falloc::ZeroRangeKeepSize => libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Write {
+        off: usize,
+        len: usize,
+    },
+    Read {
+        off: usize,
+        len: usize,
+    },
+    MapRead {
+        off: usize,
+        len: usize,
+    },
+    MapWrite {
+        off: usize,
+        len: usize,
+    },
+    Truncate {
+        size: usize,
+    },
+    Fallocate {
+        mode: Falloc,
+        off: usize,
+        len: usize,
+    },
+    CopyRange {
+        from: usize,
+        to: usize,
+        len: usize,
+    },
+    Fsync {
+        data_only: bool,
+    },
+    Reopen,
+    Stat,
+    Compare,
+}
+
+/// Operation kinds, for weights, counts and disabling.
+const KINDS: [&str; 11] = [
+    "write",
+    "read",
+    "mapread",
+    "mapwrite",
+    "truncate",
+    "fallocate",
+    "copy_file_range",
+    "fsync",
+    "reopen",
+    "stat",
+    "compare",
+];
+const WEIGHTS: [u32; 11] = [24, 20, 8, 8, 6, 10, 8, 3, 3, 4, 0];
+
+impl Op {
+    /// True if this op may have changed byte `at` of the file.
+    fn changes(&self, at: usize) -> bool {
+        let within = |off: usize, len: usize| off <= at && at < off + len;
+        match *self {
+            Op::Write { off, len } | Op::MapWrite { off, len } => within(off, len),
+            Op::Fallocate { mode, off, len } => mode != Falloc::KeepSize && within(off, len),
+            Op::CopyRange { to, len, .. } => within(to, len),
+            Op::Truncate { size } => size <= at,
+            _ => false,
+        }
+    }
+
+    fn kind(&self) -> usize {
+        match self {
+            Op::Write { .. } => 0,
+            Op::Read { .. } => 1,
+            Op::MapRead { .. } => 2,
+            Op::MapWrite { .. } => 3,
+            Op::Truncate { .. } => 4,
+            Op::Fallocate { .. } => 5,
+            Op::CopyRange { .. } => 6,
+            Op::Fsync { .. } => 7,
+            Op::Reopen => 8,
+            Op::Stat => 9,
+            Op::Compare => 10,
+        }
+    }
+}
+
+struct Fsx {
+    name: String,
+    path: PathBuf,
+    file: Option<File>,
+    model: Vec<u8>,
+    rng: Rng,
+    seed: u64,
+    opno: u64,
+    history: VecDeque<(u64, Op, String)>,
+    /// A longer memory of the ops, to tell which last touched an offset.
+    recent: VecDeque<(u64, Op)>,
+    counts: [u64; KINDS.len()],
+    /// Fallocate modes the filesystem refused with EOPNOTSUPP.
+    falloc_off: Vec<Falloc>,
+    copy_off: bool,
+    short_copies: u64,
+    page: usize,
+    buf: Vec<u8>,
+}
+
+struct FsxReport {
+    counts: [u64; KINDS.len()],
+    falloc_off: Vec<Falloc>,
+    copy_off: bool,
+    short_copies: u64,
+    model: Vec<u8>,
+}
+
+impl Fsx {
+    fn new(name: &str, path: PathBuf, seed: u64) -> Fsx {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{name}: create {}: {e}", path.display()));
+        // SAFETY: sysconf has no memory effects.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        Fsx {
+            name: name.to_string(),
+            path,
+            file: Some(file),
+            model: Vec::new(),
+            rng: Rng(seed),
+            seed,
+            opno: 0,
+            history: VecDeque::new(),
+            recent: VecDeque::new(),
+            counts: [0; KINDS.len()],
+            falloc_off: Vec::new(),
+            copy_off: false,
+            short_copies: 0,
+            page,
+            buf: Vec::new(),
+        }
+    }
+
+    fn file(&self) -> &File {
+        self.file.as_ref().expect("file open")
+    }
+
+    /// Fail with the context to reproduce and read the failure.
+    fn fail(&self, what: &str) -> ! {
+        let mut hist = String::new();
+        for (n, op, note) in &self.history {
+            hist.push_str(&format!("\n  #{n}: {op:?} {note}"));
+        }
+        panic!(
+            "fsx on {}: op #{} failed: {what}\nmodel size {}; seed {:#x} \
+             (IDFUSE_FSX_SEED={:#x} IDFUSE_FSX_OPS={} reproduces it)\nlast {} ops:{hist}",
+            self.name,
+            self.opno,
+            self.model.len(),
+            self.seed,
+            self.seed,
+            self.opno,
+            self.history.len(),
+        )
+    }
+
+    /// The last few ops (of the last `FSX_RECENT`) that changed byte `at`.
+    fn touched(&self, at: usize) -> String {
+        let hits: Vec<String> = self
+            .recent
+            .iter()
+            .rev()
+            .filter(|(_, op)| op.changes(at))
+            .take(5)
+            .map(|(n, op)| format!("#{n}: {op:?}"))
+            .collect();
+        if hits.is_empty() {
+            format!("none in the last {} ops", self.recent.len())
+        } else {
+            hits.join("; ")
+        }
+    }
+
+    fn io_fail(&self, what: &str, e: std::io::Error) -> ! {
+        self.fail(&format!("{what}: {e}"))
+    }
+
+    /// Compare `actual` with the model's bytes at `off..off + expected.len()`.
+    fn check(&self, what: &str, off: usize, expected: &[u8], actual: &[u8]) {
+        if expected == actual {
+            return;
+        }
+        let i = expected
+            .iter()
+            .zip(actual)
+            .position(|(a, b)| a != b)
+            .unwrap_or(expected.len().min(actual.len()));
+        let at = |b: &[u8]| format!("{:02x?}", &b[i.min(b.len())..(i + 16).min(b.len())]);
+        self.fail(&format!(
+            "{what}: {} bytes expected, {} got; first difference at offset {} \
+             (op offset {off} + {i}): expected {} actual {}\nlast ops that changed that byte \
+             (newest first): {}",
+            expected.len(),
+            actual.len(),
+            off + i,
+            at(expected),
+            at(actual),
+            self.touched(off + i),
+        ));
+    }
+
+    fn check_size(&self, what: &str) {
+        let size = match self.file().metadata() {
+            Ok(m) => m.len(),
+            Err(e) => self.io_fail("fstat", e),
+        };
+        if size != self.model.len() as u64 {
+            self.fail(&format!(
+                "{what}: fstat size {size}, model {}",
+                self.model.len()
+            ));
+        }
+    }
+
+    fn pick(&mut self) -> Op {
+        loop {
+            let kind = self.rng.weighted(&WEIGHTS);
+            let size = self.model.len();
+            let op = match kind {
+                0 => {
+                    let off = self.rng.below_usize(FSX_MAX_SIZE);
+                    let len = 1 + self.rng.below_usize(FSX_MAX_LEN.min(FSX_MAX_SIZE - off));
+                    Op::Write { off, len }
+                }
+                1 => {
+                    // Now and then past EOF, to see short reads.
+                    let off = self.rng.below_usize(size + size / 8 + 1);
+                    Op::Read {
+                        off,
+                        len: 1 + self.rng.below_usize(FSX_MAX_LEN),
+                    }
+                }
+                2 | 3 => {
+                    if size == 0 {
+                        continue;
+                    }
+                    let off = self.rng.below_usize(size);
+                    let len = 1 + self.rng.below_usize(FSX_MAX_LEN.min(size - off));
+                    if kind == 2 {
+                        Op::MapRead { off, len }
+                    } else {
+                        Op::MapWrite { off, len }
+                    }
+                }
+                4 => {
+                    // Half the time near the current size.
+                    let size = if self.rng.below(2) == 0 {
+                        self.rng.below_usize(FSX_MAX_SIZE + 1)
+                    } else {
+                        let delta = self.rng.below_usize(2 * FSX_MAX_LEN);
+                        (size + delta).saturating_sub(FSX_MAX_LEN).min(FSX_MAX_SIZE)
+                    };
+                    Op::Truncate { size }
+                }
+                5 => {
+                    let modes = [
+                        Falloc::Plain,
+                        Falloc::KeepSize,
+                        Falloc::PunchHole,
+                        Falloc::ZeroRange,
+                        Falloc::ZeroRangeKeepSize,
+                    ];
+                    let mode = modes[self.rng.below_usize(modes.len())];
+                    if self.falloc_off.contains(&mode) {
+                        continue;
+                    }
+                    let off = self.rng.below_usize(FSX_MAX_SIZE);
+                    let len = 1 + self.rng.below_usize(FSX_MAX_LEN.min(FSX_MAX_SIZE - off));
+                    Op::Fallocate { mode, off, len }
+                }
+                6 => {
+                    if self.copy_off || size == 0 {
+                        continue;
+                    }
+                    let len = 1 + self.rng.below_usize(FSX_MAX_LEN.min(size));
+                    // Source now and then partly past EOF (a short copy).
+                    let from = self.rng.below_usize(size);
+                    // A destination that does not overlap the source.
+                    let to = self.rng.below_usize(FSX_MAX_SIZE - len + 1);
+                    if to + len > from && to < from + len {
+                        continue;
+                    }
+                    Op::CopyRange { from, to, len }
+                }
+                7 => Op::Fsync {
+                    data_only: self.rng.below(2) == 0,
+                },
+                8 => Op::Reopen,
+                9 => Op::Stat,
+                _ => unreachable!("kind {kind}"),
+            };
+            return op;
+        }
+    }
+
+    fn zero_model(&mut self, off: usize, end: usize) {
+        let end = end.min(self.model.len());
+        if off < end {
+            self.model[off..end].fill(0);
+        }
+    }
+
+    /// Run one operation and check it; returns a note for the history.
+    fn apply(&mut self, op: Op) -> String {
+        match op {
+            Op::Write { off, len } => {
+                let mut data = std::mem::take(&mut self.buf);
+                data.resize(len, 0);
+                self.rng.fill(&mut data);
+                if let Err(e) = self.file().write_all_at(&data, off as u64) {
+                    self.io_fail("pwrite", e);
+                }
+                if self.model.len() < off + len {
+                    self.model.resize(off + len, 0);
+                }
+                self.model[off..off + len].copy_from_slice(&data);
+                self.buf = data;
+                String::new()
+            }
+            Op::Read { off, len } => {
+                let mut data = std::mem::take(&mut self.buf);
+                data.resize(len, 0);
+                let mut got = 0;
+                while got < len {
+                    match self.file().read_at(&mut data[got..], (off + got) as u64) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => self.io_fail("pread", e),
+                    }
+                }
+                let end = (off + len).min(self.model.len()).max(off);
+                let want = self.model.get(off..end).unwrap_or(&[]);
+                self.check("pread", off, want, &data[..got]);
+                self.buf = data;
+                format!("-> {got}")
+            }
+            Op::MapRead { off, len } | Op::MapWrite { off, len } => {
+                // A size the model does not expect would end in SIGBUS.
+                self.check_size("before mmap");
+                let write = matches!(op, Op::MapWrite { .. });
+                let start = off - off % self.page;
+                let maplen = off + len - start;
+                let prot = if write {
+                    libc::PROT_READ | libc::PROT_WRITE
+                } else {
+                    libc::PROT_READ
+                };
+                // SAFETY: a fresh mapping of our own file; nothing else
+                // refers to the address range it returns.
+                let p = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        maplen,
+                        prot,
+                        libc::MAP_SHARED,
+                        self.file().as_raw_fd(),
+                        start as libc::off_t,
+                    )
+                };
+                if p == libc::MAP_FAILED {
+                    self.io_fail("mmap", std::io::Error::last_os_error());
+                }
+                // SAFETY: the mapping covers `maplen` bytes from `p`, all
+                // inside the file (off + len <= size, checked above), and
+                // lives until the munmap below; no other reference to it.
+                let mapped =
+                    unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>().add(off - start), len) };
+                if write {
+                    self.rng.fill(mapped);
+                    self.model[off..off + len].copy_from_slice(mapped);
+                    // SAFETY: msync on the mapping made above.
+                    if unsafe { libc::msync(p, maplen, libc::MS_SYNC) } != 0 {
+                        self.io_fail("msync", std::io::Error::last_os_error());
+                    }
+                } else {
+                    let want = &self.model[off..off + len];
+                    if want != &mapped[..] {
+                        let copy = mapped.to_vec();
+                        // SAFETY: unmapping our own mapping; `mapped` is
+                        // not used after this.
+                        unsafe { libc::munmap(p, maplen) };
+                        self.check("mmap read", off, want, &copy);
+                    }
+                }
+                // SAFETY: unmapping our own mapping; `mapped` is not used
+                // after this.
+                if unsafe { libc::munmap(p, maplen) } != 0 {
+                    self.io_fail("munmap", std::io::Error::last_os_error());
+                }
+                String::new()
+            }
+            Op::Truncate { size } => {
+                if let Err(e) = self.file().set_len(size as u64) {
+                    self.io_fail("ftruncate", e);
+                }
+                self.model.resize(size, 0);
+                String::new()
+            }
+            Op::Fallocate { mode, off, len } => {
+                // SAFETY: fallocate on our own open fd.
+                let r = unsafe {
+                    libc::fallocate(
+                        self.file().as_raw_fd(),
+                        mode.mode(),
+                        off as libc::off_t,
+                        len as libc::off_t,
+                    )
+                };
+                if r != 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                        self.falloc_off.push(mode);
+                        return "EOPNOTSUPP: mode off for this run".into();
+                    }
+                    self.io_fail("fallocate", e);
+                }
+                let end = off + len;
+                match mode {
+                    Falloc::Plain => {
+                        if self.model.len() < end {
+                            self.model.resize(end, 0);
+                        }
+                    }
+                    Falloc::KeepSize => {}
+                    Falloc::PunchHole | Falloc::ZeroRangeKeepSize => self.zero_model(off, end),
+                    Falloc::ZeroRange => {
+                        self.zero_model(off, end);
+                        if self.model.len() < end {
+                            self.model.resize(end, 0);
+                        }
+                    }
+                }
+                String::new()
+            }
+            Op::CopyRange { from, to, len } => {
+                let fd = self.file().as_raw_fd();
+                let (mut off_in, mut off_out) = (from as libc::loff_t, to as libc::loff_t);
+                // SAFETY: both offsets point at live locals; fd is ours.
+                let r = unsafe { libc::copy_file_range(fd, &mut off_in, fd, &mut off_out, len, 0) };
+                if r < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                        self.copy_off = true;
+                        return "EOPNOTSUPP: copy_file_range off for this run".into();
+                    }
+                    self.io_fail("copy_file_range", e);
+                }
+                let n = r as usize;
+                let avail = len.min(self.model.len().saturating_sub(from));
+                if n > avail || (n == 0 && avail > 0) {
+                    self.fail(&format!("copy_file_range copied {n}, expected {avail}"));
+                }
+                if n < avail {
+                    self.short_copies += 1;
+                }
+                if (off_in, off_out) != ((from + n) as libc::loff_t, (to + n) as libc::loff_t) {
+                    self.fail(&format!(
+                        "copy_file_range left offsets at {off_in}/{off_out} after {n} bytes"
+                    ));
+                }
+                let data = self.model[from..from + n].to_vec();
+                if self.model.len() < to + n {
+                    self.model.resize(to + n, 0);
+                }
+                self.model[to..to + n].copy_from_slice(&data);
+                format!("-> {n}")
+            }
+            Op::Fsync { data_only } => {
+                let r = if data_only {
+                    self.file().sync_data()
+                } else {
+                    self.file().sync_all()
+                };
+                if let Err(e) = r {
+                    self.io_fail("fsync", e);
+                }
+                String::new()
+            }
+            Op::Reopen => {
+                self.file = None;
+                match OpenOptions::new().read(true).write(true).open(&self.path) {
+                    Ok(f) => self.file = Some(f),
+                    Err(e) => self.io_fail("reopen", e),
+                }
+                String::new()
+            }
+            Op::Stat => {
+                self.check_size("fstat");
+                String::new()
+            }
+            Op::Compare => {
+                self.check_size("full compare");
+                let mut data = vec![0u8; self.model.len() + 1];
+                let mut got = 0;
+                loop {
+                    match self.file().read_at(&mut data[got..], got as u64) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            got += n;
+                            if got == data.len() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => self.io_fail("pread (full compare)", e),
+                    }
+                }
+                self.check("full compare", 0, &self.model, &data[..got]);
+                String::new()
+            }
+        }
+    }
+
+    fn step(&mut self, op: Op) {
+        self.opno += 1;
+        if self.history.len() == 20 {
+            self.history.pop_front();
+        }
+        self.history.push_back((self.opno, op, String::new()));
+        if self.recent.len() == FSX_RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.opno, op));
+        let note = self.apply(op);
+        self.counts[op.kind()] += 1;
+        if let Some(last) = self.history.back_mut() {
+            last.2 = format!("{note} (size {})", self.model.len());
+        }
+    }
+
+    fn run(mut self, ops: u64) -> FsxReport {
+        for i in 0..ops {
+            let op = self.pick();
+            self.step(op);
+            if (i + 1) % FSX_COMPARE_EVERY == 0 {
+                self.step(Op::Compare);
+            }
+        }
+        self.step(Op::Compare);
+        self.file = None;
+        FsxReport {
+            counts: self.counts,
+            falloc_off: self.falloc_off,
+            copy_off: self.copy_off,
+            short_copies: self.short_copies,
+            model: self.model,
+        }
+    }
+}
+
+fn fsx_on(target: Target) {
+    let ops = env_u64("IDFUSE_FSX_OPS", 100_000);
+    let seed = env_u64("IDFUSE_FSX_SEED", FSX_DEFAULT_SEED);
+    let name = format!("{target:?}");
+    println!("fsx on {name}: seed {seed:#x}, {ops} ops");
+    let m = Mount::new(target);
+    let path = m.mnt.join("fsx.file");
+    let start = Instant::now();
+    let h = {
+        let (name, path) = (name.clone(), path.clone());
+        std::thread::spawn(move || Fsx::new(&name, path, seed).run(ops))
+    };
+    let deadline = start + Duration::from_secs(60) + Duration::from_millis(5 * ops);
+    let report = join_by(h, deadline, &m, &format!("fsx on {name}"));
+    let secs = start.elapsed().as_secs_f64();
+    let counts: Vec<String> = KINDS
+        .iter()
+        .zip(report.counts)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!(
+        "fsx on {name}: {ops} ops in {secs:.2} s, {:.0} ops/s; {}; short copies {}; \
+         fallocate modes refused: {:?}; copy_file_range refused: {}",
+        ops as f64 / secs,
+        counts.join(", "),
+        report.short_copies,
+        report.falloc_off,
+        report.copy_off,
+    );
+    match target {
+        Target::Passthrough(kernel) => {
+            assert_eq!(
+                m.passthrough_active(),
+                kernel,
+                "FUSE passthrough in use iff asked for"
+            );
+            let backing = m.backing.as_ref().expect("backing").join("fsx.file");
+            let data = fs::read(&backing).expect("read the backing file");
+            assert_eq!(data.len(), report.model.len(), "backing file size");
+            if let Some(i) = data.iter().zip(&report.model).position(|(a, b)| a != b) {
+                panic!(
+                    "backing file differs from the model at {i}: expected {:02x?} actual {:02x?}",
+                    &report.model[i..(i + 16).min(data.len())],
+                    &data[i..(i + 16).min(data.len())],
+                );
+            }
+        }
+        Target::Memfs => {
+            // No falloc mode may be refused by memfs: it implements them all.
+            assert!(
+                report.falloc_off.is_empty(),
+                "memfs refused {:?}",
+                report.falloc_off
+            );
+        }
+    }
+    assert!(!report.copy_off, "copy_file_range refused");
+    assert_eq!(m.running_workers(), m.threads, "no worker died");
+}
+
+#[test]
+fn fsx_memfs() {
+    fsx_on(Target::Memfs);
+}
+
+#[test]
+fn fsx_passthrough_with_kernel_passthrough() {
+    fsx_on(Target::Passthrough(true));
+}
+
+#[test]
+fn fsx_passthrough_through_the_daemon() {
+    fsx_on(Target::Passthrough(false));
+}
+
+// ---------------------------------------------------------------------
+// Concurrent metadata stress
+
+const STRESS_NAMES: usize = 64;
+/// Parents that are fixed directories (first two) or names of the
+/// namespace that may or may not be directories at the moment.
+const STRESS_PARENTS: [&str; 6] = ["a", "b", "a/n00", "a/n01", "b/n00", "b/n01"];
+
+fn stress_path(rng: &mut Rng) -> String {
+    // Mostly directly under a/ and b/.
+    let parent = if rng.below(8) == 0 {
+        STRESS_PARENTS[2 + rng.below_usize(STRESS_PARENTS.len() - 2)]
+    } else {
+        STRESS_PARENTS[rng.below_usize(2)]
+    };
+    format!("{parent}/n{:02}", rng.below_usize(STRESS_NAMES))
+}
+
+#[derive(Default)]
+struct StressStats {
+    ok: BTreeMap<&'static str, u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+fn errno_name(e: i32) -> String {
+    match e {
+        libc::ENOENT => "ENOENT".into(),
+        libc::EEXIST => "EEXIST".into(),
+        libc::ENOTEMPTY => "ENOTEMPTY".into(),
+        libc::ENOTDIR => "ENOTDIR".into(),
+        libc::EISDIR => "EISDIR".into(),
+        libc::EINVAL => "EINVAL".into(),
+        libc::EPERM => "EPERM".into(),
+        e => format!("errno {e}"),
+    }
+}
+
+/// One stressing thread: `ops` random operations on the namespace under
+/// `root`. Errors the operations can meet in a racing namespace are
+/// counted; any other error stops every thread and fails.
+fn stress_thread(
+    root: &Path,
+    seed: u64,
+    ops: u64,
+    stop: &AtomicBool,
+) -> Result<StressStats, String> {
+    const EXPECTED: [i32; 7] = [
+        libc::ENOENT,
+        libc::EEXIST,
+        libc::ENOTEMPTY,
+        libc::ENOTDIR,
+        libc::EISDIR,
+        libc::EINVAL,
+        // link() of a directory.
+        libc::EPERM,
+    ];
+    let mut rng = Rng(seed);
+    let mut st = StressStats::default();
+    // Files held open across the other thread's unlinks and renames.
+    let mut held: Vec<(File, PathBuf)> = Vec::new();
+    let weights = [20, 25, 12, 18, 10, 10, 3, 2, 4, 4];
+    for i in 0..ops {
+        if stop.load(Ordering::Relaxed) {
+            return Err("stopped: the other thread failed".into());
+        }
+        let p = root.join(stress_path(&mut rng));
+        let q = root.join(stress_path(&mut rng));
+        let kind = rng.weighted(&weights);
+        let (name, desc, r): (&'static str, String, std::io::Result<()>) = match kind {
+            0 => {
+                let excl = rng.below(2) == 0;
+                let mut o = OpenOptions::new();
+                o.write(true);
+                if excl {
+                    o.create_new(true);
+                } else {
+                    o.create(true);
+                }
+                let len = rng.below_usize(32);
+                let r = o
+                    .open(&p)
+                    .and_then(|f| f.write_all_at(&[b'x'; 32][..len], 0));
+                ("create", format!("create(excl={excl}) {}", p.display()), r)
+            }
+            1 => {
+                let flags = match rng.below(8) {
+                    0 => RenameFlags::NOREPLACE,
+                    1 => RenameFlags::EXCHANGE,
+                    _ => RenameFlags::empty(),
+                };
+                let r = rustix::fs::renameat_with(CWD, &p, CWD, &q, flags).map_err(Into::into);
+                (
+                    "rename",
+                    format!("rename({flags:?}) {} -> {}", p.display(), q.display()),
+                    r,
+                )
+            }
+            2 => (
+                "link",
+                format!("link {} -> {}", p.display(), q.display()),
+                fs::hard_link(&p, &q),
+            ),
+            3 => (
+                "unlink",
+                format!("unlink {}", p.display()),
+                fs::remove_file(&p),
+            ),
+            4 => (
+                "mkdir",
+                format!("mkdir {}", p.display()),
+                fs::create_dir(&p),
+            ),
+            5 => (
+                "rmdir",
+                format!("rmdir {}", p.display()),
+                fs::remove_dir(&p),
+            ),
+            6 => (
+                "stat",
+                format!("stat {}", p.display()),
+                fs::symlink_metadata(&p).map(drop),
+            ),
+            8 => {
+                let r = OpenOptions::new().read(true).write(true).open(&p);
+                let r = r.map(|f| {
+                    if held.len() == 8 {
+                        held.swap_remove(rng.below_usize(held.len()));
+                    }
+                    held.push((f, p.clone()));
+                });
+                ("hold", format!("open {}", p.display()), r)
+            }
+            9 => {
+                if held.is_empty() {
+                    continue;
+                }
+                // An open file works whatever happened to its names since:
+                // no error is expected here.
+                let (f, opened) = held.swap_remove(rng.below_usize(held.len()));
+                let desc = format!("write and fstat a file opened as {}", opened.display());
+                let r = f.write_all_at(b"held", 64).and_then(|()| f.metadata());
+                match r {
+                    Ok(md) if md.len() >= 68 => {}
+                    Ok(md) => {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(format!("op {i}: {desc}: size {} after the write", md.len()));
+                    }
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(format!("op {i}: {desc}: {e}"));
+                    }
+                }
+                ("use held", desc, Ok(()))
+            }
+            _ => {
+                let dir = root.join(STRESS_PARENTS[rng.below_usize(STRESS_PARENTS.len())]);
+                let r = fs::read_dir(&dir).and_then(|rd| {
+                    for e in rd {
+                        e?;
+                    }
+                    Ok(())
+                });
+                ("readdir", format!("readdir {}", dir.display()), r)
+            }
+        };
+        match r {
+            Ok(()) => *st.ok.entry(name).or_default() += 1,
+            Err(e) => match e.raw_os_error() {
+                Some(code) if EXPECTED.contains(&code) => {
+                    *st.errors
+                        .entry(format!("{name} {}", errno_name(code)))
+                        .or_default() += 1;
+                }
+                _ => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(format!("op {i}: {desc}: unexpected error {e}"));
+                }
+            },
+        }
+    }
+    Ok(st)
+}
+
+/// Names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("readdir {}: {e}", dir.display()))
+        .map(|e| {
+            e.unwrap_or_else(|e| panic!("readdir {}: {e}", dir.display()))
+                .file_name()
+                .into_string()
+                .expect("utf-8 name")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Walk `rel` under the mount (and the backing directory, if any) and
+/// check that both agree; collect regular files by inode.
+fn check_tree(m: &Mount, rel: &Path, files: &mut HashMap<u64, (u64, Vec<PathBuf>)>) {
+    let here = m.mnt.join(rel);
+    let listed = names(&here);
+    if let Some(b) = &m.backing {
+        assert_eq!(
+            listed,
+            names(&b.join(rel)),
+            "readdir of {} through the mount and in the backing tmpfs",
+            rel.display()
+        );
+    }
+    let mut subdirs = 0;
+    for n in &listed {
+        let relp = rel.join(n);
+        let md = fs::symlink_metadata(m.mnt.join(&relp))
+            .unwrap_or_else(|e| panic!("lstat {} (listed): {e}", relp.display()));
+        if let Some(b) = &m.backing {
+            let bmd = fs::symlink_metadata(b.join(&relp)).expect("lstat backing");
+            assert_eq!(
+                (md.mode(), md.nlink(), md.size()),
+                (bmd.mode(), bmd.nlink(), bmd.size()),
+                "mode, nlink and size of {} through the mount and in the backing tmpfs",
+                relp.display()
+            );
+        }
+        if md.is_dir() {
+            subdirs += 1;
+            check_tree(m, &relp, files);
+        } else {
+            assert!(
+                md.is_file(),
+                "{}: only files and dirs are made",
+                relp.display()
+            );
+            let e = files.entry(md.ino()).or_insert((md.nlink(), Vec::new()));
+            assert_eq!(
+                e.0,
+                md.nlink(),
+                "nlink of {} (ino {})",
+                relp.display(),
+                md.ino()
+            );
+            e.1.push(relp);
+        }
+    }
+    let md = fs::metadata(&here).expect("stat dir");
+    assert_eq!(
+        md.nlink(),
+        2 + subdirs,
+        "nlink of directory {} with {subdirs} subdirectories",
+        rel.display()
+    );
+}
+
+fn stress_on(target: Target) {
+    let ops = env_u64("IDFUSE_STRESS_OPS", 20_000);
+    let seed = env_u64("IDFUSE_FSX_SEED", FSX_DEFAULT_SEED);
+    let m = Mount::new(target);
+    let base = m.inode_count();
+    let root = m.mnt.join("stress");
+    fs::create_dir(&root).expect("mkdir stress");
+    fs::create_dir(root.join("a")).expect("mkdir a");
+    fs::create_dir(root.join("b")).expect("mkdir b");
+    println!("stress on {target:?}: seed {seed:#x}, {ops} ops per thread");
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (root, stop) = (root.clone(), stop.clone());
+            let seed = seed ^ (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            std::thread::spawn(move || stress_thread(&root, seed, ops, &stop))
+        })
+        .collect();
+    let deadline = start + Duration::from_secs(60) + Duration::from_millis(2 * ops);
+    let results: Vec<_> = handles
+        .into_iter()
+        .enumerate()
+        .map(|(t, h)| join_by(h, deadline, &m, &format!("stress thread {t} on {target:?}")))
+        .collect();
+    let secs = start.elapsed().as_secs_f64();
+    for (t, r) in results.iter().enumerate() {
+        match r {
+            Ok(st) => println!(
+                "stress on {target:?}, thread {t}: {ops} ops in {secs:.2} s; {} done {:?}; \
+                 {} expected errors {:?}",
+                st.ok.values().sum::<u64>(),
+                st.ok,
+                st.errors.values().sum::<u64>(),
+                st.errors
+            ),
+            Err(e) => panic!("stress on {target:?}, thread {t}: {e}"),
+        }
+    }
+
+    // The tree as the mount shows it: consistent with itself, with the
+    // backing directory, and with lookups of every name in the namespace.
+    let mut files = HashMap::new();
+    check_tree(&m, Path::new("stress"), &mut files);
+    for (ino, (nlink, paths)) in &files {
+        assert_eq!(
+            *nlink,
+            paths.len() as u64,
+            "nlink of inode {ino}, found at {paths:?}"
+        );
+    }
+    for parent in STRESS_PARENTS {
+        let listed = fs::read_dir(root.join(parent))
+            .map(|rd| {
+                rd.map(|e| {
+                    e.expect("readdir")
+                        .file_name()
+                        .into_string()
+                        .expect("utf-8")
+                })
+                .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for i in 0..STRESS_NAMES {
+            let n = format!("n{i:02}");
+            let p = root.join(parent).join(&n);
+            assert_eq!(
+                fs::symlink_metadata(&p).is_ok(),
+                listed.contains(&n),
+                "lookup of {} agrees with readdir",
+                p.display()
+            );
+        }
+    }
+    println!(
+        "stress on {target:?}: {} files with {} names at the end",
+        files.len(),
+        files.values().map(|(_, p)| p.len()).sum::<usize>()
+    );
+
+    // Remove everything: the inode table goes back to where it started.
+    fs::remove_dir_all(&root).expect("remove the tree");
+    if let Some(b) = &m.backing {
+        assert!(names(b).is_empty(), "backing directory empty");
+    }
+    assert!(names(&m.mnt).is_empty(), "mount empty");
+    fs::write("/proc/sys/vm/drop_caches", "2").expect("drop caches");
+    let t = Instant::now();
+    while m.inode_count() != base && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(m.inode_count(), base, "inode table back at its baseline");
+    assert_eq!(m.running_workers(), m.threads, "no worker died");
+}
+
+#[test]
+fn stress_metadata_memfs() {
+    stress_on(Target::Memfs);
+}
+
+#[test]
+fn stress_metadata_passthrough() {
+    stress_on(Target::Passthrough(true));
+}
