@@ -1089,6 +1089,36 @@ impl MachineLock {
     }
 }
 
+/// The original value of a machine-wide setting that a scenario changes:
+/// kept in a file beside the lock until the scenario puts it back, so that
+/// a scenario killed before it could restore the setting is repaired by the
+/// next one instead of taking the changed value for the original.
+/// Call only while holding the [`MachineLock`].
+fn original_of(name: &str, current: &str) -> String {
+    let record = record_path(name);
+    match std::fs::read_to_string(&record) {
+        Ok(saved) => saved,
+        Err(_) => {
+            let _ = std::fs::write(&record, current);
+            current.to_string()
+        }
+    }
+}
+
+/// The original was put back: forget it.
+fn restored(name: &str) {
+    let _ = std::fs::remove_file(record_path(name));
+}
+
+fn record_path(name: &str) -> PathBuf {
+    let dir = if Path::new("/run/lock").is_dir() {
+        "/run/lock"
+    } else {
+        "/tmp"
+    };
+    PathBuf::from(format!("{dir}/idfuse-conformance.{name}.orig"))
+}
+
 /// A sysctl set for the length of a scenario, restored on drop.
 struct Sysctl {
     path: &'static str,
@@ -1097,9 +1127,11 @@ struct Sysctl {
 
 impl Sysctl {
     fn set(path: &'static str, value: &str) -> Result<Self, Stop> {
-        let saved = std::fs::read_to_string(path)
+        let current = std::fs::read_to_string(path)
             .map_err(|e| Stop::Skip(format!("cannot read {path}: {e}")))?;
-        if saved.trim() != value {
+        let name = format!("sysctl-{}", path.rsplit('/').next().unwrap_or("x"));
+        let saved = original_of(&name, &current);
+        if current.trim() != value {
             std::fs::write(path, value).map_err(|e| {
                 Stop::Skip(format!(
                     "{path} is {} and cannot be set to {value} for the run: {e}",
@@ -1113,7 +1145,12 @@ impl Sysctl {
 
 impl Drop for Sysctl {
     fn drop(&mut self) {
-        let _ = std::fs::write(self.path, self.saved.trim());
+        if std::fs::write(self.path, self.saved.trim()).is_ok() {
+            restored(&format!(
+                "sysctl-{}",
+                self.path.rsplit('/').next().unwrap_or("x")
+            ));
+        }
     }
 }
 

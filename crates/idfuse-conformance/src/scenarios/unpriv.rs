@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{rec, st, Ctx, MachineLock, Outcome, Stop};
+use super::{original_of, rec, restored, st, Ctx, MachineLock, Outcome, Stop};
 use crate::proc::{errno_name, res, run_as, As};
 
 /// The throwaway user's name: fixed, so that a run killed before it could
@@ -113,7 +113,9 @@ impl DevFuse {
     fn widen() -> Result<Self, Stop> {
         let m =
             std::fs::metadata("/dev/fuse").map_err(|e| Stop::Skip(format!("/dev/fuse: {e}")))?;
-        let old = std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777;
+        let now = std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777;
+        let old = original_of("dev-fuse-mode", &format!("{now:o}"));
+        let old = u32::from_str_radix(old.trim(), 8).unwrap_or(now);
         set_mode("/dev/fuse", 0o666)?;
         Ok(Self(old))
     }
@@ -121,7 +123,9 @@ impl DevFuse {
 
 impl Drop for DevFuse {
     fn drop(&mut self) {
-        let _ = set_mode("/dev/fuse", self.0);
+        if set_mode("/dev/fuse", self.0).is_ok() {
+            restored("dev-fuse-mode");
+        }
     }
 }
 
