@@ -9,7 +9,6 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1289,96 +1288,6 @@ fn idmapped_view_stores_fs_ids() {
     assert_eq!(owner(&f.src.join("home/f")).0, 555);
     let e = std::os::unix::fs::chown(view.join("home/f"), Some(5), None).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EOVERFLOW));
-}
-
-const USERNS_CHILD: &str = "IDFUSE_PT_USERNS_CHILD";
-
-/// The daemon runs in a user namespace (no privilege outside it): no
-/// passthrough I/O, and it creates inodes as ids mapped there.
-#[test]
-fn daemon_in_a_user_namespace_creates_as_mapped_ids() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-    for d in ["src", "mnt"] {
-        fs::create_dir(dir.path().join(d)).expect("mkdir");
-    }
-    fs::set_permissions(dir.path().join("src"), fs::Permissions::from_mode(0o777)).expect("chmod");
-    // ns root is host root, so it may open /dev/fuse (0600 here); ns ids
-    // 1.. are host 100001..
-    let ns =
-        idfuse_idmap::UserNamespace::create(&"b:0:0:1 b:1:100001:65535".parse().expect("spec"))
-            .expect("user namespace");
-    let nsfd = ns.as_fd().as_raw_fd();
-    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args(["--exact", "userns_daemon_child", "--ignored", "--nocapture"])
-        .env(USERNS_CHILD, dir.path());
-    // SAFETY: only async-signal-safe syscalls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(nsfd, libc::CLONE_NEWUSER) != 0 || libc::unshare(libc::CLONE_NEWNS) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().expect("run the child");
-    let text = format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("1 passed"), "the child test ran: {text}");
-    let src = dir.path().join("src");
-    assert_eq!(owner(&src.join("by-root")), (0, 0));
-    assert_eq!(
-        owner(&src.join("by-1000")),
-        (101000, 101000),
-        "ns uid 1000 on the host"
-    );
-    assert_eq!(owner(&src.join("dir-1000")), (101000, 101000));
-    assert_eq!(fs::read(src.join("by-1000")).expect("read"), b"user data");
-    assert!(!mounted(&dir.path().join("mnt")));
-}
-
-#[test]
-#[ignore = "run by daemon_in_a_user_namespace_creates_as_mapped_ids inside its namespace"]
-fn userns_daemon_child() {
-    let Some(dir) = std::env::var_os(USERNS_CHILD) else {
-        return;
-    };
-    let dir = PathBuf::from(dir);
-    let (src, mnt) = (dir.join("src"), dir.join("mnt"));
-    let pt = Arc::new(Passthrough::new(&src, PassthroughOptions::default()).expect("passthrough"));
-    let session = Session::mount(
-        pt.clone(),
-        &mnt,
-        MountOptions::default(),
-        SessionConfig {
-            passthrough: true,
-            ..SessionConfig::default()
-        },
-    )
-    .expect("mount inside the user namespace");
-    fs::write(mnt.join("by-root"), b"root data").expect("write as ns root");
-    let m = mnt.clone();
-    let step = as_user(1000, 1000, &[], 0o022, || {
-        if fs::write(m.join("by-1000"), b"user data").is_err() {
-            return 1;
-        }
-        if fs::create_dir(m.join("dir-1000")).is_err() {
-            return 2;
-        }
-        i32::from(fs::read(m.join("by-1000")).ok().as_deref() != Some(&b"user data"[..])) * 3
-    });
-    assert_eq!(step, 0, "step {step} as ns uid 1000 failed");
-    assert_eq!(fs::read(mnt.join("by-root")).expect("read"), b"root data");
-    assert!(
-        !pt.passthrough_active(),
-        "BACKING_OPEN needs CAP_SYS_ADMIN in the initial namespace"
-    );
-    drop(session);
 }
 
 #[test]
