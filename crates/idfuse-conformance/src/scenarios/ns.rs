@@ -11,8 +11,9 @@ use crate::proc::{errno_name, res, As};
 
 /// Enter a chain of new user namespaces, each the child of the one before
 /// and made from its map, and become root in the innermost. Runs in a
-/// child that starts as root in the initial namespace.
-fn nest(maps: &[&str]) -> Result<(), String> {
+/// child; the first namespace is made as whoever the child is (through
+/// newuidmap when not root).
+pub(super) fn nest(maps: &[&str]) -> Result<(), String> {
     for m in maps {
         let map: idfuse_idmap::IdMap = m.parse().map_err(|e| format!("map {m}: {e}"))?;
         let ns = idfuse_idmap::UserNamespace::create(&map).map_err(|e| e.to_string())?;

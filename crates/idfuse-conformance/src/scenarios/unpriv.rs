@@ -3,7 +3,6 @@
 //! there (tmpfs for the reference, our daemon for ours), idmaps it through
 //! a child namespace, and works through both views.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -150,24 +149,10 @@ fn fail(e: impl std::fmt::Display) -> Value {
 /// Become root in a new user namespace made from `map` by the current
 /// (unprivileged) user, in a new mount namespace.
 fn enter_userns(map: &str) -> Result<(), String> {
-    let map: idfuse_idmap::IdMap = map.parse().map_err(|e| format!("{e}"))?;
-    let ns = idfuse_idmap::UserNamespace::create(&map).map_err(|e| e.to_string())?;
-    // SAFETY: namespace and credential calls on this single-threaded child.
-    unsafe {
-        if libc::setns(ns.as_fd().as_raw_fd(), libc::CLONE_NEWUSER) != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
-        libc::setgroups(0, std::ptr::null());
-        if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
-            return Err(format!(
-                "root in the namespace: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        libc::prctl(libc::PR_SET_DUMPABLE, 1);
-        rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)
-            .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
-    }
+    super::ns::nest(&[map])?;
+    // SAFETY: a new mount namespace for this single-threaded child.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
     rustix::mount::mount_change(
         "/",
         rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
