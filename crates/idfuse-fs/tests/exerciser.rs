@@ -42,11 +42,19 @@ impl Drop for Tmpfs {
 enum Fs {
     Mem(Session<MemFs>),
     Pt(Session<Passthrough>),
+    /// memfs served by a forked child process (pid).
+    Child(i32),
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Target {
     Memfs,
+    /// memfs with the kernel's writeback cache, its daemon in a child
+    /// process. In one process a MAP_SHARED writer deadlocks with its own
+    /// daemon: munmap holds the mmap lock while the kernel writes the dirty
+    /// pages back, and the worker that must receive that WRITE needs the
+    /// same lock to grow its heap. Real daemons are other processes.
+    MemfsWritebackChild,
     /// Passthrough; `true`: with FUSE passthrough (kernel backing files).
     Passthrough(bool),
 }
@@ -67,7 +75,27 @@ struct Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        self.fs.take();
+        if let Some(Fs::Child(pid)) = self.fs.take() {
+            let _ = rustix::mount::unmount(&self.mnt, rustix::mount::UnmountFlags::empty());
+            let start = Instant::now();
+            loop {
+                let mut st = 0;
+                // SAFETY: reaping our own child by pid.
+                if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } != 0 {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(10) {
+                    let _ = rustix::mount::unmount(&self.mnt, rustix::mount::UnmountFlags::DETACH);
+                    // SAFETY: our own child, by pid.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                        libc::waitpid(pid, &mut st, 0);
+                    }
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 
@@ -82,6 +110,47 @@ impl Mount {
         };
         let threads = cfg.threads;
         match target {
+            Target::MemfsWritebackChild => {
+                let (r, w) = rustix::pipe::pipe().expect("pipe");
+                // SAFETY: the child mounts, serves until unmounted and
+                // leaves with _exit; it never returns into the test harness.
+                let pid = unsafe { libc::fork() };
+                assert!(pid >= 0, "fork");
+                if pid == 0 {
+                    drop(r);
+                    // SAFETY: prctl on the child itself.
+                    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                    let memfs = Arc::new(MemFs::new(MemFsOptions {
+                        root_mode: 0o777,
+                        ..MemFsOptions::default()
+                    }));
+                    let cfg = SessionConfig {
+                        writeback_cache: true,
+                        ..SessionConfig::default()
+                    };
+                    if let Ok(mut s) = Session::mount(memfs, &mnt, MountOptions::default(), cfg) {
+                        let _ = rustix::io::write(&w, b"1");
+                        drop(w);
+                        s.wait();
+                    }
+                    // SAFETY: leave without running the test's destructors.
+                    unsafe { libc::_exit(0) };
+                }
+                drop(w);
+                let mut b = [0u8; 1];
+                let ready = rustix::io::read(&r, &mut b).unwrap_or(0) == 1;
+                let m = Mount {
+                    fs: Some(Fs::Child(pid)),
+                    conn: if ready { conn_of(&mnt) } else { 0 },
+                    mnt,
+                    backing: None,
+                    threads,
+                    _tmpfs: None,
+                    _dir: dir,
+                };
+                assert!(ready, "the daemon child did not mount");
+                m
+            }
             Target::Memfs => {
                 let memfs = Arc::new(MemFs::new(MemFsOptions {
                     root_mode: 0o777,
@@ -152,6 +221,7 @@ impl Mount {
         match self.fs.as_ref().expect("mounted") {
             Fs::Mem(s) => s.filesystem().inode_count(),
             Fs::Pt(s) => s.filesystem().inode_count(),
+            Fs::Child(_) => panic!("the inode table of a child daemon is not visible"),
         }
     }
 
@@ -159,12 +229,22 @@ impl Mount {
         match self.fs.as_ref().expect("mounted") {
             Fs::Mem(s) => s.running_workers(),
             Fs::Pt(s) => s.running_workers(),
+            // Its workers are counted by the child; it is alive or not.
+            Fs::Child(pid) => {
+                let mut st = 0;
+                // SAFETY: polling our own child by pid.
+                if unsafe { libc::waitpid(*pid, &mut st, libc::WNOHANG) } == 0 {
+                    self.threads
+                } else {
+                    0
+                }
+            }
         }
     }
 
     fn passthrough_active(&self) -> bool {
         match self.fs.as_ref().expect("mounted") {
-            Fs::Mem(_) => false,
+            Fs::Mem(_) | Fs::Child(_) => false,
             Fs::Pt(s) => s.filesystem().passthrough_active(),
         }
     }
@@ -893,7 +973,7 @@ fn fsx_on(target: Target) {
                 );
             }
         }
-        Target::Memfs => {
+        Target::Memfs | Target::MemfsWritebackChild => {
             // No falloc mode may be refused by memfs: it implements them all.
             assert!(
                 report.falloc_off.is_empty(),
@@ -909,6 +989,13 @@ fn fsx_on(target: Target) {
 #[test]
 fn fsx_memfs() {
     fsx_on(Target::Memfs);
+}
+
+/// The writeback cache changes when and how data reaches the daemon
+/// (WRITEs of dirty pages, some only at munmap or close).
+#[test]
+fn fsx_memfs_writeback_cache() {
+    fsx_on(Target::MemfsWritebackChild);
 }
 
 #[test]
