@@ -29,8 +29,15 @@ fn path_of(root: &Path, i: usize) -> PathBuf {
         .join(format!("f{}", i % PER_DIR))
 }
 
-/// Resident set size of this process (daemon and test), in bytes.
+/// RSS is the whole process's: one test at a time.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Resident set size of this process (daemon and test), in bytes, after
+/// handing freed heap back to the system (else what another test freed
+/// would hide new allocations).
 fn rss() -> u64 {
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe { libc::malloc_trim(0) };
     let statm = fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
     let pages: u64 = statm
         .split_whitespace()
@@ -112,6 +119,7 @@ fn per(bytes: u64, inodes: usize) -> i64 {
 
 #[test]
 fn passthrough_inodes_cost_little_and_are_forgotten() {
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
     let n = files();
     let handles = match std::env::var("IDFUSE_INODE_HANDLES").as_deref() {
         Ok("never") => InodeHandles::Never,
@@ -172,6 +180,7 @@ fn passthrough_inodes_cost_little_and_are_forgotten() {
 
 #[test]
 fn memfs_inodes_cost_little_and_are_forgotten() {
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
     let n = files();
     let dir = tempfile::tempdir().expect("tempdir");
     let mnt = dir.path().to_path_buf();
