@@ -177,6 +177,13 @@ impl InodeTable {
                 self.fds -= 1;
             }
         }
+        // Give back the memory of a burst of lookups once most are
+        // forgotten (each shrink halves at least: amortised O(1)).
+        let len = self.by_id.len();
+        if self.by_id.capacity() > 4096 && len * 4 < self.by_id.capacity() {
+            self.by_id.shrink_to(len * 2);
+            self.by_key.shrink_to(len * 2);
+        }
         true
     }
 }
