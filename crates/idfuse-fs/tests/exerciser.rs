@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use idfuse::{MountOptions, Session, SessionConfig};
 use idfuse_fs::memfs::{MemFs, MemFsOptions};
-use idfuse_fs::passthrough::{Passthrough, PassthroughOptions};
+use idfuse_fs::passthrough::{InodeHandles, Passthrough, PassthroughOptions};
 use rustix::fs::{RenameFlags, CWD};
 
 // ---------------------------------------------------------------------
@@ -181,9 +181,16 @@ impl Mount {
                 )
                 .expect("mount tmpfs");
                 let tmpfs = Tmpfs(src.clone());
-                let pt = Arc::new(
-                    Passthrough::new(&src, PassthroughOptions::default()).expect("passthrough"),
-                );
+                // IDFUSE_INODE_HANDLES=always: hold inodes by file handle.
+                let opts = PassthroughOptions {
+                    inode_handles: match std::env::var("IDFUSE_INODE_HANDLES").as_deref() {
+                        Ok("always") => InodeHandles::Always,
+                        Ok("never") => InodeHandles::Never,
+                        _ => InodeHandles::Auto,
+                    },
+                    ..PassthroughOptions::default()
+                };
+                let pt = Arc::new(Passthrough::new(&src, opts).expect("passthrough"));
                 let s = Session::mount(pt, &mnt, MountOptions::default(), cfg)
                     .expect("mount passthrough");
                 let conn = conn_of(&mnt);

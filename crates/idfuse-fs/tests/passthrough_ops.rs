@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use idfuse::{MountOptions, Session, SessionConfig};
-use idfuse_fs::passthrough::{Passthrough, PassthroughOptions};
+use idfuse_fs::passthrough::{InodeHandles, Passthrough, PassthroughOptions};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, XattrFlags, CWD};
 
 /// A tmpfs for the backing directory, unmounted on drop.
@@ -47,7 +47,20 @@ impl Fixture {
     }
 }
 
+/// `IDFUSE_INODE_HANDLES=always|never|auto` runs every mirror holding its
+/// inodes that way (the default, auto, uses fds this far below the limit).
+fn handles_from_env(mut opts: PassthroughOptions) -> PassthroughOptions {
+    match std::env::var("IDFUSE_INODE_HANDLES").as_deref() {
+        Ok("always") => opts.inode_handles = InodeHandles::Always,
+        Ok("never") => opts.inode_handles = InodeHandles::Never,
+        Ok("auto") | Err(_) => {}
+        Ok(v) => panic!("IDFUSE_INODE_HANDLES={v}: expected always, auto or never"),
+    }
+    opts
+}
+
 fn fixture_with(opts: PassthroughOptions, cfg: SessionConfig) -> Fixture {
+    let opts = handles_from_env(opts);
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("src");
     let mnt = dir.path().join("mnt");

@@ -95,7 +95,14 @@ fn parent() {
 
 fn child(dir: &Path) {
     let (src, mnt) = (dir.join("src"), dir.join("mnt"));
-    let pt = Arc::new(Passthrough::new(&src, PassthroughOptions::default()).expect("passthrough"));
+    // Handles from the first inode on, where they can be opened: in a user
+    // namespace they cannot (non-directories never), so the table falls
+    // back to fds.
+    let opts = PassthroughOptions {
+        inode_fds_max: Some(0),
+        ..PassthroughOptions::default()
+    };
+    let pt = Arc::new(Passthrough::new(&src, opts).expect("passthrough"));
     let session = Session::mount(
         pt.clone(),
         &mnt,
@@ -119,6 +126,17 @@ fn child(dir: &Path) {
     });
     assert_eq!(step, 0, "step {step} as ns uid 1000 failed");
     assert_eq!(fs::read(mnt.join("by-root")).expect("read"), b"root data");
+    println!(
+        "inodes: {} held, {} by fds",
+        pt.inode_count(),
+        pt.inode_fd_count()
+    );
+    assert!(
+        pt.inode_fd_count() >= 3,
+        "the root and both files are held by fds ({} of {})",
+        pt.inode_fd_count(),
+        pt.inode_count()
+    );
     assert!(
         !pt.passthrough_active(),
         "BACKING_OPEN needs CAP_SYS_ADMIN in the initial namespace"

@@ -300,6 +300,12 @@ impl MemFs {
         self.read().nodes.len()
     }
 
+    /// Inodes the kernel holds lookups on (the root included); walks every
+    /// inode.
+    pub fn looked_up_count(&self) -> usize {
+        self.read().nodes.values().filter(|n| n.lookups > 0).count()
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }

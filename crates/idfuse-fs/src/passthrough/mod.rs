@@ -1,5 +1,6 @@
 //! `passthrough`: mirror a directory through FUSE, correct on idmapped
-//! mounts. Inodes are `O_PATH` fds keyed by `(st_dev, st_ino)`; every name
+//! mounts. Inodes are keyed by `(st_dev, st_ino)` and held by `O_PATH` fds
+//! or, past a number of them, by file handles ([`InodeHandles`]); every name
 //! resolves relative to its parent's fd and never follows a symlink or `..`
 //! out of the source. New inodes are created with the worker thread's fs
 //! credentials switched to the kernel's `Owner` and the caller's umask, so
@@ -27,6 +28,7 @@
 //! SOURCE with clashing inode numbers confuses only tools that compare them.
 
 mod creds;
+mod handles;
 mod inodes;
 #[cfg(test)]
 mod tests;
@@ -47,7 +49,27 @@ use idfuse::{
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 
 use creds::AsOwner;
-use inodes::{FileIo, Inode, InodeTable, Key, ROOT};
+use handles::{FdCache, FileHandle, Mounts};
+use inodes::{FileIo, Held, Inode, InodeTable, Key, ROOT};
+
+/// How the passthrough holds the backing inodes the kernel has looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InodeHandles {
+    /// Always by an `O_PATH` fd: the open-file limit caps the inodes the
+    /// kernel may cache.
+    Never,
+    /// By an `O_PATH` fd while fewer than [`PassthroughOptions::inode_fds_max`]
+    /// inodes are, by file handle beyond, if the daemon may open handles
+    /// (CAP_DAC_READ_SEARCH) and the filesystem has them; else by fds.
+    #[default]
+    Auto,
+    /// By file handle wherever the filesystem has them (fds elsewhere);
+    /// refused at start when the source's cannot be opened.
+    Always,
+}
+
+/// Open files of handle-held inodes kept between operations.
+const FD_CACHE: usize = 64;
 
 /// How to run a [`Passthrough`].
 #[derive(Debug, Clone)]
@@ -60,6 +82,11 @@ pub struct PassthroughOptions {
     pub passthrough_io: bool,
     /// The kernel caches writes (`writeback_cache`); not with passthrough.
     pub writeback_cache: bool,
+    /// Hold inodes by file handle instead of an open fd.
+    pub inode_handles: InodeHandles,
+    /// With [`InodeHandles::Auto`], how many inodes may be held by fds;
+    /// `None`: half the soft `RLIMIT_NOFILE` at start.
+    pub inode_fds_max: Option<usize>,
 }
 
 impl Default for PassthroughOptions {
@@ -69,14 +96,17 @@ impl Default for PassthroughOptions {
             attr_timeout: Duration::from_secs(1),
             passthrough_io: true,
             writeback_cache: false,
+            inode_handles: InodeHandles::Auto,
+            inode_fds_max: None,
         }
     }
 }
 
 impl PassthroughOptions {
     /// Take an `-o` option the framework does not know: `entry_timeout=S`,
-    /// `attr_timeout=S`, `timeout=S` (seconds, fractions allowed).
-    /// `Ok(false)` when the option is not ours.
+    /// `attr_timeout=S`, `timeout=S` (seconds, fractions allowed),
+    /// `inode_handles=auto|never|always`. `Ok(false)` when the option is
+    /// not ours.
     pub fn parse_option(&mut self, key: &str, value: Option<&str>) -> Result<bool, String> {
         let secs = || -> Result<Duration, String> {
             let v = value.ok_or_else(|| {
@@ -97,6 +127,19 @@ impl PassthroughOptions {
                 let t = secs()?;
                 self.entry_timeout = t;
                 self.attr_timeout = t;
+            }
+            "inode_handles" => {
+                self.inode_handles = match value {
+                    Some("auto") => InodeHandles::Auto,
+                    Some("never") => InodeHandles::Never,
+                    Some("always") => InodeHandles::Always,
+                    v => {
+                        return Err(format!(
+                            "`inode_handles{}`: expected inode_handles=auto, never or always",
+                            v.map(|v| format!("={v}")).unwrap_or_default()
+                        ))
+                    }
+                };
             }
             _ => return Ok(false),
         }
@@ -140,9 +183,32 @@ struct Handle {
     dir: Option<Mutex<rustix::fs::Dir>>,
 }
 
+/// An inode's `O_PATH` fd for one operation: its own, or one opened from
+/// its handle (closed when the last user drops it).
+enum InodeFd<'a> {
+    Held(BorrowedFd<'a>),
+    Opened(Arc<OwnedFd>),
+}
+
+impl AsFd for InodeFd<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            InodeFd::Held(fd) => *fd,
+            InodeFd::Opened(fd) => fd.as_fd(),
+        }
+    }
+}
+
 /// The passthrough filesystem.
 pub struct Passthrough {
     inodes: RwLock<InodeTable>,
+    /// Mount fds to open handles with.
+    mounts: Mounts,
+    fd_cache: FdCache,
+    /// New inodes may be held by handles (the probe at start worked).
+    handles_ok: bool,
+    /// Hold new inodes by handle once this many are held by fds.
+    fds_max: usize,
     handles: RwLock<std::collections::HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     /// `/proc/self/fd`, to reopen `O_PATH` fds with real access modes.
@@ -305,8 +371,32 @@ impl Passthrough {
             "opening /proc/self/fd (passthrough reopens files through it; mount /proc)".into(),
         ))?;
         let st = statx_fd(root.as_fd()).map_err(io_err(format!("stat {}", source.display())))?;
+        let mounts = Mounts::default();
+        let handles_ok = match opts.inode_handles {
+            InodeHandles::Never => false,
+            InodeHandles::Auto => mounts.probe(root.as_fd(), &root_dir).is_ok(),
+            InodeHandles::Always => {
+                mounts.probe(root.as_fd(), &root_dir).map_err(io_err(format!(
+                    "inode_handles=always: cannot open file handles of {} (it needs CAP_DAC_READ_SEARCH in the initial user namespace and a filesystem with file handles); use inode_handles=auto",
+                    source.display()
+                )))?;
+                true
+            }
+        };
+        let fds_max = match opts.inode_handles {
+            InodeHandles::Always => 0,
+            _ => opts.inode_fds_max.unwrap_or_else(|| {
+                rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                    .current
+                    .map_or(usize::MAX, |n| usize::try_from(n / 2).unwrap_or(usize::MAX))
+            }),
+        };
         Ok(Self {
             inodes: RwLock::new(InodeTable::new(root, key_of(&st))),
+            mounts,
+            fd_cache: FdCache::new(FD_CACHE),
+            handles_ok,
+            fds_max,
             handles: RwLock::new(std::collections::HashMap::new()),
             next_fh: AtomicU64::new(1),
             proc_self_fd,
@@ -346,6 +436,26 @@ impl Passthrough {
     /// Inodes the kernel holds lookups on, plus the root.
     pub fn inode_count(&self) -> usize {
         self.inodes.read().map_or(0, |i| i.len())
+    }
+
+    /// Of [`Passthrough::inode_count`], the inodes held by an open fd.
+    pub fn inode_fd_count(&self) -> usize {
+        self.inodes.read().map_or(0, |i| i.fd_count())
+    }
+
+    /// The inode's `O_PATH` fd, opened from its handle if it has no fd.
+    fn fd<'a>(&self, i: &'a Inode) -> Result<InodeFd<'a>, Errno> {
+        match &i.held {
+            Held::Fd(fd) => Ok(InodeFd::Held(fd.as_fd())),
+            Held::Handle(h) => {
+                if let Some(fd) = self.fd_cache.get(i.id) {
+                    return Ok(InodeFd::Opened(fd));
+                }
+                let fd = Arc::new(self.mounts.open(h)?);
+                self.fd_cache.put(i.id, fd.clone());
+                Ok(InodeFd::Opened(fd))
+            }
+        }
     }
 
     /// True once `FUSE_PASSTHROUGH` was negotiated and a file was handed to
@@ -389,14 +499,34 @@ impl Passthrough {
     }
 
     /// Count a lookup of the inode behind `fd` (an `O_PATH` fd of a new or
-    /// looked-up inode) and describe it to the kernel.
-    fn register(&self, fd: OwnedFd) -> Result<Entry, Errno> {
+    /// looked-up inode, found in the directory `parent`) and describe it
+    /// to the kernel.
+    fn register(&self, parent: BorrowedFd<'_>, fd: OwnedFd) -> Result<Entry, Errno> {
         let st = statx_fd(fd.as_fd())?;
-        let ino = self
-            .inodes
-            .write()
-            .map_err(|_| Errno::IO)?
-            .lookup(key_of(&st), fd);
+        let handle = if self.handles_ok
+            && self.inodes.read().map_err(|_| Errno::IO)?.fd_count() >= self.fds_max
+        {
+            // Only ever from our own fd, resolved below SOURCE.
+            self.mounts.handle_for(fd.as_fd(), &st, parent, |d| {
+                self.reopen(d, OFlags::RDONLY | OFlags::DIRECTORY)
+            })
+        } else {
+            None
+        };
+        let mut inodes = self.inodes.write().map_err(|_| Errno::IO)?;
+        let same = |held: &FileHandle| match &handle {
+            Some(h) => h.same_inode(held),
+            None => FileHandle::of(fd.as_fd()).is_ok_and(|h| h.same_inode(held)),
+        };
+        let key = key_of(&st);
+        if let Some(ino) = inodes.count_existing(key, same) {
+            return Ok(self.entry(ino, &st));
+        }
+        let held = match handle {
+            Some(h) => Held::Handle(h),
+            None => Held::Fd(fd),
+        };
+        let ino = inodes.lookup(key, held, |_| true);
         Ok(self.entry(ino, &st))
     }
 
@@ -413,10 +543,10 @@ impl Passthrough {
     /// Open `name` in `parent` as `O_PATH` without following anything out
     /// of the parent: a single component, no symlink (a symlink at the end
     /// is opened as itself), no `..`, no absolute path, no magic link.
-    fn open_child(parent: &Inode, name: &OsStr) -> Result<OwnedFd, Errno> {
+    fn open_child(parent: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, Errno> {
         check_name(name)?;
         rustix::fs::openat2(
-            &parent.fd,
+            parent,
             name,
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
@@ -426,8 +556,9 @@ impl Passthrough {
 
     fn lookup_name(&self, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
         let p = self.inode(parent)?;
-        let fd = Self::open_child(&p, name)?;
-        self.register(fd)
+        let pfd = self.fd(&p)?;
+        let fd = Self::open_child(pfd.as_fd(), name)?;
+        self.register(pfd.as_fd(), fd)
     }
 
     /// `.` and `..`, which the kernel sends only for NFS export: `.` is the
@@ -436,11 +567,12 @@ impl Passthrough {
     /// reached from the root by single names), so it never leaves SOURCE.
     fn lookup_dots(&self, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
         let p = self.inode(parent)?;
+        let pfd = self.fd(&p)?;
         let fd = if name == "." || parent == ROOT {
-            self.reopen(p.fd.as_fd(), OFlags::PATH)?
+            self.reopen(pfd.as_fd(), OFlags::PATH)?
         } else {
             rustix::fs::openat(
-                &p.fd,
+                &pfd,
                 "..",
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
@@ -451,14 +583,17 @@ impl Passthrough {
             .inodes
             .write()
             .map_err(|_| Errno::IO)?
-            .count_existing(key_of(&st))
+            .count_existing(key_of(&st), |held| {
+                FileHandle::of(fd.as_fd()).is_ok_and(|h| h.same_inode(held))
+            })
             .ok_or(Errno::ACCESS)?;
         Ok(self.entry(ino, &st))
     }
 
     fn attr_of(&self, ino: u64) -> Result<AttrReply, Errno> {
         let i = self.inode(ino)?;
-        let st = statx_fd(i.fd.as_fd())?;
+        let ifd = self.fd(&i)?;
+        let st = statx_fd(ifd.as_fd())?;
         Ok(AttrReply {
             attr: to_attr(&st),
             timeout: self.opts.attr_timeout,
@@ -515,7 +650,7 @@ impl Passthrough {
 
     /// Register a backing file for `inode` (BACKING_OPEN), if passthrough
     /// is wanted, negotiated and permitted.
-    fn open_backing(&self, ctx: &Context<'_>, inode: &Inode) -> Option<BackingId> {
+    fn open_backing(&self, ctx: &Context<'_>, file: BorrowedFd<'_>) -> Option<BackingId> {
         if !self.opts.passthrough_io
             || !ctx.passthrough()
             || self.pt_refused.load(Ordering::Relaxed)
@@ -525,7 +660,7 @@ impl Passthrough {
         // One backing file serves every open of the inode, whatever its
         // access mode, so it is read-write; where the source refuses that,
         // the inode does its I/O through the daemon.
-        let rw = self.reopen(inode.fd.as_fd(), OFlags::RDWR).ok()?;
+        let rw = self.reopen(file, OFlags::RDWR).ok()?;
         match ctx.open_backing(rw.as_fd()) {
             Ok(id) => {
                 self.pt_active.store(true, Ordering::Relaxed);
@@ -584,7 +719,7 @@ impl Passthrough {
                         // which clears them (WRITE with KILL_SUIDGID).
                         None
                     } else {
-                        self.open_backing(ctx, inode)
+                        self.open_backing(ctx, file.as_fd())
                     };
                     *io = match id {
                         Some(id) => FileIo::Backing { id, users: 1 },
@@ -645,6 +780,7 @@ impl Passthrough {
     fn created(
         &self,
         ctx: &Context<'_>,
+        parent: BorrowedFd<'_>,
         file: OwnedFd,
         kill_suidgid: bool,
     ) -> Result<(Entry, Opened), Errno> {
@@ -652,7 +788,7 @@ impl Passthrough {
             self.kill_suidgid(file.as_fd())?;
         }
         let path = self.reopen(file.as_fd(), OFlags::PATH)?;
-        let entry = self.register(path)?;
+        let entry = self.register(parent, path)?;
         let inode = self.inode(entry.ino)?;
         match self.opened(ctx, &inode, file) {
             Ok(opened) => Ok((entry, opened)),
@@ -703,16 +839,26 @@ impl Filesystem for Passthrough {
     }
 
     fn forget(&self, ino: u64, nlookup: u64) {
-        if let Ok(mut inodes) = self.inodes.write() {
-            inodes.forget(ino, nlookup);
+        let gone = self
+            .inodes
+            .write()
+            .is_ok_and(|mut inodes| inodes.forget(ino, nlookup));
+        if gone {
+            self.fd_cache.remove(ino);
         }
     }
 
     fn batch_forget(&self, nodes: &mut dyn Iterator<Item = idfuse::ForgetOne>) {
+        let mut gone = Vec::new();
         if let Ok(mut inodes) = self.inodes.write() {
             for n in nodes {
-                inodes.forget(n.nodeid, n.nlookup);
+                if inodes.forget(n.nodeid, n.nlookup) {
+                    gone.push(n.nodeid);
+                }
             }
+        }
+        for ino in gone {
+            self.fd_cache.remove(ino);
         }
     }
 
@@ -738,7 +884,15 @@ impl Filesystem for Passthrough {
         let want = StatxFlags::from_bits_retain(mask) | StatxFlags::BASIC_STATS;
         let h = fh.and_then(|fh| self.handle(fh).ok());
         let i = self.inode(ino)?;
-        let fd = h.as_ref().map_or(i.fd.as_fd(), |h| h.file.as_fd());
+        let ifd = match &h {
+            Some(_) => None,
+            None => Some(self.fd(&i)?),
+        };
+        let fd = match (&h, &ifd) {
+            (Some(h), _) => h.file.as_fd(),
+            (None, Some(fd)) => fd.as_fd(),
+            (None, None) => return Err(Errno::IO),
+        };
         let st = rustix::fs::statx(
             fd,
             "",
@@ -772,7 +926,8 @@ impl Filesystem for Passthrough {
 
     fn setattr(&self, _ctx: &Context<'_>, ino: u64, a: &SetAttr) -> idfuse::Result<AttrReply> {
         let i = self.inode(ino)?;
-        let fd = i.fd.as_fd();
+        let ifd = self.fd(&i)?;
+        let fd = ifd.as_fd();
         if let Some(size) = a.size {
             match a.fh.and_then(|fh| self.handle(fh).ok()) {
                 Some(h) => rustix::fs::ftruncate(&h.file, size)?,
@@ -817,7 +972,8 @@ impl Filesystem for Passthrough {
 
     fn readlink(&self, _ctx: &Context<'_>, ino: u64) -> idfuse::Result<Vec<u8>> {
         let i = self.inode(ino)?;
-        let t = rustix::fs::readlinkat(&i.fd, "", Vec::new())?;
+        let ifd = self.fd(&i)?;
+        let t = rustix::fs::readlinkat(&ifd, "", Vec::new())?;
         Ok(t.into_bytes())
     }
 
@@ -832,6 +988,7 @@ impl Filesystem for Passthrough {
     ) -> idfuse::Result<Entry> {
         check_name(name)?;
         let p = self.inode(parent)?;
+        let pfd = self.fd(&p)?;
         let kind = if mode.mode & libc::S_IFMT == 0 {
             rustix::fs::FileType::RegularFile
         } else {
@@ -840,7 +997,7 @@ impl Filesystem for Passthrough {
         {
             let _as = AsOwner::new(owner, mode.umask)?;
             rustix::fs::mknodat(
-                &p.fd,
+                &pfd,
                 name,
                 kind,
                 Mode::from_raw_mode(mode.mode & 0o7777),
@@ -860,9 +1017,10 @@ impl Filesystem for Passthrough {
     ) -> idfuse::Result<Entry> {
         check_name(name)?;
         let p = self.inode(parent)?;
+        let pfd = self.fd(&p)?;
         {
             let _as = AsOwner::new(owner, mode.umask)?;
-            rustix::fs::mkdirat(&p.fd, name, Mode::from_raw_mode(mode.mode & 0o7777))?;
+            rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(mode.mode & 0o7777))?;
         }
         self.lookup_name(parent, name)
     }
@@ -877,10 +1035,11 @@ impl Filesystem for Passthrough {
     ) -> idfuse::Result<Entry> {
         check_name(name)?;
         let p = self.inode(parent)?;
+        let pfd = self.fd(&p)?;
         {
             let _as = AsOwner::new(owner, 0)?;
             // The target is stored, never resolved by the daemon.
-            rustix::fs::symlinkat(target, &p.fd, name)?;
+            rustix::fs::symlinkat(target, &pfd, name)?;
         }
         self.lookup_name(parent, name)
     }
@@ -888,13 +1047,15 @@ impl Filesystem for Passthrough {
     fn unlink(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<()> {
         check_name(name)?;
         let p = self.inode(parent)?;
-        rustix::fs::unlinkat(&p.fd, name, AtFlags::empty())
+        let pfd = self.fd(&p)?;
+        rustix::fs::unlinkat(&pfd, name, AtFlags::empty())
     }
 
     fn rmdir(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<()> {
         check_name(name)?;
         let p = self.inode(parent)?;
-        rustix::fs::unlinkat(&p.fd, name, AtFlags::REMOVEDIR)
+        let pfd = self.fd(&p)?;
+        rustix::fs::unlinkat(&pfd, name, AtFlags::REMOVEDIR)
     }
 
     fn rename(
@@ -910,7 +1071,9 @@ impl Filesystem for Passthrough {
         check_name(name)?;
         check_name(newname)?;
         let p = self.inode(parent)?;
+        let pfd = self.fd(&p)?;
         let np = self.inode(newparent)?;
+        let npfd = self.fd(&np)?;
         let flags = rustix::fs::RenameFlags::from_bits(flags).ok_or(Errno::INVAL)?;
         // The whiteout is a new inode: create it as its owner.
         let _as = match whiteout_owner {
@@ -919,7 +1082,7 @@ impl Filesystem for Passthrough {
             }
             _ => None,
         };
-        rustix::fs::renameat_with(&p.fd, name, &np.fd, newname, flags)
+        rustix::fs::renameat_with(&pfd, name, &npfd, newname, flags)
     }
 
     fn link(
@@ -931,14 +1094,16 @@ impl Filesystem for Passthrough {
     ) -> idfuse::Result<Entry> {
         check_name(newname)?;
         let i = self.inode(ino)?;
+        let ifd = self.fd(&i)?;
         let np = self.inode(newparent)?;
+        let npfd = self.fd(&np)?;
         // The documented O_PATH idiom; unlike AT_EMPTY_PATH it needs no
         // CAP_DAC_READ_SEARCH, so it works in a user namespace too. The
         // magic link lands on the inode, a symlink included.
         rustix::fs::linkat(
             &self.proc_self_fd,
-            Self::proc_name(i.fd.as_fd()).as_c_str(),
-            &np.fd,
+            Self::proc_name(ifd.as_fd()).as_c_str(),
+            &npfd,
             newname,
             AtFlags::SYMLINK_FOLLOW,
         )?;
@@ -953,7 +1118,8 @@ impl Filesystem for Passthrough {
         kill_suidgid: bool,
     ) -> idfuse::Result<Opened> {
         let i = self.inode(ino)?;
-        let file = self.reopen(i.fd.as_fd(), self.open_flags(flags))?;
+        let ifd = self.fd(&i)?;
+        let file = self.reopen(ifd.as_fd(), self.open_flags(flags))?;
         if kill_suidgid {
             self.kill_suidgid(file.as_fd())?;
         }
@@ -972,13 +1138,14 @@ impl Filesystem for Passthrough {
     ) -> idfuse::Result<(Entry, Opened)> {
         check_name(name)?;
         let p = self.inode(parent)?;
+        let pfd = self.fd(&p)?;
         let file = {
             let _as = AsOwner::new(owner, mode.umask)?;
             // Always O_EXCL: the kernel treats the file as created by the
             // caller and skips its permission check on it, so a file that
             // appeared in the source meanwhile must not be opened here.
             rustix::fs::openat2(
-                &p.fd,
+                &pfd,
                 name,
                 self.open_flags(flags)
                     | OFlags::CREATE
@@ -989,7 +1156,7 @@ impl Filesystem for Passthrough {
                 ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
             )?
         };
-        self.created(ctx, file, kill_suidgid)
+        self.created(ctx, pfd.as_fd(), file, kill_suidgid)
     }
 
     fn tmpfile(
@@ -1001,6 +1168,7 @@ impl Filesystem for Passthrough {
         flags: u32,
     ) -> idfuse::Result<(Entry, Opened)> {
         let p = self.inode(parent)?;
+        let pfd = self.fd(&p)?;
         let mut f = (self.open_flags(flags) & !OFlags::DIRECTORY) | OFlags::TMPFILE;
         if !f.intersects(OFlags::WRONLY | OFlags::RDWR) {
             f |= OFlags::RDWR;
@@ -1009,12 +1177,12 @@ impl Filesystem for Passthrough {
             let _as = AsOwner::new(owner, mode.umask)?;
             rustix::fs::openat(
                 &self.proc_self_fd,
-                Self::proc_name(p.fd.as_fd()).as_c_str(),
+                Self::proc_name(pfd.as_fd()).as_c_str(),
                 f | OFlags::CLOEXEC,
                 Mode::from_raw_mode(mode.mode & 0o7777),
             )?
         };
-        self.created(ctx, file, false)
+        self.created(ctx, pfd.as_fd(), file, false)
     }
 
     fn read(
@@ -1094,7 +1262,8 @@ impl Filesystem for Passthrough {
 
     fn opendir(&self, _ctx: &Context<'_>, ino: u64, _flags: u32) -> idfuse::Result<Opened> {
         let i = self.inode(ino)?;
-        let file = self.reopen(i.fd.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
+        let ifd = self.fd(&i)?;
+        let file = self.reopen(ifd.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
         let dir = rustix::fs::Dir::read_from(&file)?;
         let fh = self.add_handle(Handle {
             file,
@@ -1203,7 +1372,8 @@ impl Filesystem for Passthrough {
 
     fn statfs(&self, _ctx: &Context<'_>, ino: u64) -> idfuse::Result<Kstatfs> {
         let i = self.inode(ino)?;
-        let st = rustix::fs::fstatvfs(&i.fd)?;
+        let ifd = self.fd(&i)?;
+        let st = rustix::fs::fstatvfs(&ifd)?;
         Ok(Kstatfs {
             blocks: st.f_blocks,
             bfree: st.f_bfree,
@@ -1227,17 +1397,18 @@ impl Filesystem for Passthrough {
         sf: SetxattrFlags,
     ) -> idfuse::Result<()> {
         let i = self.inode(ino)?;
-        let path = Self::proc_path(i.fd.as_fd());
+        let ifd = self.fd(&i)?;
+        let path = Self::proc_path(ifd.as_fd());
         let flags = rustix::fs::XattrFlags::from_bits(flags).ok_or(Errno::INVAL)?;
         // Verbatim: ACLs and capabilities arrive in the filesystem's ids.
         rustix::fs::setxattr(path.as_c_str(), name, value, flags)?;
         if sf.contains(SetxattrFlags::ACL_KILL_SGID) {
             // The backing fs updated the mode from the ACL but, the daemon
             // holding CAP_FSETID, kept S_ISGID the caller must lose.
-            let st = statx_fd(i.fd.as_fd())?;
+            let st = statx_fd(ifd.as_fd())?;
             let mode = u32::from(st.stx_mode);
             if mode & libc::S_ISGID != 0 {
-                self.chmod(i.fd.as_fd(), mode & 0o7777 & !libc::S_ISGID)?;
+                self.chmod(ifd.as_fd(), mode & 0o7777 & !libc::S_ISGID)?;
             }
         }
         Ok(())
@@ -1251,7 +1422,8 @@ impl Filesystem for Passthrough {
         size: u32,
     ) -> idfuse::Result<Xattr> {
         let i = self.inode(ino)?;
-        let path = Self::proc_path(i.fd.as_fd());
+        let ifd = self.fd(&i)?;
+        let path = Self::proc_path(ifd.as_fd());
         if size == 0 {
             let n = rustix::fs::getxattr_query(path.as_c_str(), name)?;
             return Ok(Xattr::Size(u32::try_from(n).map_err(|_| Errno::TOOBIG)?));
@@ -1264,7 +1436,8 @@ impl Filesystem for Passthrough {
 
     fn listxattr(&self, _ctx: &Context<'_>, ino: u64, size: u32) -> idfuse::Result<Xattr> {
         let i = self.inode(ino)?;
-        let path = Self::proc_path(i.fd.as_fd());
+        let ifd = self.fd(&i)?;
+        let path = Self::proc_path(ifd.as_fd());
         if size == 0 {
             let n = rustix::fs::listxattr_query(path.as_c_str())?;
             return Ok(Xattr::Size(u32::try_from(n).map_err(|_| Errno::TOOBIG)?));
@@ -1277,7 +1450,8 @@ impl Filesystem for Passthrough {
 
     fn removexattr(&self, _ctx: &Context<'_>, ino: u64, name: &OsStr) -> idfuse::Result<()> {
         let i = self.inode(ino)?;
-        let path = Self::proc_path(i.fd.as_fd());
+        let ifd = self.fd(&i)?;
+        let path = Self::proc_path(ifd.as_fd());
         rustix::fs::removexattr(path.as_c_str(), name)
     }
 
