@@ -56,7 +56,9 @@ struct Common {
     /// Mount options, comma-separated, as mount(8) and libfuse spell them:
     /// default_permissions, allow_other, ro, nosuid, nodev, noexec, noatime,
     /// max_read=N, fsname=NAME, subtype=NAME, writeback_cache; passthrough
-    /// also takes entry_timeout=SECS, attr_timeout=SECS, timeout=SECS.
+    /// also takes entry_timeout=SECS, attr_timeout=SECS, timeout=SECS and
+    /// inode_handles=auto|never|always (hold cached inodes by file handle
+    /// rather than open fd; auto: past half the open-file limit).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Stay in the foreground (otherwise the daemon detaches once mounted).
