@@ -1125,7 +1125,13 @@ impl Filesystem for MemFs {
         self.deny(ctx)?;
         let inner = self.read();
         inner.nodes.get(&ino).ok_or(Errno::NOENT)?.dir()?;
-        Ok(Opened::default())
+        // Every change to a memfs directory passes through the kernel, which
+        // drops its cached listing when it makes one: the kernel may keep
+        // listings between opens.
+        Ok(Opened {
+            flags: OpenOutFlags::CACHE_DIR | OpenOutFlags::KEEP_CACHE,
+            ..Opened::default()
+        })
     }
 
     fn readdir(
