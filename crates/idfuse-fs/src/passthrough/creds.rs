@@ -20,6 +20,32 @@ use rustix::thread::{CapabilitySet, CapabilitySets};
 
 thread_local! {
     static PRIVATE_FS: Cell<bool> = const { Cell::new(false) };
+    static BASELINE: std::cell::RefCell<Option<Baseline>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A worker thread's credentials between switches. They change only inside
+/// an [`AsOwner`], which puts them back, so they are read once per thread
+/// instead of on every create.
+#[derive(Clone)]
+struct Baseline {
+    caps: CapabilitySets,
+    groups: Vec<Gid>,
+    fsuid: u32,
+    fsgid: u32,
+}
+
+fn baseline() -> Result<Baseline, Errno> {
+    if let Some(b) = BASELINE.with(|b| b.borrow().clone()) {
+        return Ok(b);
+    }
+    let b = Baseline {
+        caps: rustix::thread::capabilities(None)?,
+        groups: rustix::process::getgroups()?,
+        fsuid: setfsuid(u32::MAX),
+        fsgid: setfsgid(u32::MAX),
+    };
+    BASELINE.with(|c| *c.borrow_mut() = Some(b.clone()));
+    Ok(b)
 }
 
 /// Give this thread its own umask (and cwd) once: `unshare(CLONE_FS)`.
@@ -56,29 +82,48 @@ pub(super) struct AsOwner {
     groups: Option<Vec<Gid>>,
     caps: Option<CapabilitySets>,
     umask: rustix::fs::Mode,
+    /// The fs ids were changed (not already the owner's).
+    switched: bool,
 }
 
 impl AsOwner {
     /// Switch to `owner` with `umask` (already 0 when the kernel applied it).
     pub(super) fn new(owner: &Owner, umask: u32) -> Result<Self, Errno> {
         private_fs()?;
-        let caps = rustix::thread::capabilities(None)?;
-        let old_groups = rustix::process::getgroups()?;
+        let base = baseline()?;
+        let caps = base.caps;
         let supp: Vec<Gid> = owner.supp_group.map(Gid::from_raw).into_iter().collect();
-        let groups = match rustix::thread::set_thread_groups(&supp) {
-            Ok(()) => Some(old_groups),
-            // In a user namespace whose setgroups is denied (unshare -r),
-            // the groups cannot change; the create proceeds with the fsuid
-            // and fsgid alone.
-            Err(Errno::PERM) => None,
-            Err(e) => return Err(e),
+        let groups = if supp == base.groups {
+            None
+        } else {
+            match rustix::thread::set_thread_groups(&supp) {
+                Ok(()) => Some(base.groups.clone()),
+                // In a user namespace whose setgroups is denied (unshare
+                // -r), the groups cannot change; the create proceeds with
+                // the fsuid and fsgid alone.
+                Err(Errno::PERM) => None,
+                Err(e) => return Err(e),
+            }
         };
+        if owner.uid == base.fsuid && owner.gid == base.fsgid {
+            // Already the owner (the daemon's own ids, e.g. root creating
+            // as root): nothing to switch, and the capabilities stay.
+            return Ok(Self {
+                uid: base.fsuid,
+                gid: base.fsgid,
+                groups,
+                caps: None,
+                umask: rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask & 0o777)),
+                switched: false,
+            });
+        }
         let mut guard = Self {
             gid: setfsgid(owner.gid),
             uid: setfsuid(owner.uid),
             groups,
             caps: None,
             umask: rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask & 0o777)),
+            switched: true,
         };
         // setfsuid reports no error: read back what took effect.
         if setfsuid(u32::MAX) != owner.uid || setfsgid(u32::MAX) != owner.gid {
@@ -108,8 +153,10 @@ impl AsOwner {
 
 impl Drop for AsOwner {
     fn drop(&mut self) {
-        setfsuid(self.uid);
-        setfsgid(self.gid);
+        if self.switched {
+            setfsuid(self.uid);
+            setfsgid(self.gid);
+        }
         if let Some(caps) = self.caps {
             // Returning to fsuid 0 raised the fs capabilities again; this
             // puts back exactly the set the thread had.
@@ -138,6 +185,47 @@ mod tests {
             .find_map(|l| l.strip_prefix("Umask:"))
             .map(|v| v.trim().to_string())
             .expect("Umask line")
+    }
+
+    #[test]
+    fn the_daemons_own_ids_switch_nothing_but_the_umask() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        std::thread::spawn(|| {
+            let before_caps = rustix::thread::capabilities(None).expect("capget");
+            let before_umask = umask();
+            let owner = Owner {
+                uid: 0,
+                gid: 0,
+                supp_group: None,
+            };
+            {
+                let g = AsOwner::new(&owner, 0o077).expect("switch");
+                assert!(!g.switched);
+                assert_eq!(fs_ids(), (0, 0));
+                assert_eq!(umask(), "0077");
+                assert_eq!(
+                    rustix::thread::capabilities(None).expect("capget"),
+                    before_caps,
+                    "root creating as root keeps its capabilities"
+                );
+            }
+            assert_eq!(umask(), before_umask, "umask restored");
+            // A switch after the shortcut still switches.
+            let other = Owner {
+                uid: 1234,
+                gid: 2345,
+                supp_group: None,
+            };
+            let g = AsOwner::new(&other, 0o022).expect("switch");
+            assert!(g.switched);
+            assert_eq!(fs_ids(), (1234, 2345));
+            drop(g);
+            assert_eq!(fs_ids(), (0, 0));
+        })
+        .join()
+        .expect("thread");
     }
 
     #[test]
