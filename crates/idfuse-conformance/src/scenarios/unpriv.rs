@@ -150,14 +150,7 @@ fn fail(e: impl std::fmt::Display) -> Value {
 /// (unprivileged) user, in a new mount namespace.
 fn enter_userns(map: &str) -> Result<(), String> {
     super::ns::nest(&[map])?;
-    // SAFETY: a new mount namespace for this single-threaded child.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
-        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
-    rustix::mount::mount_change(
-        "/",
-        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
-    )
-    .map_err(|e| format!("making mounts private: {e}"))
+    crate::private_mounts()
 }
 
 /// Mount a fresh `kind` at `mnt` from inside the namespace; a daemon, if
