@@ -9,22 +9,36 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 bin=target/release/idfuse
+# Everything the tests create goes under one scratch directory: their temp
+# files (TMPDIR), their mountpoints, their daemons' arguments. What is left
+# there at the end, and only that, is this run's leftover; mounts and
+# processes of other programs on the machine do not count.
 scratch=$(mktemp -d /tmp/idfuse-test.XXXXXX)
-trap 'rm -rf "$scratch"' EXIT
-
-leftovers() { awk '$3 ~ /^fuse/ && $3 != "fusectl" {print $2}' /proc/self/mounts; }
-before=$(leftovers)
+chmod 0755 "$scratch"
+mkdir -m 1777 "$scratch/tmp"
+mounts_under() { awk -v p="$1/" '$3 != "fusectl" && index($2 "/", p) == 1 {print $2}' /proc/self/mounts; }
+cleanup() {
+  # A failed run must not break the next one: detach what it left mounted
+  # and stop the daemons it started (their command lines name the scratch
+  # directory), innermost first.
+  mounts_under "$scratch" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  pkill -KILL -f -- "$scratch/" 2>/dev/null || true
+  rm -rf --one-file-system "$scratch"
+}
+trap cleanup EXIT
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
-cargo test --release --workspace --no-fail-fast 2>&1
+cargo test --release --workspace --no-run --quiet
+TMPDIR=$scratch/tmp cargo test --release --workspace --no-fail-fast 2>&1
 
 echo "== fuzzing, briefly"
-bash scripts/fuzz.sh 20
+FUZZ_JOBS=2 bash scripts/fuzz.sh 20
 
+export TMPDIR=$scratch/tmp
 echo "== bench --quick"
 "$bin" bench --quick --out "$scratch/bench"
 
@@ -35,10 +49,14 @@ echo "== conformance: default targets, differential against tmpfs"
 "$bin" conformance --json "$scratch/conformance.json"
 
 
-# Only mounts that appeared during this run count: others on the machine
-# may come and go while it runs.
-new=$(comm -13 <(printf '%s\n' "$before" | sort) <(leftovers | sort) | sed '/^$/d')
-if [ -n "$new" ]; then
-  echo "test: FUSE mounts left behind: $new" >&2
+# This run's own leftovers: mounts under its scratch directory, daemons
+# whose command line names it, files in its temp directory.
+left=$(mounts_under "$scratch")
+procs=$(pgrep -a -f -- "$scratch/" | grep -v "^$$ " || true)
+files=$(find "$scratch/tmp" -mindepth 1 -maxdepth 2 2>/dev/null | head -20)
+if [ -n "$left$procs$files" ]; then
+  [ -z "$left" ] || echo "test: mounts left behind: $left" >&2
+  [ -z "$procs" ] || echo "test: processes left behind: $procs" >&2
+  [ -z "$files" ] || echo "test: files left in the temp directory: $files" >&2
   exit 1
 fi

@@ -464,7 +464,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
         }
         opts.targets.clone()
     };
-    let base = PathBuf::from(format!("/tmp/idfuse-bench.{}", std::process::id()));
+    let base = std::env::temp_dir().join(format!("idfuse-bench.{}", std::process::id()));
     let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); targets.len()]; WORKLOADS.len()];
     let mut units = vec![""; WORKLOADS.len()];
     let mut skipped: Vec<Vec<Option<String>>> = vec![vec![None; targets.len()]; WORKLOADS.len()];

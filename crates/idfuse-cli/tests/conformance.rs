@@ -121,7 +121,8 @@ fn interrupted_runs_leave_nothing_mounted() {
         }
         // Its mounts live in a private mount namespace that dies with the
         // last process in it; its daemons die with it (parent-death signal).
-        let mine = format!("/tmp/idfuse-conformance.{}/", child.id());
+        let dir = idfuse_conformance::run_dir(child.id());
+        let mine = format!("{}/", dir.display());
         let start = Instant::now();
         let alive = || {
             let out = Command::new("pgrep").args(["-f", &mine]).output().unwrap();
@@ -139,6 +140,13 @@ fn interrupted_runs_leave_nothing_mounted() {
             leftovers().iter().all(|l| !l.contains(&mine)),
             "after signal {sig}: {:?}",
             leftovers()
+        );
+        // What a killed run cannot delete itself, the next run does.
+        idfuse_conformance::remove_stale_runs();
+        assert!(
+            !dir.exists(),
+            "{} is left in the temp directory after signal {sig}",
+            dir.display()
         );
     }
 }

@@ -302,12 +302,17 @@ fn idmap_option_makes_the_view_atomically() {
         "seen through the view"
     );
     // A caller with no mapping cannot create anything (the VFS says EOVERFLOW).
-    let st = Command::new("setpriv")
+    let out = Command::new("setpriv")
         .args(["--reuid=5000", "--regid=5000", "--clear-groups", "touch"])
         .arg(dir.path().join("unmapped"))
-        .status()
+        .output()
         .unwrap();
-    assert!(!st.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Value too large"),
+        "an unmapped caller's create through the view: expected EOVERFLOW, got {} / {err}",
+        out.status
+    );
 }
 
 #[test]
@@ -366,9 +371,15 @@ fn unprivileged_user_mounts_through_fusermount3() {
             "echo hi > {0}/f && cat {0}/f && fusermount3 -u {0}",
             mnt.display()
         ))
-        .status()
+        .output()
         .unwrap();
-    assert!(st.success());
+    assert!(
+        st.status.success() && String::from_utf8_lossy(&st.stdout).trim() == "hi",
+        "the mounting user writes, reads back and unmounts: {} / {} / {}",
+        st.status,
+        String::from_utf8_lossy(&st.stdout),
+        String::from_utf8_lossy(&st.stderr)
+    );
     let start = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {

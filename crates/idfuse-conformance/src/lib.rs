@@ -128,6 +128,63 @@ fn run_one(
 }
 
 /// Detach every mount below `dir`.
+/// Where the run of process `pid` keeps its mounts and scratch files.
+pub fn run_dir(pid: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("idfuse-conformance.{pid}"))
+}
+
+/// Remove what runs killed before they could clean up left in the temp
+/// directory: the directories of processes that no longer exist, after
+/// detaching anything still mounted under them.
+pub fn remove_stale_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("idfuse-conformance."))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        remove_run_dir(&e.path());
+    }
+}
+
+/// Detach the mounts under `dir`, then delete it without crossing into
+/// another filesystem (a mount that could not be detached keeps its files).
+pub fn remove_run_dir(dir: &Path) {
+    sweep(dir);
+    if let Ok(meta) = std::fs::symlink_metadata(dir) {
+        remove_same_fs(dir, std::os::unix::fs::MetadataExt::dev(&meta));
+    }
+}
+
+fn remove_same_fs(path: &Path, dev: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.dev() != dev {
+        return;
+    }
+    if meta.is_dir() {
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                remove_same_fs(&e.path(), dev);
+            }
+        }
+        let _ = std::fs::remove_dir(path);
+    } else {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 fn sweep(dir: &Path) {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
@@ -168,7 +225,8 @@ fn diff(reference: &Value, got: &Value, path: &str, out: &mut Vec<String>) {
 /// Run the suite; `stop` is polled between scenarios (SIGINT). Lines are
 /// printed as results come in.
 pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> Vec<Result1> {
-    let base = PathBuf::from(format!("/tmp/idfuse-conformance.{}", std::process::id()));
+    remove_stale_runs();
+    let base = run_dir(std::process::id());
     let cat = catalogue();
     let chosen: Vec<&Scenario> = cat
         .iter()
@@ -257,8 +315,7 @@ pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> V
         }
         drop(inst);
     }
-    sweep(&base);
-    let _ = std::fs::remove_dir_all(&base);
+    remove_run_dir(&base);
     let count = |s: &str| results.iter().filter(|r| r.status == s).count();
     let _ = writeln!(
         out,

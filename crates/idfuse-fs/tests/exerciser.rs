@@ -293,10 +293,10 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// splitmix64: small, seedable, good enough to pick operations.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -305,7 +305,7 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (0 for n == 0).
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             0
         } else {
@@ -317,7 +317,7 @@ impl Rng {
         self.below(n as u64) as usize
     }
 
-    fn fill(&mut self, buf: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             let v = self.next().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
@@ -457,7 +457,7 @@ impl Op {
     }
 }
 
-struct Fsx {
+pub(crate) struct Fsx {
     name: String,
     path: PathBuf,
     file: Option<File>,
@@ -468,7 +468,7 @@ struct Fsx {
     history: VecDeque<(u64, Op, String)>,
     /// A longer memory of the ops, to tell which last touched an offset.
     recent: VecDeque<(u64, Op)>,
-    counts: [u64; KINDS.len()],
+    pub(crate) counts: [u64; KINDS.len()],
     /// Fallocate modes the filesystem refused with EOPNOTSUPP.
     falloc_off: Vec<Falloc>,
     copy_off: bool,
@@ -477,8 +477,8 @@ struct Fsx {
     buf: Vec<u8>,
 }
 
-struct FsxReport {
-    counts: [u64; KINDS.len()],
+pub(crate) struct FsxReport {
+    pub(crate) counts: [u64; KINDS.len()],
     falloc_off: Vec<Falloc>,
     copy_off: bool,
     short_copies: u64,
@@ -486,7 +486,7 @@ struct FsxReport {
 }
 
 impl Fsx {
-    fn new(name: &str, path: PathBuf, seed: u64) -> Fsx {
+    pub(crate) fn new(name: &str, path: PathBuf, seed: u64) -> Fsx {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -913,7 +913,7 @@ impl Fsx {
         }
     }
 
-    fn run(mut self, ops: u64) -> FsxReport {
+    pub(crate) fn run(mut self, ops: u64) -> FsxReport {
         for i in 0..ops {
             let op = self.pick();
             self.step(op);
@@ -1021,7 +1021,7 @@ fn fsx_passthrough_through_the_daemon() {
 const STRESS_NAMES: usize = 64;
 /// Parents that are fixed directories (first two) or names of the
 /// namespace that may or may not be directories at the moment.
-const STRESS_PARENTS: [&str; 6] = ["a", "b", "a/n00", "a/n01", "b/n00", "b/n01"];
+pub(crate) const STRESS_PARENTS: [&str; 6] = ["a", "b", "a/n00", "a/n01", "b/n00", "b/n01"];
 
 fn stress_path(rng: &mut Rng) -> String {
     // Mostly directly under a/ and b/.
@@ -1034,9 +1034,9 @@ fn stress_path(rng: &mut Rng) -> String {
 }
 
 #[derive(Default)]
-struct StressStats {
-    ok: BTreeMap<&'static str, u64>,
-    errors: BTreeMap<String, u64>,
+pub(crate) struct StressStats {
+    pub(crate) ok: BTreeMap<&'static str, u64>,
+    pub(crate) errors: BTreeMap<String, u64>,
 }
 
 fn errno_name(e: i32) -> String {
@@ -1055,7 +1055,7 @@ fn errno_name(e: i32) -> String {
 /// One stressing thread: `ops` random operations on the namespace under
 /// `root`. Errors the operations can meet in a racing namespace are
 /// counted; any other error stops every thread and fails.
-fn stress_thread(
+pub(crate) fn stress_thread(
     root: &Path,
     seed: u64,
     ops: u64,

@@ -13,10 +13,13 @@ use std::sync::Arc;
 use idfuse::{MountOptions, Session, SessionConfig};
 use idfuse_fs::memfs::{MemFs, MemFsOptions};
 
+/// Fields drop in order: the session unmounts before the directory under
+/// it is removed (else the removal empties the mount and then fails on the
+/// busy mountpoint, leaving it behind).
 struct Mnt {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
     session: Session<MemFs>,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 fn mount() -> Mnt {
@@ -29,9 +32,9 @@ fn mount() -> Mnt {
     let session = Session::mount(fs, &path, MountOptions::default(), SessionConfig::default())
         .expect("mount memfs");
     Mnt {
-        _dir: dir,
-        path,
         session,
+        path,
+        _dir: dir,
     }
 }
 

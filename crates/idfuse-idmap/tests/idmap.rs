@@ -89,8 +89,8 @@ fn create_as(dir: &Path, name: &str, uid: u32, gid: u32) -> bool {
             "touch".into(),
         ])
         .arg(dir.join(name))
-        .status()
-        .is_ok_and(|s| s.success())
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn owners_follow_the_spec(src: &Path, view: &Path) {
