@@ -21,6 +21,10 @@ echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --release --workspace --no-fail-fast 2>&1
+echo "== cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+echo "== cargo package, every crate"
+cargo package --workspace --no-verify --allow-dirty --quiet
 
 echo "== fuzzing, briefly"
 bash scripts/fuzz.sh 20

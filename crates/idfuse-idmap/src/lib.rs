@@ -1,6 +1,7 @@
 //! Idmapped mounts and user namespaces from util-linux map specs, and a
 //! probe that says in words why a mount cannot be idmapped. This crate
 //! knows nothing of FUSE beyond recognising its mounts in explanations.
+#![warn(missing_docs)]
 
 mod mount;
 pub mod probe;

@@ -5,6 +5,7 @@
 //! negotiated the kernel makes every permission decision and withholds
 //! caller ids except on inode creation, where they arrive as an [`Owner`];
 //! the types make it impossible to ask for a caller id that does not exist.
+#![warn(missing_docs)]
 
 pub mod fs;
 pub mod mount;
