@@ -1,6 +1,19 @@
 //! `idfuse conformance`: the idmapped-mount test suite, run against any
 //! mount, with the in-kernel filesystem (tmpfs) as the reference. A target
 //! is a mount point; this crate knows no filesystem's internals.
+//!
+//! The catalogue is data; [`run`] executes it (as root) on [`Target`]s such
+//! as `tmpfs`, `memfs`, a directory, or `cmd:DAEMON ARGS {mnt}` for any FUSE
+//! server:
+//!
+//! ```
+//! use idfuse_conformance::{catalogue, Target};
+//!
+//! let scenarios = catalogue();
+//! assert!(scenarios.iter().any(|s| s.id == "A1"));
+//! let target: Target = "cmd:bindfs /srv/src {mnt}".parse().expect("a target spec");
+//! assert!(matches!(target, Target::Cmd(_)));
+//! ```
 
 pub mod proc;
 pub mod scenarios;
