@@ -31,7 +31,7 @@ pub use target::Target;
 
 /// One scenario on one target.
 #[derive(Debug, Clone, Serialize)]
-pub struct Result1 {
+pub struct ScenarioResult {
     /// Scenario id.
     pub scenario: String,
     /// Target name.
@@ -180,7 +180,7 @@ fn diff(reference: &Value, got: &Value, path: &str, out: &mut Vec<String>) {
 
 /// Run the suite; `stop` is polled between scenarios (SIGINT). Lines are
 /// printed as results come in.
-pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> Vec<Result1> {
+pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> Vec<ScenarioResult> {
     let base = PathBuf::from(format!("/tmp/idfuse-conformance.{}", std::process::id()));
     let cat = catalogue();
     let chosen: Vec<&Scenario> = cat
@@ -191,7 +191,7 @@ pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> V
                 .is_none_or(|p| s.id.contains(p.as_str()) || s.title.contains(p.as_str()))
         })
         .collect();
-    let mut results: Vec<Result1> = Vec::new();
+    let mut results: Vec<ScenarioResult> = Vec::new();
     let started = Instant::now();
     'targets: for (ti, t) in opts.targets.iter().enumerate() {
         let work = base.join(format!("t{ti}"));
@@ -201,7 +201,7 @@ pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> V
             Ok(i) => i,
             Err(e) => {
                 for s in &chosen {
-                    let r = Result1 {
+                    let r = ScenarioResult {
                         scenario: s.id.into(),
                         target: t.to_string(),
                         status: "skip".into(),
@@ -260,7 +260,7 @@ pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> V
             };
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
-            results.push(Result1 {
+            results.push(ScenarioResult {
                 scenario: s.id.into(),
                 target: t.to_string(),
                 status,
