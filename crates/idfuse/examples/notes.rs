@@ -213,7 +213,7 @@ impl Filesystem for Notes {
         let (sec, nsec) = now();
         let attr = Attr {
             ino,
-            mode: FileType::RegularFile.mode() | (mode.mode & 0o7777 & !mode.umask),
+            mode: FileType::RegularFile.mode() | mode.permissions(),
             nlink: 1,
             uid: owner.uid,
             gid: owner.gid,

@@ -51,6 +51,17 @@ pub struct Context<'a> {
     pub(crate) device: &'a Device,
 }
 
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("unique", &self.unique)
+            .field("pid", &self.pid)
+            .field("caller", &self.caller)
+            .field("interrupted", &self.is_interrupted())
+            .finish()
+    }
+}
+
 impl<'a> Context<'a> {
     /// The request id.
     pub fn unique(&self) -> u64 {
@@ -294,7 +305,16 @@ pub struct CreateMode {
     pub umask: u32,
 }
 
+impl CreateMode {
+    /// The permission bits (with setid and sticky) to give the new inode
+    /// when the parent has no default ACL: `mode & 0o7777 & !umask`.
+    pub fn permissions(&self) -> u32 {
+        self.mode & 0o7777 & !self.umask
+    }
+}
+
 /// Receives entries for READDIRPLUS.
+#[derive(Debug)]
 pub struct DirPlusBuf<'a>(pub(crate) &'a mut DirBuf);
 
 impl DirPlusBuf<'_> {

@@ -248,6 +248,15 @@ pub struct MemFs {
     daemon: (u32, u32),
 }
 
+impl std::fmt::Debug for MemFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemFs")
+            .field("inodes", &self.inode_count())
+            .field("fault", &self.fault)
+            .finish_non_exhaustive()
+    }
+}
+
 fn dtype(mode: u32) -> u32 {
     (mode & libc::S_IFMT) >> 12
 }
