@@ -16,6 +16,7 @@
 //! let report = run(&opts, &mut std::io::stderr()).expect("bench");
 //! println!("{}", markdown(&report));
 //! ```
+#![warn(missing_docs)]
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;

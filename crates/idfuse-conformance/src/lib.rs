@@ -14,6 +14,7 @@
 //! let target: Target = "cmd:bindfs /srv/src {mnt}".parse().expect("a target spec");
 //! assert!(matches!(target, Target::Cmd(_)));
 //! ```
+#![warn(missing_docs)]
 
 pub mod proc;
 pub mod scenarios;
