@@ -34,6 +34,12 @@ cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --release --workspace --no-run --quiet
 TMPDIR=$scratch/tmp cargo test --release --workspace --no-fail-fast 2>&1
+# `cargo test` above also ran every crate's doctests and built the examples,
+# which crates/idfuse/tests/examples.rs mounted.
+echo "== cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+echo "== cargo package, every crate"
+cargo package --workspace --no-verify --allow-dirty --quiet
 
 echo "== fuzzing, briefly"
 FUZZ_JOBS=2 bash scripts/fuzz.sh 20

@@ -1,7 +1,8 @@
 //! The `#[repr(C)]` structs of `include/uapi/linux/fuse.h` (protocol 7.45,
 //! Linux 6.18), field for field. Names drop the `fuse_` prefix and are
-//! CamelCase; field names are the kernel's.
-#![allow(missing_docs)] // field names are the kernel's; see fuse.h
+//! CamelCase; field names are the kernel's, so `fuse.h` and its comments
+//! document them. Every field's doc names it; the fields a filesystem fills
+//! in itself (`Attr`, `Kstatfs`, `FileLock`, `Statx`) say more.
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -55,7 +56,13 @@ macro_rules! abi {
             $(#[$m])*
             #[repr(C)]
             #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-            pub struct $name { $($(#[$fm])* pub $f: $t),* }
+            pub struct $name {
+                $(
+                    #[doc = concat!("`", stringify!($f), "`, as the kernel's struct names it.")]
+                    $(#[$fm])*
+                    pub $f: $t
+                ),*
+            }
         )*
     };
 }
@@ -63,14 +70,48 @@ macro_rules! abi {
 abi! {
     /// `struct fuse_attr`
     pub struct Attr {
-        pub ino: u64, pub size: u64, pub blocks: u64,
-        pub atime: u64, pub mtime: u64, pub ctime: u64,
-        pub atimensec: u32, pub mtimensec: u32, pub ctimensec: u32,
-        pub mode: u32, pub nlink: u32, pub uid: u32, pub gid: u32,
-        pub rdev: u32, pub blksize: u32, pub flags: u32,
+        /// Inode number shown in `st_ino`.
+        pub ino: u64,
+        /// Size in bytes.
+        pub size: u64,
+        /// Allocated space in 512-byte units.
+        pub blocks: u64,
+        /// Access time, seconds since the epoch.
+        pub atime: u64,
+        /// Modification time, seconds since the epoch.
+        pub mtime: u64,
+        /// Status change time, seconds since the epoch.
+        pub ctime: u64,
+        /// Nanoseconds of `atime`.
+        pub atimensec: u32,
+        /// Nanoseconds of `mtime`.
+        pub mtimensec: u32,
+        /// Nanoseconds of `ctime`.
+        pub ctimensec: u32,
+        /// File type (`S_IFMT` bits) and permission bits, as in `st_mode`.
+        pub mode: u32,
+        /// Number of hard links.
+        pub nlink: u32,
+        /// Owner, in the filesystem's id space.
+        pub uid: u32,
+        /// Group, in the filesystem's id space.
+        pub gid: u32,
+        /// Device number of a device node.
+        pub rdev: u32,
+        /// Preferred I/O size (`st_blksize`); 0 lets the kernel choose.
+        pub blksize: u32,
+        /// `FUSE_ATTR_*` flags ([`AttrFlags`](crate::AttrFlags)).
+        pub flags: u32,
     }
     /// `struct fuse_sx_time`
-    pub struct SxTime { pub tv_sec: i64, pub tv_nsec: u32, pub __reserved: i32 }
+    pub struct SxTime {
+        /// Seconds since the epoch.
+        pub tv_sec: i64,
+        /// Nanoseconds.
+        pub tv_nsec: u32,
+        /// Reserved.
+        pub __reserved: i32,
+    }
     /// `struct fuse_statx`
     pub struct Statx {
         pub mask: u32, pub blksize: u32, pub attributes: u64,
@@ -82,12 +123,39 @@ abi! {
     }
     /// `struct fuse_kstatfs`
     pub struct Kstatfs {
-        pub blocks: u64, pub bfree: u64, pub bavail: u64, pub files: u64, pub ffree: u64,
-        pub bsize: u32, pub namelen: u32, pub frsize: u32, pub padding: u32,
+        /// Total data blocks, in `frsize` units.
+        pub blocks: u64,
+        /// Free blocks.
+        pub bfree: u64,
+        /// Free blocks available to unprivileged users.
+        pub bavail: u64,
+        /// Total inodes.
+        pub files: u64,
+        /// Free inodes.
+        pub ffree: u64,
+        /// Preferred block size.
+        pub bsize: u32,
+        /// Longest file name.
+        pub namelen: u32,
+        /// Fragment size, the unit of the block counts.
+        pub frsize: u32,
+        /// Reserved.
+        pub padding: u32,
+        /// Reserved.
         pub spare: [u32; 6],
     }
     /// `struct fuse_file_lock`
-    pub struct FileLock { pub start: u64, pub end: u64, pub r#type: u32, pub pid: u32 }
+    pub struct FileLock {
+        /// First byte of the range.
+        pub start: u64,
+        /// Last byte of the range (inclusive; `u64::MAX` or `i64::MAX` for
+        /// "to the end").
+        pub end: u64,
+        /// `F_RDLCK`, `F_WRLCK` or `F_UNLCK`.
+        pub r#type: u32,
+        /// The process holding the lock, for GETLK answers.
+        pub pid: u32,
+    }
     /// `struct fuse_entry_out`
     pub struct EntryOut {
         pub nodeid: u64, pub generation: u64, pub entry_valid: u64, pub attr_valid: u64,
@@ -96,7 +164,12 @@ abi! {
     /// `struct fuse_forget_in`
     pub struct ForgetIn { pub nlookup: u64 }
     /// `struct fuse_forget_one`
-    pub struct ForgetOne { pub nodeid: u64, pub nlookup: u64 }
+    pub struct ForgetOne {
+        /// The inode.
+        pub nodeid: u64,
+        /// How many lookups to drop.
+        pub nlookup: u64,
+    }
     /// `struct fuse_batch_forget_in`
     pub struct BatchForgetIn { pub count: u32, pub dummy: u32 }
     /// `struct fuse_getattr_in`
@@ -259,76 +332,139 @@ abi! {
     pub struct SuppGroups { pub nr_groups: u32 }
 }
 
-/// `enum fuse_opcode`.
-#[allow(missing_docs)]
+/// `enum fuse_opcode`: the opcodes, named as the kernel names them
+/// without the `FUSE_` prefix.
 pub mod opcode {
+    /// Look a name up in a directory.
     pub const LOOKUP: u32 = 1;
+    /// Drop lookups of an inode (no reply).
     pub const FORGET: u32 = 2;
+    /// Read attributes.
     pub const GETATTR: u32 = 3;
+    /// Change attributes.
     pub const SETATTR: u32 = 4;
+    /// Read a symlink's target.
     pub const READLINK: u32 = 5;
+    /// Create a symlink.
     pub const SYMLINK: u32 = 6;
+    /// Create a file, device, FIFO or socket.
     pub const MKNOD: u32 = 8;
+    /// Create a directory.
     pub const MKDIR: u32 = 9;
+    /// Remove a non-directory.
     pub const UNLINK: u32 = 10;
+    /// Remove a directory.
     pub const RMDIR: u32 = 11;
+    /// Rename (no flags).
     pub const RENAME: u32 = 12;
+    /// Create a hard link.
     pub const LINK: u32 = 13;
+    /// Open a file.
     pub const OPEN: u32 = 14;
+    /// Read from an open file or directory.
     pub const READ: u32 = 15;
+    /// Write to an open file.
     pub const WRITE: u32 = 16;
+    /// Filesystem statistics.
     pub const STATFS: u32 = 17;
+    /// Last close of an open file.
     pub const RELEASE: u32 = 18;
+    /// Flush a file to stable storage.
     pub const FSYNC: u32 = 20;
+    /// Set an extended attribute.
     pub const SETXATTR: u32 = 21;
+    /// Read an extended attribute.
     pub const GETXATTR: u32 = 22;
+    /// List extended attribute names.
     pub const LISTXATTR: u32 = 23;
+    /// Remove an extended attribute.
     pub const REMOVEXATTR: u32 = 24;
+    /// A close(2) of a file descriptor.
     pub const FLUSH: u32 = 25;
+    /// Start of the connection: negotiate version and flags.
     pub const INIT: u32 = 26;
+    /// Open a directory.
     pub const OPENDIR: u32 = 27;
+    /// List directory entries.
     pub const READDIR: u32 = 28;
+    /// Last close of an open directory.
     pub const RELEASEDIR: u32 = 29;
+    /// Flush a directory to stable storage.
     pub const FSYNCDIR: u32 = 30;
+    /// Test for a POSIX lock.
     pub const GETLK: u32 = 31;
+    /// Take or release a POSIX lock without waiting.
     pub const SETLK: u32 = 32;
+    /// Take a POSIX lock, waiting for it.
     pub const SETLKW: u32 = 33;
+    /// access(2) check (not sent with `default_permissions`).
     pub const ACCESS: u32 = 34;
+    /// Create and open a regular file.
     pub const CREATE: u32 = 35;
+    /// Interrupt an earlier request.
     pub const INTERRUPT: u32 = 36;
+    /// Map a file block to a device block (`fuseblk`).
     pub const BMAP: u32 = 37;
+    /// End of the connection (`fuseblk`, or on unmount).
     pub const DESTROY: u32 = 38;
+    /// ioctl(2) on an open file.
     pub const IOCTL: u32 = 39;
+    /// poll(2) on an open file.
     pub const POLL: u32 = 40;
+    /// The kernel's answer to a RETRIEVE notification.
     pub const NOTIFY_REPLY: u32 = 41;
+    /// Drop lookups of several inodes (no reply).
     pub const BATCH_FORGET: u32 = 42;
+    /// Allocate or punch a range.
     pub const FALLOCATE: u32 = 43;
+    /// List directory entries with their attributes.
     pub const READDIRPLUS: u32 = 44;
+    /// Rename with `RENAME_*` flags.
     pub const RENAME2: u32 = 45;
+    /// `SEEK_DATA`/`SEEK_HOLE`.
     pub const LSEEK: u32 = 46;
+    /// Copy a range between open files (32-bit count reply).
     pub const COPY_FILE_RANGE: u32 = 47;
+    /// Map a range into the DAX window (virtio-fs).
     pub const SETUPMAPPING: u32 = 48;
+    /// Unmap ranges from the DAX window (virtio-fs).
     pub const REMOVEMAPPING: u32 = 49;
+    /// syncfs(2).
     pub const SYNCFS: u32 = 50;
+    /// Create an unnamed file (`O_TMPFILE`).
     pub const TMPFILE: u32 = 51;
+    /// statx(2) attributes.
     pub const STATX: u32 = 52;
+    /// Copy a range between open files (64-bit count reply, 7.45).
     pub const COPY_FILE_RANGE_64: u32 = 53;
+    /// INIT of a CUSE (character device) connection.
     pub const CUSE_INIT: u32 = 4096;
+    /// Reserved: CUSE_INIT byte-swapped.
     pub const CUSE_INIT_BSWAP_RESERVED: u32 = 1_048_576;
+    /// Reserved: INIT byte-swapped.
     pub const FUSE_INIT_BSWAP_RESERVED: u32 = 436_207_616;
 }
 
-/// `enum fuse_notify_code`.
-#[allow(missing_docs)]
+/// `enum fuse_notify_code`: what a notification written to `/dev/fuse`
+/// asks of the kernel.
 pub mod notify {
+    /// Wake up a poll(2) waiter.
     pub const POLL: i32 = 1;
+    /// Drop cached attributes and data of an inode.
     pub const INVAL_INODE: i32 = 2;
+    /// Drop a cached name.
     pub const INVAL_ENTRY: i32 = 3;
+    /// Put data into the page cache.
     pub const STORE: i32 = 4;
+    /// Ask for data from the page cache.
     pub const RETRIEVE: i32 = 5;
+    /// A name was removed (also tells inotify).
     pub const DELETE: i32 = 6;
+    /// Resend every request still waiting for a reply.
     pub const RESEND: i32 = 7;
+    /// Start a new epoch: older cached entries become stale.
     pub const INC_EPOCH: i32 = 8;
+    /// Drop unused cached inodes.
     pub const PRUNE: i32 = 9;
 }
 

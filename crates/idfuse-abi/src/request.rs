@@ -119,181 +119,303 @@ impl<'a> ForgetList<'a> {
     }
 }
 
-/// Every request the kernel sends, with its arguments.
+/// Every request the kernel sends, with its arguments. Variants are named
+/// after the opcodes (`FUSE_LOOKUP` is `Lookup`); `arg` is the opcode's fixed
+/// argument struct, names and data borrow from the read buffer.
 #[derive(Debug)]
-#[allow(missing_docs)]
 pub enum Operation<'a> {
+    /// `FUSE_LOOKUP`: look `name` up in the header's node.
     Lookup {
+        /// The name (without its NUL).
         name: &'a OsStr,
     },
+    /// `FUSE_FORGET`: drop `arg.nlookup` lookups (no reply).
     Forget {
+        /// The fixed argument.
         arg: ForgetIn,
     },
+    /// `FUSE_GETATTR`.
     Getattr {
+        /// The fixed argument.
         arg: GetattrIn,
     },
+    /// `FUSE_SETATTR`.
     Setattr {
+        /// The fixed argument.
         arg: SetattrIn,
     },
+    /// `FUSE_READLINK`.
     Readlink,
+    /// `FUSE_SYMLINK`: create `name` pointing at `target`.
     Symlink {
+        /// The name (without its NUL).
         name: &'a OsStr,
+        /// The symlink's target.
         target: &'a OsStr,
     },
+    /// `FUSE_MKNOD`.
     Mknod {
+        /// The fixed argument.
         arg: MknodIn,
+        /// The name (without its NUL).
         name: &'a OsStr,
     },
+    /// `FUSE_MKDIR`.
     Mkdir {
+        /// The fixed argument.
         arg: MkdirIn,
+        /// The name (without its NUL).
         name: &'a OsStr,
     },
+    /// `FUSE_UNLINK`.
     Unlink {
+        /// The name (without its NUL).
         name: &'a OsStr,
     },
+    /// `FUSE_RMDIR`.
     Rmdir {
+        /// The name (without its NUL).
         name: &'a OsStr,
     },
+    /// `FUSE_RENAME`: `name` in the header's node to `newname` in `arg.newdir`.
     Rename {
+        /// The fixed argument.
         arg: RenameIn,
+        /// The name (without its NUL).
         name: &'a OsStr,
+        /// The new name.
         newname: &'a OsStr,
     },
+    /// `FUSE_LINK`: link `arg.oldnodeid` as `newname` in the header's node.
     Link {
+        /// The fixed argument.
         arg: LinkIn,
+        /// The new name.
         newname: &'a OsStr,
     },
+    /// `FUSE_OPEN`.
     Open {
+        /// The fixed argument.
         arg: OpenIn,
     },
+    /// `FUSE_READ`.
     Read {
+        /// The fixed argument.
         arg: ReadIn,
     },
+    /// `FUSE_WRITE`.
     Write {
+        /// The fixed argument.
         arg: WriteIn,
+        /// The bytes that follow the argument.
         data: &'a [u8],
     },
+    /// `FUSE_STATFS`.
     Statfs,
+    /// `FUSE_RELEASE`.
     Release {
+        /// The fixed argument.
         arg: ReleaseIn,
     },
+    /// `FUSE_FSYNC`.
     Fsync {
+        /// The fixed argument.
         arg: FsyncIn,
     },
+    /// `FUSE_SETXATTR`.
     Setxattr {
+        /// The fixed argument.
         arg: SetxattrIn,
+        /// The name (without its NUL).
         name: &'a OsStr,
+        /// The attribute's value.
         value: &'a [u8],
     },
+    /// `FUSE_GETXATTR`.
     Getxattr {
+        /// The fixed argument.
         arg: GetxattrIn,
+        /// The name (without its NUL).
         name: &'a OsStr,
     },
+    /// `FUSE_LISTXATTR`.
     Listxattr {
+        /// The fixed argument.
         arg: GetxattrIn,
     },
+    /// `FUSE_REMOVEXATTR`.
     Removexattr {
+        /// The name (without its NUL).
         name: &'a OsStr,
     },
+    /// `FUSE_FLUSH`.
     Flush {
+        /// The fixed argument.
         arg: FlushIn,
     },
+    /// `FUSE_INIT`.
     Init {
+        /// The fixed argument.
         arg: InitIn,
     },
+    /// `FUSE_OPENDIR`.
     Opendir {
+        /// The fixed argument.
         arg: OpenIn,
     },
+    /// `FUSE_READDIR`.
     Readdir {
+        /// The fixed argument.
         arg: ReadIn,
     },
+    /// `FUSE_RELEASEDIR`.
     Releasedir {
+        /// The fixed argument.
         arg: ReleaseIn,
     },
+    /// `FUSE_FSYNCDIR`.
     Fsyncdir {
+        /// The fixed argument.
         arg: FsyncIn,
     },
+    /// `FUSE_GETLK`.
     Getlk {
+        /// The fixed argument.
         arg: LkIn,
     },
+    /// `FUSE_SETLK`.
     Setlk {
+        /// The fixed argument.
         arg: LkIn,
     },
+    /// `FUSE_SETLKW`.
     Setlkw {
+        /// The fixed argument.
         arg: LkIn,
     },
+    /// `FUSE_ACCESS`.
     Access {
+        /// The fixed argument.
         arg: AccessIn,
     },
+    /// `FUSE_CREATE`.
     Create {
+        /// The fixed argument.
         arg: CreateIn,
+        /// The name (without its NUL).
         name: &'a OsStr,
     },
+    /// `FUSE_INTERRUPT`: `arg.unique` is the request to interrupt.
     Interrupt {
+        /// The fixed argument.
         arg: InterruptIn,
     },
+    /// `FUSE_BMAP`.
     Bmap {
+        /// The fixed argument.
         arg: BmapIn,
     },
+    /// `FUSE_DESTROY`.
     Destroy,
+    /// `FUSE_IOCTL`.
     Ioctl {
+        /// The fixed argument.
         arg: IoctlIn,
+        /// The bytes that follow the argument.
         data: &'a [u8],
     },
+    /// `FUSE_POLL`.
     Poll {
+        /// The fixed argument.
         arg: PollIn,
     },
+    /// `FUSE_NOTIFY_REPLY`: data the kernel returns for a RETRIEVE notification.
     NotifyReply {
+        /// The fixed argument.
         arg: NotifyRetrieveIn,
+        /// The bytes that follow the argument.
         data: &'a [u8],
     },
+    /// `FUSE_BATCH_FORGET` (no reply).
     BatchForget {
+        /// The fixed argument.
         arg: BatchForgetIn,
+        /// The inodes and counts.
         nodes: ForgetList<'a>,
     },
+    /// `FUSE_FALLOCATE`.
     Fallocate {
+        /// The fixed argument.
         arg: FallocateIn,
     },
+    /// `FUSE_READDIRPLUS`.
     Readdirplus {
+        /// The fixed argument.
         arg: ReadIn,
     },
+    /// `FUSE_RENAME2`: a rename with `arg.flags`.
     Rename2 {
+        /// The fixed argument.
         arg: Rename2In,
+        /// The name (without its NUL).
         name: &'a OsStr,
+        /// The new name.
         newname: &'a OsStr,
     },
+    /// `FUSE_LSEEK`.
     Lseek {
+        /// The fixed argument.
         arg: LseekIn,
     },
+    /// `FUSE_COPY_FILE_RANGE`.
     CopyFileRange {
+        /// The fixed argument.
         arg: CopyFileRangeIn,
     },
+    /// `FUSE_SETUPMAPPING` (DAX).
     Setupmapping {
+        /// The fixed argument.
         arg: SetupmappingIn,
     },
+    /// `FUSE_REMOVEMAPPING` (DAX).
     Removemapping {
+        /// The fixed argument.
         arg: RemovemappingIn,
+        /// The `fuse_removemapping_one` records.
         entries: &'a [u8],
     },
+    /// `FUSE_SYNCFS`.
     Syncfs {
+        /// The fixed argument.
         arg: SyncfsIn,
     },
+    /// `FUSE_TMPFILE`.
     Tmpfile {
+        /// The fixed argument.
         arg: CreateIn,
+        /// The name (without its NUL).
         name: &'a OsStr,
     },
+    /// `FUSE_STATX`.
     Statx {
+        /// The fixed argument.
         arg: StatxIn,
     },
+    /// `FUSE_COPY_FILE_RANGE_64` (7.45).
     CopyFileRange64 {
+        /// The fixed argument.
         arg: CopyFileRangeIn,
     },
+    /// `CUSE_INIT`.
     CuseInit {
+        /// The fixed argument.
         arg: CuseInitIn,
     },
     /// An opcode this crate does not know; the server answers it `ENOSYS`.
     Unknown {
+        /// The opcode.
         opcode: u32,
+        /// Everything after the header.
         body: &'a [u8],
     },
 }

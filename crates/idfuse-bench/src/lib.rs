@@ -1,6 +1,22 @@
 //! `idfuse bench`: the same workloads on native tmpfs, idfuse's filesystems
 //! and peer FUSE servers, interleaved (A B C A B C …) in one run, reported
 //! as medians with min–max and ratios to native and to the best peer.
+//!
+//! [`run`] mounts every target it is given (as root, through the `idfuse`
+//! binary named in [`BenchOptions`]) and [`markdown`] renders the report:
+//!
+//! ```no_run
+//! use idfuse_bench::{markdown, run, BenchOptions};
+//!
+//! let opts = BenchOptions {
+//!     quick: true,
+//!     targets: vec!["native".into(), "memfs".into()],
+//!     idfuse: "target/release/idfuse".into(),
+//! };
+//! let report = run(&opts, &mut std::io::stderr()).expect("bench");
+//! println!("{}", markdown(&report));
+//! ```
+#![warn(missing_docs)]
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;

@@ -1,6 +1,20 @@
 //! `idfuse conformance`: the idmapped-mount test suite, run against any
 //! mount, with the in-kernel filesystem (tmpfs) as the reference. A target
 //! is a mount point; this crate knows no filesystem's internals.
+//!
+//! The catalogue is data; [`run`] executes it (as root) on [`Target`]s such
+//! as `tmpfs`, `memfs`, a directory, or `cmd:DAEMON ARGS {mnt}` for any FUSE
+//! server:
+//!
+//! ```
+//! use idfuse_conformance::{catalogue, Target};
+//!
+//! let scenarios = catalogue();
+//! assert!(scenarios.iter().any(|s| s.id == "A1"));
+//! let target: Target = "cmd:bindfs /srv/src {mnt}".parse().expect("a target spec");
+//! assert!(matches!(target, Target::Cmd(_)));
+//! ```
+#![warn(missing_docs)]
 
 pub mod proc;
 pub mod scenarios;
@@ -18,7 +32,7 @@ pub use target::Target;
 
 /// One scenario on one target.
 #[derive(Debug, Clone, Serialize)]
-pub struct Result1 {
+pub struct ScenarioResult {
     /// Scenario id.
     pub scenario: String,
     /// Target name.
@@ -224,7 +238,11 @@ fn diff(reference: &Value, got: &Value, path: &str, out: &mut Vec<String>) {
 
 /// Run the suite; `stop` is polled between scenarios (SIGINT). Lines are
 /// printed as results come in.
-pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> Vec<Result1> {
+pub fn run(
+    opts: &RunOptions,
+    out: &mut dyn Write,
+    stop: &dyn Fn() -> bool,
+) -> Vec<ScenarioResult> {
     remove_stale_runs();
     let base = run_dir(std::process::id());
     let cat = catalogue();
@@ -236,7 +254,7 @@ pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> V
                 .is_none_or(|p| s.id.contains(p.as_str()) || s.title.contains(p.as_str()))
         })
         .collect();
-    let mut results: Vec<Result1> = Vec::new();
+    let mut results: Vec<ScenarioResult> = Vec::new();
     let started = Instant::now();
     'targets: for (ti, t) in opts.targets.iter().enumerate() {
         let work = base.join(format!("t{ti}"));
@@ -246,7 +264,7 @@ pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> V
             Ok(i) => i,
             Err(e) => {
                 for s in &chosen {
-                    let r = Result1 {
+                    let r = ScenarioResult {
                         scenario: s.id.into(),
                         target: t.to_string(),
                         status: "skip".into(),
@@ -305,7 +323,7 @@ pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> V
             };
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
-            results.push(Result1 {
+            results.push(ScenarioResult {
                 scenario: s.id.into(),
                 target: t.to_string(),
                 status,

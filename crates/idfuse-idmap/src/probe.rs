@@ -283,8 +283,9 @@ fn magic_name(magic: i64) -> Option<&'static str> {
     })
 }
 
-/// The reason for errno `e` given what we know of the mount.
-pub fn reason_for(e: Errno, release: &str, fuse: bool, info: Option<&MountInfo>) -> Reason {
+/// The reason for errno `e` given what we know of the mount. Crate-private:
+/// its errno is rustix's, which this crate does not re-export.
+pub(crate) fn reason_for(e: Errno, release: &str, fuse: bool, info: Option<&MountInfo>) -> Reason {
     let fuse = fuse || info.is_some_and(MountInfo::is_fuse);
     match e {
         Errno::NOSYS => version_obstacle(release, fuse).unwrap_or(Reason::KernelTooOld {

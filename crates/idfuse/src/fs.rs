@@ -51,6 +51,17 @@ pub struct Context<'a> {
     pub(crate) device: &'a Device,
 }
 
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("unique", &self.unique)
+            .field("pid", &self.pid)
+            .field("caller", &self.caller)
+            .field("interrupted", &self.is_interrupted())
+            .finish()
+    }
+}
+
 impl<'a> Context<'a> {
     /// The request id.
     pub fn unique(&self) -> u64 {
@@ -132,6 +143,73 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// An entry for `attr.ino` with generation 0, whose name and attributes
+    /// may both stay cached for `timeout`.
+    pub fn new(attr: Attr, timeout: Duration) -> Self {
+        Self {
+            ino: attr.ino,
+            generation: 0,
+            attr,
+            entry_timeout: timeout,
+            attr_timeout: timeout,
+        }
+    }
+}
+
+/// The type of an inode: the `S_IFMT` bits of its mode, and the `DT_*`
+/// value directory listings carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileType {
+    /// `S_IFREG`
+    RegularFile,
+    /// `S_IFDIR`
+    Directory,
+    /// `S_IFLNK`
+    Symlink,
+    /// `S_IFCHR`
+    CharDevice,
+    /// `S_IFBLK`
+    BlockDevice,
+    /// `S_IFIFO`
+    NamedPipe,
+    /// `S_IFSOCK`
+    Socket,
+}
+
+impl FileType {
+    /// The `S_IFMT` bits, to combine with permission bits in [`Attr::mode`].
+    pub const fn mode(self) -> u32 {
+        match self {
+            Self::RegularFile => libc::S_IFREG,
+            Self::Directory => libc::S_IFDIR,
+            Self::Symlink => libc::S_IFLNK,
+            Self::CharDevice => libc::S_IFCHR,
+            Self::BlockDevice => libc::S_IFBLK,
+            Self::NamedPipe => libc::S_IFIFO,
+            Self::Socket => libc::S_IFSOCK,
+        }
+    }
+    /// The `DT_*` value for [`DirBuf::push`] and [`DirPlusBuf::push`]
+    /// (`S_IFMT >> 12`, as the kernel defines both).
+    pub const fn dirent_type(self) -> u32 {
+        self.mode() >> 12
+    }
+    /// The type a mode says, `None` when its `S_IFMT` bits name none.
+    pub const fn from_mode(mode: u32) -> Option<Self> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => Self::RegularFile,
+            libc::S_IFDIR => Self::Directory,
+            libc::S_IFLNK => Self::Symlink,
+            libc::S_IFCHR => Self::CharDevice,
+            libc::S_IFBLK => Self::BlockDevice,
+            libc::S_IFIFO => Self::NamedPipe,
+            libc::S_IFSOCK => Self::Socket,
+            _ => return None,
+        })
+    }
+}
+
 /// Attributes with their cache lifetime.
 #[derive(Debug, Clone, Copy)]
 pub struct AttrReply {
@@ -139,6 +217,13 @@ pub struct AttrReply {
     pub attr: Attr,
     /// How long they may stay cached.
     pub timeout: Duration,
+}
+
+impl AttrReply {
+    /// Attributes that may stay cached for `timeout`.
+    pub fn new(attr: Attr, timeout: Duration) -> Self {
+        Self { attr, timeout }
+    }
 }
 
 /// An opened file or directory.
@@ -220,7 +305,16 @@ pub struct CreateMode {
     pub umask: u32,
 }
 
+impl CreateMode {
+    /// The permission bits (with setid and sticky) to give the new inode
+    /// when the parent has no default ACL: `mode & 0o7777 & !umask`.
+    pub fn permissions(&self) -> u32 {
+        self.mode & 0o7777 & !self.umask
+    }
+}
+
 /// Receives entries for READDIRPLUS.
+#[derive(Debug)]
 pub struct DirPlusBuf<'a>(pub(crate) &'a mut DirBuf);
 
 impl DirPlusBuf<'_> {
@@ -603,5 +697,28 @@ pub trait Filesystem: Send + Sync + 'static {
     /// syncfs.
     fn syncfs(&self, ctx: &Context<'_>, ino: u64) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileType;
+
+    #[test]
+    fn file_types_match_the_kernel_constants() {
+        let all = [
+            (FileType::RegularFile, libc::DT_REG),
+            (FileType::Directory, libc::DT_DIR),
+            (FileType::Symlink, libc::DT_LNK),
+            (FileType::CharDevice, libc::DT_CHR),
+            (FileType::BlockDevice, libc::DT_BLK),
+            (FileType::NamedPipe, libc::DT_FIFO),
+            (FileType::Socket, libc::DT_SOCK),
+        ];
+        for (t, dt) in all {
+            assert_eq!(t.dirent_type(), u32::from(dt), "{t:?}");
+            assert_eq!(FileType::from_mode(t.mode() | 0o644), Some(t), "{t:?}");
+        }
+        assert_eq!(FileType::from_mode(0o644), None, "no type bits");
     }
 }

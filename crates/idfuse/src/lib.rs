@@ -5,6 +5,76 @@
 //! negotiated the kernel makes every permission decision and withholds
 //! caller ids except on inode creation, where they arrive as an [`Owner`];
 //! the types make it impossible to ask for a caller id that does not exist.
+//!
+//! A read-only filesystem with one file, mounted until someone unmounts it
+//! (`examples/hello.rs` is the complete version, with a directory listing):
+//!
+//! ```no_run
+//! use std::ffi::OsStr;
+//! use std::path::Path;
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use idfuse::{
+//!     Attr, AttrReply, Context, Entry, Errno, FileType, Filesystem, MountOptions, Result,
+//!     Session, SessionConfig,
+//! };
+//!
+//! struct Hello;
+//!
+//! const TEXT: &[u8] = b"Hello!\n";
+//!
+//! fn attr(ino: u64) -> Result<Attr> {
+//!     let (mode, size) = match ino {
+//!         1 => (FileType::Directory.mode() | 0o555, 0),
+//!         2 => (FileType::RegularFile.mode() | 0o444, TEXT.len() as u64),
+//!         _ => return Err(Errno::NOENT),
+//!     };
+//!     Ok(Attr { ino, mode, size, nlink: 1, ..Attr::default() })
+//! }
+//!
+//! impl Filesystem for Hello {
+//!     fn lookup(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> Result<Entry> {
+//!         if parent != 1 || name != "hello" {
+//!             return Err(Errno::NOENT);
+//!         }
+//!         Ok(Entry::new(attr(2)?, Duration::from_secs(60)))
+//!     }
+//!     fn getattr(&self, _ctx: &Context<'_>, ino: u64, _fh: Option<u64>) -> Result<AttrReply> {
+//!         Ok(AttrReply::new(attr(ino)?, Duration::from_secs(60)))
+//!     }
+//!     fn read(
+//!         &self,
+//!         _ctx: &Context<'_>,
+//!         _ino: u64,
+//!         _fh: u64,
+//!         offset: u64,
+//!         size: u32,
+//!         buf: &mut Vec<u8>,
+//!     ) -> Result<()> {
+//!         let rest = TEXT.get(offset as usize..).unwrap_or_default();
+//!         buf.extend_from_slice(&rest[..rest.len().min(size as usize)]);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # fn main() -> std::result::Result<(), idfuse::Error> {
+//! let options = MountOptions { read_only: true, ..MountOptions::default() };
+//! let mut session =
+//!     Session::mount(Arc::new(Hello), Path::new("/mnt/hello"), options, SessionConfig::default())?;
+//! session.wait(); // until `umount /mnt/hello`
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The session offers idmap support by default (`SessionConfig::idmap`, with
+//! `default_permissions` on the mount), so the mount above can be idmapped
+//! with `idfuse idmap --map b:0:100000:65536 /mnt/hello /mnt/view` or the
+//! `idfuse-idmap` crate. `examples/notes.rs` shows a writable filesystem that
+//! stores the [`Owner`] of each new file, `examples/clock.rs` the
+//! [`Notifier`]; `docs/porting-from-fuser.md` in the repository maps fuser's
+//! API onto this one.
+#![warn(missing_docs)]
 
 pub mod fs;
 pub mod mount;

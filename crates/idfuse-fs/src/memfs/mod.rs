@@ -248,6 +248,16 @@ pub struct MemFs {
     daemon: (u32, u32),
 }
 
+impl std::fmt::Debug for MemFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No inode count: taking the lock here could deadlock a caller
+        // that prints the filesystem while holding it.
+        f.debug_struct("MemFs")
+            .field("fault", &self.fault)
+            .finish_non_exhaustive()
+    }
+}
+
 fn dtype(mode: u32) -> u32 {
     (mode & libc::S_IFMT) >> 12
 }
