@@ -26,7 +26,12 @@ pub fn man(cmd: clap::Command, args: ManArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let mut written = Vec::new();
-    write_pages(&cmd.clone().bin_name("idfuse"), "idfuse", &args.dir, &mut written)?;
+    write_pages(
+        &cmd.clone().bin_name("idfuse"),
+        "idfuse",
+        &args.dir,
+        &mut written,
+    )?;
     for path in written {
         println!("{}", path.display());
     }

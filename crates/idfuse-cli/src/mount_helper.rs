@@ -28,8 +28,17 @@ pub fn invoked_as_helper(argv0: &OsStr) -> bool {
 fn ignored(key: &str) -> bool {
     matches!(
         key,
-        "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user" | "nouser" | "users"
-            | "owner" | "group" | "comment"
+        "defaults"
+            | "auto"
+            | "noauto"
+            | "nofail"
+            | "_netdev"
+            | "user"
+            | "nouser"
+            | "users"
+            | "owner"
+            | "group"
+            | "comment"
     ) || key.starts_with("x-")
 }
 
@@ -234,7 +243,13 @@ mod tests {
             "mount memfs /m --threads 2 --idmap u:0:1000:1 g:0:2000:1 -o fsname=x"
         );
         assert_eq!(
-            line(&["memfs", "/m", "-oidmap=b:0:100000:65536", "-t", "fuse.idfuse"]),
+            line(&[
+                "memfs",
+                "/m",
+                "-oidmap=b:0:100000:65536",
+                "-t",
+                "fuse.idfuse"
+            ]),
             "mount memfs /m --idmap b:0:100000:65536 -o fsname=memfs"
         );
     }
