@@ -26,7 +26,7 @@ echo "== fuzzing, briefly"
 bash scripts/fuzz.sh 20
 
 echo "== bench --quick"
-"$bin" bench --quick --out "$scratch/bench"
+"$bin" bench --quick --out target/bench-quick   # kept: results.md, results.json, results.png
 
 echo "== conformance: a server that does not opt in (bindfs)"
 mkdir -p "$scratch/bindfs-src"

@@ -15,7 +15,7 @@ use idfuse_fs::passthrough::{Passthrough, PassthroughOptions};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  idfuse mount memfs /mnt/mem\n  idfuse mount passthrough /srv/data /mnt/view --idmap b:0:100000:65536\n  idfuse mount passthrough /srv/data /mnt/view -o entry_timeout=0.1,attr_timeout=0.1 --foreground"
+    after_help = "Examples:\n  idfuse mount memfs /mnt/mem\n  idfuse mount passthrough /srv/data /mnt/view --idmap b:0:100000:65536\n  idfuse mount passthrough /srv/data /mnt/view -o entry_timeout=0.1,attr_timeout=0.1 --foreground\n\nThrough mount(8), fstab and systemd (SOURCE memfs or passthrough:DIR; idmap=SPEC and threads=N as options; mount-only options such as nofail, _netdev, noauto, x-systemd.* are ignored):\n  mount -t fuse.idfuse passthrough:/srv/data /mnt/view -o idmap=b:0:100000:65536\n  umount /mnt/view"
 )]
 pub struct Args {
     #[command(subcommand)]
