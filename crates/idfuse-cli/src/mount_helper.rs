@@ -151,6 +151,7 @@ pub fn translate(argv: Vec<OsString>) -> anyhow::Result<Translated> {
                 in_idmap = true;
             }
             ("idmap", _) => bail!("mount option `idmap` needs a map, e.g. idmap=b:0:100000:65536"),
+            ("stack", None) => args.push("--stack".into()),
             ("threads", Some(v)) => {
                 args.push("--threads".into());
                 args.push(v.into());

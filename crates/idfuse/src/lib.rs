@@ -16,7 +16,7 @@ pub use fs::*;
 pub use idfuse_abi as abi;
 pub use idfuse_abi::InitFlags;
 pub use mount::{
-    check_mountpoint, parse_options, MountMethod, MountOptions, Session, KNOWN_OPTIONS,
+    check_mountpoint, known_options, parse_options, MountMethod, MountOptions, Session,
 };
 pub use rustix::io::Errno;
 pub use session::{Device, Loopback, Notifier, Observer, RawObserver, SessionConfig};
@@ -39,10 +39,12 @@ pub enum Error {
     #[error("mountpoint {0} is not a directory; FUSE mounts here need a directory")]
     NotADirectory(PathBuf),
     /// An `-o` option nobody knows.
-    #[error("unknown mount option `{option}`; known options: {known}", known = KNOWN_OPTIONS)]
+    #[error("unknown mount option `{option}`; known options: {known}")]
     UnknownOption {
         /// the option as given
         option: String,
+        /// every option the parser took, comma-separated
+        known: String,
     },
     /// An `-o` option with a bad value.
     #[error("mount option `{option}`: {why}")]
