@@ -91,11 +91,16 @@ pub enum Error {
     },
 }
 
-fn device_hint(e: Errno) -> &'static str {
+fn device_hint(e: Errno) -> String {
     match e {
-        Errno::NOENT => "this machine has no FUSE device: load the module (modprobe fuse), or pass /dev/fuse into the container",
-        Errno::NODEV | Errno::NXIO => "the kernel has no FUSE support (CONFIG_FUSE_FS); load the fuse module",
-        Errno::ACCESS | Errno::PERM => "permission denied: run as root, or make /dev/fuse accessible (distributions ship it mode 0666)",
-        _ => "check that /dev/fuse is the FUSE character device (10, 229)",
+        Errno::NOENT => "this machine has no FUSE device: load the module (modprobe fuse), or pass /dev/fuse into the container".into(),
+        Errno::NODEV | Errno::NXIO => "the kernel has no FUSE support (CONFIG_FUSE_FS); load the fuse module".into(),
+        Errno::ACCESS | Errno::PERM => {
+            let mode = rustix::fs::stat("/dev/fuse")
+                .map(|st| format!("/dev/fuse is mode {:04o}, owned by uid {} gid {}", st.st_mode & 0o7777, st.st_uid, st.st_gid))
+                .unwrap_or_else(|_| "/dev/fuse is not open to this user".into());
+            format!("{mode}, and an unprivileged mount needs to open it (fusermount3 opens it as the calling user, too). Mount as root, or open the device to users as distributions ship it: `chmod 0666 /dev/fuse` as root (to keep it across reboots, a udev rule: KERNEL==\"fuse\", MODE=\"0666\")")
+        }
+        _ => "check that /dev/fuse is the FUSE character device (10, 229)".into(),
     }
 }

@@ -814,6 +814,14 @@ fn fusermount_session<F: Filesystem>(
         recvmsg, socketpair, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
         SocketFlags, SocketType,
     };
+    // fusermount3 opens /dev/fuse with the caller's ids; when those cannot,
+    // say so, rather than let its exit status look like an option problem.
+    if let Err(e @ (Errno::ACCESS | Errno::PERM)) = rustix::fs::access(
+        "/dev/fuse",
+        rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+    ) {
+        return Err(Error::NoDevice(e));
+    }
     let (ours, theirs) = socketpair(
         AddressFamily::UNIX,
         SocketType::STREAM,
@@ -873,7 +881,7 @@ fn fusermount_session<F: Filesystem>(
             step: "fusermount3",
             source: Errno::PERM,
             hint: format!(
-                "fusermount3 exited with {status}; allow_other needs `user_allow_other` in /etc/fuse.conf, or mount with -o noallow_other"
+                "fusermount3 exited with {status} (its message is above); if it names allow_other: that needs `user_allow_other` in /etc/fuse.conf, or mount with -o noallow_other"
             ),
         });
     }
