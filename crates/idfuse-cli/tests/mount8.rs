@@ -140,7 +140,7 @@ fn daemons_for(mnt: &Path) -> Vec<u32> {
         let is_ours = args
             .first()
             .is_some_and(|a0| a0.ends_with(b"idfuse") || a0.ends_with(b"mount.fuse.idfuse"));
-        if is_ours && args.iter().any(|a| *a == want.as_slice()) {
+        if is_ours && args.contains(&want.as_slice()) {
             pids.push(pid);
         }
     }
@@ -201,7 +201,7 @@ fn mount_t_fuse_idfuse_memfs_and_passthrough_with_idmap() {
     std::fs::write(src.join("by-root"), b"x").unwrap();
     std::fs::write(src.join("by-1000"), b"x").unwrap();
     rustix::fs::chown(
-        &src.join("by-1000"),
+        src.join("by-1000"),
         Some(rustix::fs::Uid::from_raw(1000)),
         Some(rustix::fs::Gid::from_raw(1000)),
     )
