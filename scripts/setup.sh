@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # fonts-dejavu-core: the text in `idfuse bench`'s results.png.
-# systemd-container crun busybox-static: the container runtime tests.
+# systemd-container crun lxc busybox-static: the container runtime tests.
 packages=(fuse3 uidmap acl attr bindfs fio e2fsprogs util-linux kmod mergerfs fuse-overlayfs procps fonts-dejavu-core
-          systemd-container crun busybox-static)
+          systemd-container crun lxc busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

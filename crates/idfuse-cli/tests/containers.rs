@@ -1,6 +1,7 @@
 //! idfuse volumes idmapped by real container runtimes: systemd-nspawn's
-//! `--bind=SRC:DST:idmap` and crun's `idmap` bind-mount option, each on a
-//! busybox root filesystem built here. Each checks that files the host owns
+//! `--bind=SRC:DST:idmap`, crun's `idmap` bind-mount option and LXC's
+//! `idmap=container` mount entry, each on a busybox root filesystem built
+//! here. Each checks that files the host owns
 //! appear with the container's ids, that a file container-root creates is
 //! stored with the fs id the mapping implies, and that the same runtime
 //! refuses bindfs (a FUSE server that does not opt in), with
@@ -465,6 +466,95 @@ fn crun_idmap_bind_mount() {
                 .lines()
                 .next()
                 .unwrap_or("")
+        );
+        assert_probe_explains(&scene.path("bindfs"));
+    }
+}
+
+/// `lxc-execute` with a config file of the scene's; root's subordinate id
+/// range comes from private copies of /etc/subuid and /etc/subgid bound
+/// over the real ones in the command's own mount namespace, so the
+/// machine's files are neither read for it nor changed.
+fn lxc(scene: &Scene, name: &str, volume: &Path, script: &str) -> Output {
+    let config = scene.path("lxc.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "lxc.uts.name = {name}\n\
+             lxc.rootfs.path = dir:{root}\n\
+             lxc.idmap = u 0 {BASE} 65536\n\
+             lxc.idmap = g 0 {BASE} 65536\n\
+             lxc.mount.auto = proc:mixed sys:mixed\n\
+             lxc.mount.entry = {volume} data none bind,create=dir,idmap=container 0 0\n\
+             lxc.net.0.type = empty\n\
+             lxc.apparmor.profile = unconfined\n",
+            root = scene.path("rootfs").display(),
+            volume = volume.display(),
+        ),
+    )
+    .unwrap();
+    for file in ["subuid", "subgid"] {
+        let mine = std::fs::read_to_string(format!("/etc/{file}")).unwrap_or_default();
+        std::fs::write(scene.path(file), format!("{mine}root:{BASE}:65536\n")).unwrap();
+    }
+    let lxcpath = scene.path("lxcpath");
+    let _ = std::fs::create_dir(&lxcpath);
+    let inner = format!(
+        "mount --bind {uid} /etc/subuid && mount --bind {gid} /etc/subgid && \
+         exec lxc-execute -n {name} -P {lxcpath} -f {config} -- /bin/sh -c \"$0\"",
+        uid = scene.path("subuid").display(),
+        gid = scene.path("subgid").display(),
+        lxcpath = lxcpath.display(),
+        config = config.display(),
+    );
+    run(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &inner,
+        script,
+    ]))
+}
+
+#[test]
+fn lxc_idmapped_mount_entry() {
+    if !have("lxc-execute") {
+        println!("skipped: LXC is not installed (Debian package lxc)");
+        return;
+    }
+    let Some(scene) = Scene::new("lxc") else {
+        return;
+    };
+    let name = format!("idfuse-test-{}", std::process::id());
+    {
+        let _server = scene.idfuse();
+        let out = lxc(&scene, &name, &scene.path("view"), SCRIPT);
+        assert_idmapped("lxc", &out, &scene.path("src"));
+    }
+    if let Some(_bindfs) = scene.bindfs() {
+        let out = lxc(
+            &scene,
+            &name,
+            &scene.path("bindfs"),
+            "touch /data/through-bindfs",
+        );
+        assert!(
+            !out.status.success(),
+            "lxc idmapped bindfs:\n{}",
+            text(&out)
+        );
+        assert!(
+            !scene.path("src/through-bindfs").exists(),
+            "the container ran anyway"
+        );
+        let why = String::from_utf8_lossy(&out.stderr);
+        println!(
+            "lxc refused bindfs: {}",
+            why.lines()
+                .find(|l| l.contains("idmap"))
+                .unwrap_or_else(|| why.lines().next().unwrap_or(""))
         );
         assert_probe_explains(&scene.path("bindfs"));
     }
