@@ -78,6 +78,14 @@ fn run_args(args: Vec<std::ffi::OsString>) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Whether `idfuse mount` has a filesystem called `name`.
+fn mount_knows(name: &str) -> bool {
+    Cli::command()
+        .find_subcommand("mount")
+        .and_then(|m| m.find_subcommand(name))
+        .is_some()
+}
+
 fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,

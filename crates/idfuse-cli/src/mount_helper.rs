@@ -4,7 +4,8 @@
 //!
 //! mount(8) calls `mount.fuse.idfuse SOURCE MOUNTPOINT [-sfnv] [-o OPTS]
 //! [-t fuse.idfuse]`. SOURCE names the filesystem: `memfs`,
-//! `passthrough:DIR`. Options meant for mount(8) or systemd are dropped,
+//! `passthrough:DIR`, and `overlay` (layers in the options) once
+//! `idfuse mount overlay` exists. Options meant for mount(8) or systemd are dropped,
 //! `idmap=SPEC` and `threads=N` become `--idmap`/`--threads`, and the rest
 //! are `idfuse mount -o` options.
 
@@ -120,7 +121,12 @@ pub fn translate(argv: Vec<OsString>) -> anyhow::Result<Translated> {
         args.push("passthrough".into());
         args.push(OsStr::from_bytes(dir).into());
     } else if source_text == "overlay" {
-        bail!("mount.fuse.idfuse: the overlay filesystem is not part of this idfuse yet; SOURCE can be memfs or passthrough:DIR");
+        // `overlay` takes its layers as options (lowerdir=…), passed on
+        // with -o, once `idfuse mount overlay` exists.
+        if !crate::mount_knows("overlay") {
+            bail!("mount.fuse.idfuse: the overlay filesystem is not part of this idfuse yet; SOURCE can be memfs or passthrough:DIR");
+        }
+        args.push("overlay".into());
     } else {
         bail!("mount.fuse.idfuse: unknown SOURCE `{source_text}`; use memfs or passthrough:DIR, e.g. `mount -t fuse.idfuse passthrough:/srv/data /mnt/view`");
     }
@@ -259,13 +265,26 @@ mod tests {
     fn bad_calls_say_what_to_do() {
         for (argv, want) in [
             (&["nosuch", "/m"][..], "memfs or passthrough:DIR"),
-            (&["overlay", "/m"][..], "not part of this idfuse yet"),
             (&["passthrough:", "/m"][..], "needs the directory"),
             (&["memfs"][..], "expected SOURCE MOUNTPOINT"),
             (&["memfs", "/m", "-o", "idmap="][..], "needs a map"),
         ] {
             let err = translate(args(argv)).unwrap_err().to_string();
             assert!(err.contains(want), "{argv:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn overlay_once_it_exists() {
+        let t = translate(args(&["overlay", "/m", "-o", "lowerdir=/a:/b"]));
+        if crate::mount_knows("overlay") {
+            assert_eq!(
+                line(&["overlay", "/m", "-o", "lowerdir=/a:/b"]),
+                "mount overlay /m -o lowerdir=/a:/b,fsname=overlay"
+            );
+        } else {
+            let err = t.unwrap_err().to_string();
+            assert!(err.contains("not part of this idfuse yet"), "{err}");
         }
     }
 
