@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two entry points of the README:
-#   scripts/run.sh demo   set up, mount a passthrough mirror with an idmapped
-#                         view, and show `ls -ln` through both
+#   scripts/run.sh demo   set up, mount a plain mirror and an idmapped view of
+#                         one directory, and show owners side by side
 #   scripts/run.sh test   set up and run every test
 set -euo pipefail
 cd "$(dirname "$0")/.."

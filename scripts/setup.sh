@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # fonts-dejavu-core: the text in `idfuse bench`'s results.png.
-packages=(fuse3 uidmap acl attr bindfs fio e2fsprogs util-linux kmod mergerfs fuse-overlayfs procps fonts-dejavu-core)
+# systemd-container crun lxc busybox-static: the container runtime tests.
+packages=(fuse3 uidmap acl attr bindfs fio e2fsprogs util-linux kmod mergerfs fuse-overlayfs procps fonts-dejavu-core
+          systemd-container crun lxc busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,4 +31,14 @@ if ! command -v cargo >/dev/null; then
   echo "setup: cargo is missing; install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
-cargo build --release --workspace --quiet
+# Not --quiet: the first build takes minutes, and cargo's progress shows it is alive.
+cargo build --release --workspace
+
+# Install (README, "What setup installs"): idfuse on PATH, mount(8)'s helper
+# for -t fuse.idfuse, man pages and bash completion, generated from the CLI.
+bin=${CARGO_TARGET_DIR:-target}/release/idfuse
+install -D -m 755 "$bin" /usr/local/bin/idfuse
+ln -sfn /usr/local/bin/idfuse /usr/sbin/mount.fuse.idfuse
+/usr/local/bin/idfuse generate-man /usr/local/share/man/man1 >/dev/null
+/usr/local/bin/idfuse generate-completions /usr/local/share/bash-completion/completions >/dev/null
+echo "setup: installed /usr/local/bin/idfuse, /usr/sbin/mount.fuse.idfuse, man pages (man idfuse) and bash completion"

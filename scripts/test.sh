@@ -46,7 +46,7 @@ FUZZ_JOBS=2 bash scripts/fuzz.sh 20
 
 export TMPDIR=$scratch/tmp
 echo "== bench --quick"
-"$bin" bench --quick --out "$scratch/bench"
+"$bin" bench --quick --out target/bench-quick   # kept: results.md, results.json, results.png
 
 echo "== conformance: a server that does not opt in (bindfs)"
 mkdir -p "$scratch/bindfs-src"

@@ -4,11 +4,13 @@
 mod bench_cmd;
 mod conformance_cmd;
 mod idmap_cmd;
+mod install_cmd;
 mod mount_cmd;
+mod mount_helper;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +33,12 @@ enum Command {
     Conformance(conformance_cmd::Args),
     /// Measure speed against native tmpfs and peer FUSE servers.
     Bench(bench_cmd::Args),
+    /// Write the man pages (idfuse.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    GenerateMan(install_cmd::ManArgs),
+    /// Write a shell completion script into DIR.
+    #[command(hide = true)]
+    GenerateCompletions(install_cmd::CompletionArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,13 +49,44 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Installed as /sbin/mount.fuse.idfuse, this binary is mount(8)'s helper
+    // for `-t fuse.idfuse`.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if mount_helper::invoked_as_helper(&argv0) {
+        let args: Vec<_> = std::env::args_os().skip(1).collect();
+        return report(mount_helper::run(args));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Mount(args) => mount_cmd::run(args),
         Command::Idmap(args) => idmap_cmd::run(args),
         Command::Conformance(args) => conformance_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::GenerateMan(args) => install_cmd::man(Cli::command(), args),
+        Command::GenerateCompletions(args) => install_cmd::completions(Cli::command(), args),
     };
+    report(result)
+}
+
+/// Run the `idfuse` command line given as `args` (argv without argv[0]);
+/// the mount helper translates mount(8)'s call into one of these.
+fn run_args(args: Vec<std::ffi::OsString>) -> anyhow::Result<ExitCode> {
+    let cli = Cli::try_parse_from(std::iter::once("idfuse".into()).chain(args))?;
+    match cli.command {
+        Command::Mount(args) => mount_cmd::run(args),
+        _ => anyhow::bail!("the mount helper only runs `idfuse mount`"),
+    }
+}
+
+/// Whether `idfuse mount` has a filesystem called `name`.
+fn mount_knows(name: &str) -> bool {
+    Cli::command()
+        .find_subcommand("mount")
+        .and_then(|m| m.find_subcommand(name))
+        .is_some()
+}
+
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {

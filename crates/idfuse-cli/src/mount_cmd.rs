@@ -15,7 +15,7 @@ use idfuse_fs::passthrough::{Passthrough, PassthroughOptions};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  idfuse mount memfs /mnt/mem\n  idfuse mount passthrough /srv/data /mnt/view --idmap b:0:100000:65536\n  idfuse mount passthrough /srv/data /mnt/view -o entry_timeout=0.1,attr_timeout=0.1 --foreground"
+    after_help = "Examples:\n  idfuse mount memfs /mnt/mem\n  idfuse mount passthrough /srv/data /mnt/view --idmap b:0:100000:65536\n  idfuse mount passthrough /srv/data /mnt/view -o entry_timeout=0.1,attr_timeout=0.1 --foreground\n\nThrough mount(8), fstab and systemd (SOURCE memfs or passthrough:DIR; idmap=SPEC and threads=N as options; mount-only options such as nofail, _netdev, noauto, x-systemd.* are ignored):\n  mount -t fuse.idfuse passthrough:/srv/data /mnt/view -o idmap=b:0:100000:65536\n  umount /mnt/view"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -67,6 +67,10 @@ struct Common {
     /// Worker threads (default: number of cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Mount even where MOUNTPOINT is already a mountpoint, on top of (and
+    /// hiding) what is mounted there. Without it, idfuse refuses.
+    #[arg(long)]
+    stack: bool,
     /// Negotiate FUSE_ALLOW_IDMAP so the mount can be idmapped. It needs
     /// default_permissions, which is then the default, as is allow_other.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -93,8 +97,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             common,
             fault,
         } => {
-            let (mount, session) = settings(&common, &mut |_, _| Ok(false))?;
+            let (mount, session) = settings(&common, &mut |_, _| Ok(false), &[])?;
             idfuse::check_mountpoint(&mountpoint)?;
+            refuse_stacking(&mountpoint, common.stack)?;
             // The mounting user owns the root, as with a tmpfs it mounts.
             let make = || {
                 Ok(MemFs::new(MemFsOptions {
@@ -123,13 +128,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 passthrough_io: passthrough,
                 ..PassthroughOptions::default()
             };
-            let (mount, mut session) = settings(&common, &mut |k, v| popts.parse_option(k, v))?;
+            let (mount, mut session) = settings(
+                &common,
+                &mut |k, v| popts.parse_option(k, v),
+                &PassthroughOptions::known_options(),
+            )?;
             popts.writeback_cache = session.writeback_cache;
             if session.writeback_cache && popts.passthrough_io {
                 bail!("`writeback_cache` cannot be combined with FUSE passthrough: the kernel refuses backing files on a writeback-cache connection. Add --passthrough false to use writeback_cache");
             }
             session.passthrough = popts.passthrough_io;
             idfuse::check_mountpoint(&mountpoint)?;
+            refuse_stacking(&mountpoint, common.stack)?;
             Passthrough::check_mountpoint(&source, &mountpoint)?;
             // Fail early on a bad source, before detaching; the filesystem
             // itself is built in the daemon, after the fork, because it
@@ -148,11 +158,54 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A second mount on a mountpoint hides the first, which is rarely what a
+/// user meant (a repeated command, a stale fstab line): refuse unless asked.
+fn refuse_stacking(path: &Path, stack: bool) -> anyhow::Result<()> {
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, CWD};
+    if stack {
+        return Ok(());
+    }
+    // Errors (an old kernel, a dead FUSE mount) leave the decision to the
+    // mount itself.
+    let Ok(st) = rustix::fs::statx(CWD, path, AtFlags::NO_AUTOMOUNT, StatxFlags::empty()) else {
+        return Ok(());
+    };
+    if !(st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+        && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+    {
+        return Ok(());
+    }
+    let what = mounted_at(path)
+        .map(|(fstype, source)| format!(" ({fstype} from {source})"))
+        .unwrap_or_default();
+    bail!(
+        "{} is already a mountpoint{what}; a new mount there would hide it. Unmount it first (umount {}), choose another directory, or pass --stack (mount(8): -o stack) to mount on top of it on purpose",
+        path.display(),
+        path.display()
+    )
+}
+
+/// The fs type and source of the topmost mount at `path`, from mountinfo.
+fn mounted_at(path: &Path) -> Option<(String, String)> {
+    let want = std::fs::canonicalize(path).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-")?;
+        let target = f.get(4)?.replace("\\040", " ");
+        if Path::new(&target) != want {
+            return None;
+        }
+        Some((f.get(sep + 1)?.to_string(), f.get(sep + 2)?.to_string()))
+    })
+}
+
 type Extra<'a> = dyn FnMut(&str, Option<&str>) -> Result<bool, String> + 'a;
 
 fn settings(
     common: &Common,
     extra: &mut Extra<'_>,
+    extra_known: &[String],
 ) -> anyhow::Result<(MountOptions, SessionConfig)> {
     let mut mount = MountOptions::default();
     let mut session = SessionConfig {
@@ -171,7 +224,7 @@ fn settings(
         session.threads = n;
     }
     for o in &common.options {
-        idfuse::parse_options(o, &mut mount, &mut session, extra)?;
+        idfuse::parse_options(o, &mut mount, &mut session, extra, extra_known)?;
     }
     if session.idmap && !mount.default_permissions {
         // Even where FUSE_POSIX_ACL would make the kernel check permissions
@@ -264,12 +317,15 @@ fn serve<F: Filesystem>(
     })();
     let mut session = match result {
         Ok(s) => s,
-        Err(e) => {
-            if let Some(n) = notify {
+        Err(e) => match notify {
+            // The waiting parent prints it; the child stays quiet so the
+            // user reads it once.
+            Some(n) => {
                 n.fail(&format!("{e:#}"));
+                return Ok(ExitCode::FAILURE);
             }
-            return Err(e);
-        }
+            None => return Err(e),
+        },
     };
     tracing::info!(target = %mountpoint.display(), "mounted");
     if let Some(n) = notify {

@@ -86,7 +86,7 @@ pub use fs::*;
 pub use idfuse_abi as abi;
 pub use idfuse_abi::InitFlags;
 pub use mount::{
-    check_mountpoint, parse_options, MountMethod, MountOptions, Session, KNOWN_OPTIONS,
+    check_mountpoint, known_options, parse_options, MountMethod, MountOptions, Session,
 };
 pub use rustix::io::Errno;
 pub use session::{Device, Loopback, Notifier, Observer, RawObserver, SessionConfig};
@@ -109,10 +109,12 @@ pub enum Error {
     #[error("mountpoint {0} is not a directory; FUSE mounts here need a directory")]
     NotADirectory(PathBuf),
     /// An `-o` option nobody knows.
-    #[error("unknown mount option `{option}`; known options: {known}", known = KNOWN_OPTIONS)]
+    #[error("unknown mount option `{option}`; known options: {known}")]
     UnknownOption {
         /// the option as given
         option: String,
+        /// every option the parser took, comma-separated
+        known: String,
     },
     /// An `-o` option with a bad value.
     #[error("mount option `{option}`: {why}")]
@@ -159,11 +161,16 @@ pub enum Error {
     },
 }
 
-fn device_hint(e: Errno) -> &'static str {
+fn device_hint(e: Errno) -> String {
     match e {
-        Errno::NOENT => "this machine has no FUSE device: load the module (modprobe fuse), or pass /dev/fuse into the container",
-        Errno::NODEV | Errno::NXIO => "the kernel has no FUSE support (CONFIG_FUSE_FS); load the fuse module",
-        Errno::ACCESS | Errno::PERM => "permission denied: run as root, or make /dev/fuse accessible (distributions ship it mode 0666)",
-        _ => "check that /dev/fuse is the FUSE character device (10, 229)",
+        Errno::NOENT => "this machine has no FUSE device: load the module (modprobe fuse), or pass /dev/fuse into the container".into(),
+        Errno::NODEV | Errno::NXIO => "the kernel has no FUSE support (CONFIG_FUSE_FS); load the fuse module".into(),
+        Errno::ACCESS | Errno::PERM => {
+            let mode = rustix::fs::stat("/dev/fuse")
+                .map(|st| format!("/dev/fuse is mode {:04o}, owned by uid {} gid {}", st.st_mode & 0o7777, st.st_uid, st.st_gid))
+                .unwrap_or_else(|_| "/dev/fuse is not open to this user".into());
+            format!("{mode}, and an unprivileged mount needs to open it (fusermount3 opens it as the calling user, too). Mount as root, or open the device to users as distributions ship it: `chmod 0666 /dev/fuse` as root (to keep it across reboots, a udev rule: KERNEL==\"fuse\", MODE=\"0666\")")
+        }
+        _ => "check that /dev/fuse is the FUSE character device (10, 229)".into(),
     }
 }

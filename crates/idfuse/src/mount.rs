@@ -71,8 +71,77 @@ impl Default for MountOptions {
     }
 }
 
-/// The `-o` options idfuse itself understands (filesystems may add theirs).
-pub const KNOWN_OPTIONS: &str = "default_permissions, nodefault_permissions, allow_other, noallow_other, ro, rw, suid, nosuid, dev, nodev, exec, noexec, atime, noatime, max_read=N, fsname=NAME, subtype=NAME, user_id=N, group_id=N, writeback_cache, max_write=N";
+/// One `-o` option idfuse itself understands: its spellings (the first is
+/// the one shown), the shape of its value, and what it sets. Both the
+/// parser and the list of known options in errors are this table.
+struct CoreOption {
+    names: &'static [&'static str],
+    value: Option<&'static str>,
+    apply: fn(&mut MountOptions, &mut SessionConfig, Option<&str>) -> Result<(), String>,
+}
+
+fn number(v: Option<&str>) -> Result<u32, String> {
+    v.and_then(|v| v.parse().ok())
+        .ok_or_else(|| "expects a whole number, e.g. max_read=131072".to_string())
+}
+
+fn name(v: Option<&str>) -> Result<String, String> {
+    match v {
+        Some(v) if !v.is_empty() && !v.contains(',') => Ok(v.to_string()),
+        _ => Err("expects a name, e.g. fsname=data".into()),
+    }
+}
+
+macro_rules! flag {
+    ($names:expr, |$m:ident, $s:ident| $body:expr) => {
+        CoreOption {
+            names: $names,
+            value: None,
+            apply: |$m, $s, _| {
+                $body;
+                Ok(())
+            },
+        }
+    };
+}
+
+#[rustfmt::skip]
+static CORE_OPTIONS: &[CoreOption] = &[
+    flag!(&["default_permissions"], |m, _s| m.default_permissions = true),
+    flag!(&["nodefault_permissions", "no_default_permissions"], |m, _s| m.default_permissions = false),
+    flag!(&["allow_other"], |m, _s| m.allow_other = true),
+    flag!(&["noallow_other", "no_allow_other"], |m, _s| m.allow_other = false),
+    flag!(&["ro"], |m, _s| m.read_only = true),
+    flag!(&["rw"], |m, _s| m.read_only = false),
+    flag!(&["suid"], |m, _s| m.nosuid = false),
+    flag!(&["nosuid"], |m, _s| m.nosuid = true),
+    flag!(&["dev"], |m, _s| m.nodev = false),
+    flag!(&["nodev"], |m, _s| m.nodev = true),
+    flag!(&["exec"], |m, _s| m.noexec = false),
+    flag!(&["noexec"], |m, _s| m.noexec = true),
+    flag!(&["atime", "relatime"], |m, _s| m.noatime = false),
+    flag!(&["noatime"], |m, _s| m.noatime = true),
+    flag!(&["writeback_cache"], |_m, s| s.writeback_cache = true),
+    flag!(&["nowriteback_cache", "no_writeback_cache"], |_m, s| s.writeback_cache = false),
+    CoreOption { names: &["max_read"], value: Some("N"), apply: |m, _, v| { m.max_read = Some(number(v)?.max(4096)); Ok(()) } },
+    CoreOption { names: &["max_write"], value: Some("N"), apply: |_, s, v| { s.max_write = number(v)?.clamp(4096, 1 << 24); Ok(()) } },
+    CoreOption { names: &["fsname"], value: Some("NAME"), apply: |m, _, v| { m.fsname = name(v)?; Ok(()) } },
+    CoreOption { names: &["subtype"], value: Some("NAME"), apply: |m, _, v| { m.subtype = name(v)?; Ok(()) } },
+    CoreOption { names: &["user_id"], value: Some("N"), apply: |m, _, v| { m.user_id = number(v)?; Ok(()) } },
+    CoreOption { names: &["group_id"], value: Some("N"), apply: |m, _, v| { m.group_id = number(v)?; Ok(()) } },
+];
+
+/// The `-o` options idfuse itself understands, as the parser knows them
+/// (`max_read=N`, …); filesystems may add theirs.
+pub fn known_options() -> Vec<String> {
+    CORE_OPTIONS
+        .iter()
+        .map(|o| match o.value {
+            Some(v) => format!("{}={v}", o.names[0]),
+            None => o.names[0].to_string(),
+        })
+        .collect()
+}
 
 /// A filesystem's handler for `-o` options idfuse does not know: returns
 /// true when it consumed the option, an error text when the value is bad.
@@ -80,70 +149,37 @@ pub type ExtraOption<'a> = dyn FnMut(&str, Option<&str>) -> Result<bool, String>
 
 /// Parse a comma-separated `-o` string into `mount` and `session`.
 /// `extra` sees each option idfuse does not know first-hand and returns
-/// true when it consumed it; anything left is an error naming the option.
+/// true when it consumed it; `extra_known` names those options (as
+/// `name=VALUE`) for the error that lists what is known.
 pub fn parse_options(
     s: &str,
     mount: &mut MountOptions,
     session: &mut SessionConfig,
     extra: &mut ExtraOption<'_>,
+    extra_known: &[String],
 ) -> Result<(), Error> {
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (key, value) = match item.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (item, None),
         };
-        let num = |v: Option<&str>| -> Result<u32, Error> {
-            v.and_then(|v| v.parse().ok())
-                .ok_or_else(|| Error::BadOption {
-                    option: item.to_string(),
-                    why: "expects a whole number, e.g. max_read=131072".into(),
-                })
+        let bad = |why: String| Error::BadOption {
+            option: item.to_string(),
+            why,
         };
-        let text = |v: Option<&str>| -> Result<String, Error> {
-            match v {
-                Some(v) if !v.is_empty() && !v.contains(',') => Ok(v.to_string()),
-                _ => Err(Error::BadOption {
-                    option: item.to_string(),
-                    why: "expects a name, e.g. fsname=data".into(),
-                }),
-            }
-        };
-        match key {
-            "default_permissions" => mount.default_permissions = true,
-            "nodefault_permissions" | "no_default_permissions" => mount.default_permissions = false,
-            "allow_other" => mount.allow_other = true,
-            "noallow_other" | "no_allow_other" => mount.allow_other = false,
-            "ro" => mount.read_only = true,
-            "rw" => mount.read_only = false,
-            "suid" => mount.nosuid = false,
-            "nosuid" => mount.nosuid = true,
-            "dev" => mount.nodev = false,
-            "nodev" => mount.nodev = true,
-            "exec" => mount.noexec = false,
-            "noexec" => mount.noexec = true,
-            "atime" | "relatime" => mount.noatime = false,
-            "noatime" => mount.noatime = true,
-            "max_read" => mount.max_read = Some(num(value)?.max(4096)),
-            "max_write" => session.max_write = num(value)?.clamp(4096, 1 << 24),
-            "fsname" => mount.fsname = text(value)?,
-            "subtype" => mount.subtype = text(value)?,
-            "user_id" => mount.user_id = num(value)?,
-            "group_id" => mount.group_id = num(value)?,
-            "writeback_cache" => session.writeback_cache = true,
-            "nowriteback_cache" | "no_writeback_cache" => session.writeback_cache = false,
-            _ => match extra(key, value) {
+        match CORE_OPTIONS.iter().find(|o| o.names.contains(&key)) {
+            Some(o) => (o.apply)(mount, session, value).map_err(bad)?,
+            None => match extra(key, value) {
                 Ok(true) => {}
                 Ok(false) => {
+                    let mut known = known_options();
+                    known.extend(extra_known.iter().cloned());
                     return Err(Error::UnknownOption {
                         option: item.to_string(),
-                    })
+                        known: known.join(", "),
+                    });
                 }
-                Err(why) => {
-                    return Err(Error::BadOption {
-                        option: item.to_string(),
-                        why,
-                    })
-                }
+                Err(why) => return Err(bad(why)),
             },
         }
     }
@@ -778,6 +814,14 @@ fn fusermount_session<F: Filesystem>(
         recvmsg, socketpair, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
         SocketFlags, SocketType,
     };
+    // fusermount3 opens /dev/fuse with the caller's ids; when those cannot,
+    // say so, rather than let its exit status look like an option problem.
+    if let Err(e @ (Errno::ACCESS | Errno::PERM)) = rustix::fs::access(
+        "/dev/fuse",
+        rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+    ) {
+        return Err(Error::NoDevice(e));
+    }
     let (ours, theirs) = socketpair(
         AddressFamily::UNIX,
         SocketType::STREAM,
@@ -837,7 +881,7 @@ fn fusermount_session<F: Filesystem>(
             step: "fusermount3",
             source: Errno::PERM,
             hint: format!(
-                "fusermount3 exited with {status}; allow_other needs `user_allow_other` in /etc/fuse.conf, or mount with -o noallow_other"
+                "fusermount3 exited with {status} (its message is above); if it names allow_other: that needs `user_allow_other` in /etc/fuse.conf, or mount with -o noallow_other"
             ),
         });
     }

@@ -24,8 +24,12 @@ use idfuse::{
 
 use acl::Acl;
 
-/// File data is stored in chunks of this size; missing chunks are holes.
-const CHUNK: u64 = 64 * 1024;
+/// File data is stored in pages of this size, as tmpfs stores it; missing
+/// pages are holes, and `st_blocks` counts the pages held.
+const CHUNK: u64 = 4096;
+/// Symlink targets shorter than this live in the inode on tmpfs and take
+/// no blocks; longer ones take a page.
+const INLINE_SYMLINK: usize = 128;
 /// How long the kernel may cache names and attributes. memfs is the only
 /// writer and every change passes through the kernel, so this only bounds
 /// how stale `ls -l` can be after a crash of our own bookkeeping.
@@ -173,7 +177,8 @@ impl Node {
     fn blocks(&self) -> u64 {
         match &self.kind {
             Kind::File(chunks) => chunks.len() as u64 * (CHUNK / 512),
-            Kind::Symlink(t) => (t.len() as u64).div_ceil(512),
+            Kind::Symlink(t) if t.len() < INLINE_SYMLINK => 0,
+            Kind::Symlink(_) => CHUNK / 512,
             _ => 0,
         }
     }

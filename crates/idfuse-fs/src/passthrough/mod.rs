@@ -102,48 +102,71 @@ impl Default for PassthroughOptions {
     }
 }
 
+/// Sets one passthrough option from its key and value.
+type Setter = fn(&mut PassthroughOptions, &str, Option<&str>) -> Result<(), String>;
+
+/// The passthrough's own `-o` options: (name, value shape, setter). The
+/// parser and the list of known options in errors are both this table.
+static OPTIONS: &[(&str, &str, Setter)] = &[
+    ("entry_timeout", "SECS", |o, k, v| {
+        o.entry_timeout = seconds(k, v)?;
+        Ok(())
+    }),
+    ("attr_timeout", "SECS", |o, k, v| {
+        o.attr_timeout = seconds(k, v)?;
+        Ok(())
+    }),
+    ("timeout", "SECS", |o, k, v| {
+        let t = seconds(k, v)?;
+        o.entry_timeout = t;
+        o.attr_timeout = t;
+        Ok(())
+    }),
+    ("inode_handles", "auto|never|always", |o, _, v| {
+        o.inode_handles = match v {
+            Some("auto") => InodeHandles::Auto,
+            Some("never") => InodeHandles::Never,
+            Some("always") => InodeHandles::Always,
+            v => {
+                return Err(format!(
+                    "`inode_handles{}`: expected inode_handles=auto, never or always",
+                    v.map(|v| format!("={v}")).unwrap_or_default()
+                ))
+            }
+        };
+        Ok(())
+    }),
+];
+
+fn seconds(key: &str, value: Option<&str>) -> Result<Duration, String> {
+    let v = value
+        .ok_or_else(|| format!("`{key}` needs a value in seconds, e.g. {key}=1 or {key}=0.5"))?;
+    v.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0 && *v < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("`{key}={v}`: expected seconds (a number ≥ 0, e.g. 1 or 0.5)"))
+}
+
 impl PassthroughOptions {
     /// Take an `-o` option the framework does not know: `entry_timeout=S`,
     /// `attr_timeout=S`, `timeout=S` (seconds, fractions allowed),
     /// `inode_handles=auto|never|always`. `Ok(false)` when the option is
     /// not ours.
     pub fn parse_option(&mut self, key: &str, value: Option<&str>) -> Result<bool, String> {
-        let secs = || -> Result<Duration, String> {
-            let v = value.ok_or_else(|| {
-                format!("`{key}` needs a value in seconds, e.g. {key}=1 or {key}=0.5")
-            })?;
-            v.parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite() && *v >= 0.0 && *v < 1e9)
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| {
-                    format!("`{key}={v}`: expected seconds (a number ≥ 0, e.g. 1 or 0.5)")
-                })
-        };
-        match key {
-            "entry_timeout" => self.entry_timeout = secs()?,
-            "attr_timeout" => self.attr_timeout = secs()?,
-            "timeout" => {
-                let t = secs()?;
-                self.entry_timeout = t;
-                self.attr_timeout = t;
-            }
-            "inode_handles" => {
-                self.inode_handles = match value {
-                    Some("auto") => InodeHandles::Auto,
-                    Some("never") => InodeHandles::Never,
-                    Some("always") => InodeHandles::Always,
-                    v => {
-                        return Err(format!(
-                            "`inode_handles{}`: expected inode_handles=auto, never or always",
-                            v.map(|v| format!("={v}")).unwrap_or_default()
-                        ))
-                    }
-                };
-            }
-            _ => return Ok(false),
+        match OPTIONS.iter().find(|(name, _, _)| *name == key) {
+            Some((_, _, set)) => set(self, key, value).map(|()| true),
+            None => Ok(false),
         }
-        Ok(true)
+    }
+
+    /// The options [`PassthroughOptions::parse_option`] takes, as
+    /// `name=VALUE`, for messages that list what is known.
+    pub fn known_options() -> Vec<String> {
+        OPTIONS
+            .iter()
+            .map(|(name, value, _)| format!("{name}={value}"))
+            .collect()
     }
 }
 
