@@ -32,6 +32,7 @@ mod handles;
 mod inodes;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -68,16 +69,44 @@ pub enum InodeHandles {
     Always,
 }
 
+/// How long the kernel may cache what the mirror tells it (virtiofsd's
+/// `--cache` modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheMode {
+    /// Long timeouts, directory listings and file pages kept, where a watch
+    /// on SOURCE reports changes made behind the mirror (fanotify, with
+    /// CAP_SYS_ADMIN); elsewhere the short timeouts of
+    /// [`PassthroughOptions::entry_timeout`] and `attr_timeout`.
+    #[default]
+    Auto,
+    /// Long timeouts everywhere, no watch: for a source nobody else touches.
+    Always,
+    /// No caching: every name and attribute is asked for again, listings
+    /// and file pages are not kept between opens.
+    Never,
+}
+
+/// How long names and attributes are cached where they are kept true by a
+/// watch, or with `cache=always`.
+pub const LONG_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 /// Open files of handle-held inodes kept between operations.
 const FD_CACHE: usize = 64;
 
 /// How to run a [`Passthrough`].
 #[derive(Debug, Clone)]
 pub struct PassthroughOptions {
-    /// How long the kernel may cache names (and the absence of names).
+    /// How long the kernel may cache names (and the absence of names)
+    /// where no watch keeps them true (see [`CacheMode`]).
     pub entry_timeout: Duration,
-    /// How long the kernel may cache attributes.
+    /// How long the kernel may cache attributes where no watch keeps them
+    /// true.
     pub attr_timeout: Duration,
+    /// Set the timeouts above for every inode, watched or not, whatever
+    /// `cache` says (the `-o` timeout options set it).
+    pub timeouts_set: bool,
+    /// What the kernel may cache.
+    pub cache: CacheMode,
     /// Hand regular files to the kernel as backing files (`FUSE_PASSTHROUGH`).
     pub passthrough_io: bool,
     /// The kernel caches writes (`writeback_cache`); not with passthrough.
@@ -94,6 +123,8 @@ impl Default for PassthroughOptions {
         Self {
             entry_timeout: Duration::from_secs(1),
             attr_timeout: Duration::from_secs(1),
+            timeouts_set: false,
+            cache: CacheMode::Auto,
             passthrough_io: true,
             writeback_cache: false,
             inode_handles: InodeHandles::Auto,
@@ -104,8 +135,9 @@ impl Default for PassthroughOptions {
 
 impl PassthroughOptions {
     /// Take an `-o` option the framework does not know: `entry_timeout=S`,
-    /// `attr_timeout=S`, `timeout=S` (seconds, fractions allowed),
-    /// `inode_handles=auto|never|always`. `Ok(false)` when the option is
+    /// `attr_timeout=S`, `timeout=S` (seconds, fractions allowed; they
+    /// then apply to every inode, watched or not),
+    /// `inode_handles=auto|never|always`, `cache=auto|always|never`. `Ok(false)` when the option is
     /// not ours.
     pub fn parse_option(&mut self, key: &str, value: Option<&str>) -> Result<bool, String> {
         let secs = || -> Result<Duration, String> {
@@ -121,12 +153,32 @@ impl PassthroughOptions {
                 })
         };
         match key {
-            "entry_timeout" => self.entry_timeout = secs()?,
-            "attr_timeout" => self.attr_timeout = secs()?,
+            "entry_timeout" => {
+                self.entry_timeout = secs()?;
+                self.timeouts_set = true;
+            }
+            "attr_timeout" => {
+                self.attr_timeout = secs()?;
+                self.timeouts_set = true;
+            }
             "timeout" => {
                 let t = secs()?;
                 self.entry_timeout = t;
                 self.attr_timeout = t;
+                self.timeouts_set = true;
+            }
+            "cache" => {
+                self.cache = match value {
+                    Some("auto") => CacheMode::Auto,
+                    Some("always") => CacheMode::Always,
+                    Some("never") => CacheMode::Never,
+                    v => {
+                        return Err(format!(
+                            "`cache{}`: expected cache=auto (long caches kept true by a watch on SOURCE where possible), always (SOURCE changes only through the mirror) or never",
+                            v.map(|v| format!("={v}")).unwrap_or_default()
+                        ))
+                    }
+                };
             }
             "inode_handles" => {
                 self.inode_handles = match value {
@@ -201,7 +253,13 @@ impl AsFd for InodeFd<'_> {
 
 /// The passthrough filesystem.
 pub struct Passthrough {
-    inodes: RwLock<InodeTable>,
+    inodes: Arc<RwLock<InodeTable>>,
+    /// The watch on SOURCE, until the session hands us a notifier.
+    watch: Mutex<Option<watch::Watch>>,
+    /// Stops the watcher thread when the mirror goes.
+    watching: Mutex<Option<watch::Running>>,
+    /// `st_dev` of the watched filesystem (`cache=auto` with a watch).
+    watched_dev: Option<u64>,
     /// Mount fds to open handles with.
     mounts: Mounts,
     fd_cache: FdCache,
@@ -371,6 +429,26 @@ impl Passthrough {
             "opening /proc/self/fd (passthrough reopens files through it; mount /proc)".into(),
         ))?;
         let st = statx_fd(root.as_fd()).map_err(io_err(format!("stat {}", source.display())))?;
+        let watch = match opts.cache {
+            CacheMode::Auto => match watch::Watch::new(root_dir.as_fd(), key_of(&st).0) {
+                Ok(w) => {
+                    tracing::info!(
+                        "cache=auto: watching SOURCE's filesystem with fanotify; names and attributes are cached for {}s and invalidated on change",
+                        LONG_TIMEOUT.as_secs()
+                    );
+                    Some(w)
+                }
+                Err(why) => {
+                    tracing::info!(
+                        "cache=auto: no watch on SOURCE ({why}); names and attributes are cached for {:?} and {:?}",
+                        opts.entry_timeout,
+                        opts.attr_timeout
+                    );
+                    None
+                }
+            },
+            CacheMode::Always | CacheMode::Never => None,
+        };
         let mounts = Mounts::default();
         let handles_ok = match opts.inode_handles {
             InodeHandles::Never => false,
@@ -392,7 +470,10 @@ impl Passthrough {
             }),
         };
         Ok(Self {
-            inodes: RwLock::new(InodeTable::new(root, key_of(&st))),
+            watched_dev: watch.as_ref().map(|w| w.dev),
+            watch: Mutex::new(watch),
+            watching: Mutex::new(None),
+            inodes: Arc::new(RwLock::new(InodeTable::new(root, key_of(&st)))),
             mounts,
             fd_cache: FdCache::new(FD_CACHE),
             handles_ok,
@@ -531,13 +612,55 @@ impl Passthrough {
     }
 
     fn entry(&self, ino: u64, st: &rustix::fs::Statx) -> Entry {
+        let dev = key_of(st).0;
         Entry {
             ino,
             generation: 0,
             attr: to_attr(st),
-            entry_timeout: self.opts.entry_timeout,
-            attr_timeout: self.opts.attr_timeout,
+            entry_timeout: self.entry_ttl(dev),
+            attr_timeout: self.attr_ttl(dev),
         }
+    }
+
+    /// True when the kernel may keep names, attributes, listings and pages
+    /// of inodes on `dev` for long: `cache=always`, or a watch reports
+    /// their changes.
+    fn long_cache(&self, dev: u64) -> bool {
+        match self.opts.cache {
+            CacheMode::Always => true,
+            CacheMode::Never => false,
+            CacheMode::Auto => self.watched_dev == Some(dev),
+        }
+    }
+
+    fn entry_ttl(&self, dev: u64) -> Duration {
+        if self.opts.timeouts_set {
+            self.opts.entry_timeout
+        } else if self.opts.cache == CacheMode::Never {
+            Duration::ZERO
+        } else if self.long_cache(dev) {
+            LONG_TIMEOUT
+        } else {
+            self.opts.entry_timeout
+        }
+    }
+
+    fn attr_ttl(&self, dev: u64) -> Duration {
+        if self.opts.timeouts_set {
+            self.opts.attr_timeout
+        } else if self.opts.cache == CacheMode::Never {
+            Duration::ZERO
+        } else if self.long_cache(dev) {
+            LONG_TIMEOUT
+        } else {
+            self.opts.attr_timeout
+        }
+    }
+
+    /// Whether a watch on SOURCE keeps the kernel's caches true (it runs
+    /// once the session has started).
+    pub fn watching(&self) -> bool {
+        self.watching.lock().is_ok_and(|w| w.is_some())
     }
 
     /// Open `name` in `parent` as `O_PATH` without following anything out
@@ -596,7 +719,7 @@ impl Passthrough {
         let st = statx_fd(ifd.as_fd())?;
         Ok(AttrReply {
             attr: to_attr(&st),
-            timeout: self.opts.attr_timeout,
+            timeout: self.attr_ttl(key_of(&st).0),
         })
     }
 
@@ -745,8 +868,14 @@ impl Passthrough {
             fh,
             // `flush` has nothing to do (locks are the kernel's, and a
             // local backing fs reports no errors at close): the kernel may
-            // skip the round trip on every close.
-            flags: OpenOutFlags::NOFLUSH,
+            // skip the round trip on every close. Pages of a file doing
+            // its I/O through the daemon stay cached between opens where a
+            // watch drops them on a change made in SOURCE.
+            flags: if backing.is_none() && self.long_cache(inode.dev) {
+                OpenOutFlags::NOFLUSH | OpenOutFlags::KEEP_CACHE
+            } else {
+                OpenOutFlags::NOFLUSH
+            },
             backing_id: backing,
         })
     }
@@ -825,14 +954,38 @@ impl Filesystem for Passthrough {
         }
     }
 
+    fn notifier(&self, n: &Negotiated, notifier: idfuse::Notifier) {
+        let Some(w) = self.watch.lock().ok().and_then(|mut w| w.take()) else {
+            return;
+        };
+        match w.start(self.inodes.clone(), notifier, n.minor >= 44) {
+            Ok(running) => {
+                if let Ok(mut r) = self.watching.lock() {
+                    *r = Some(running);
+                }
+            }
+            // Not expected (thread or pipe creation failed), and the long
+            // timeouts are promised already: say so loudly.
+            Err(e) => tracing::error!(
+                "cannot start the watch on SOURCE ({e}): changes made in SOURCE outside the mirror show only after {}s; remount with -o cache=never or cache=auto with timeouts",
+                LONG_TIMEOUT.as_secs()
+            ),
+        }
+    }
+
     fn lookup(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<Entry> {
         if name == "." || name == ".." {
             return self.lookup_dots(parent, name);
         }
         match self.lookup_name(parent, name) {
             // The kernel may cache the absence for as long as a name.
-            Err(Errno::NOENT) if !self.opts.entry_timeout.is_zero() => {
-                Ok(Entry::negative(self.opts.entry_timeout))
+            Err(Errno::NOENT) => {
+                let ttl = self.entry_ttl(self.inode(parent)?.dev);
+                if ttl.is_zero() {
+                    Err(Errno::NOENT)
+                } else {
+                    Ok(Entry::negative(ttl))
+                }
             }
             r => r,
         }
@@ -867,7 +1020,7 @@ impl Filesystem for Passthrough {
             let st = statx_fd(h.file.as_fd())?;
             return Ok(AttrReply {
                 attr: to_attr(&st),
-                timeout: self.opts.attr_timeout,
+                timeout: self.attr_ttl(key_of(&st).0),
             });
         }
         self.attr_of(ino)
@@ -921,7 +1074,7 @@ impl Filesystem for Passthrough {
             dev_minor: st.stx_dev_minor,
             ..Statx::default()
         };
-        Ok((out, self.opts.attr_timeout))
+        Ok((out, self.attr_ttl(i.dev)))
     }
 
     fn setattr(&self, _ctx: &Context<'_>, ino: u64, a: &SetAttr) -> idfuse::Result<AttrReply> {
@@ -1270,8 +1423,16 @@ impl Filesystem for Passthrough {
             io: None,
             dir: Some(Mutex::new(dir)),
         })?;
+        // A listing the kernel keeps is dropped with the directory's pages
+        // when the watch reports a change in it.
+        let flags = if self.long_cache(i.dev) {
+            OpenOutFlags::CACHE_DIR | OpenOutFlags::KEEP_CACHE
+        } else {
+            OpenOutFlags::empty()
+        };
         Ok(Opened {
             fh,
+            flags,
             ..Opened::default()
         })
     }
