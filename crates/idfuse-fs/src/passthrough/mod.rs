@@ -90,6 +90,16 @@ pub enum CacheMode {
 /// watch, or with `cache=always`.
 pub const LONG_TIMEOUT: Duration = Duration::from_secs(86_400);
 
+/// The open flags that decide whether an open file may serve as the
+/// inode's backing file as it is: read-write, and none of the flags that
+/// would change every other open's I/O through it.
+const BACKING_AS_IS: OFlags = OFlags::ACCMODE
+    .union(OFlags::APPEND)
+    .union(OFlags::DIRECT)
+    .union(OFlags::SYNC)
+    .union(OFlags::DSYNC)
+    .union(OFlags::NOATIME);
+
 /// Open files of handle-held inodes kept between operations.
 const FD_CACHE: usize = 64;
 
@@ -771,20 +781,28 @@ impl Passthrough {
         f
     }
 
+    /// Whether opens may get a backing file: wanted, negotiated, permitted.
+    fn backing_wanted(&self, ctx: &Context<'_>) -> bool {
+        self.opts.passthrough_io && ctx.passthrough() && !self.pt_refused.load(Ordering::Relaxed)
+    }
+
     /// Register a backing file for `inode` (BACKING_OPEN), if passthrough
-    /// is wanted, negotiated and permitted.
-    fn open_backing(&self, ctx: &Context<'_>, file: BorrowedFd<'_>) -> Option<BackingId> {
-        if !self.opts.passthrough_io
-            || !ctx.passthrough()
-            || self.pt_refused.load(Ordering::Relaxed)
-        {
+    /// is wanted, negotiated and permitted. `file` serves as it is when it
+    /// is open read-write without O_APPEND (`rw`), else it is reopened so.
+    fn open_backing(&self, ctx: &Context<'_>, file: BorrowedFd<'_>, rw: bool) -> Option<BackingId> {
+        if !self.backing_wanted(ctx) {
             return None;
         }
         // One backing file serves every open of the inode, whatever its
-        // access mode, so it is read-write; where the source refuses that,
-        // the inode does its I/O through the daemon.
-        let rw = self.reopen(file, OFlags::RDWR).ok()?;
-        match ctx.open_backing(rw.as_fd()) {
+        // access mode, so it is read-write (and not appending); where the
+        // source refuses that, the inode does its I/O through the daemon.
+        let reopened = if rw {
+            None
+        } else {
+            Some(self.reopen(file, OFlags::RDWR).ok()?)
+        };
+        let backing = reopened.as_ref().map_or(file, |f| f.as_fd());
+        match ctx.open_backing(backing) {
             Ok(id) => {
                 self.pt_active.store(true, Ordering::Relaxed);
                 Some(id)
@@ -806,22 +824,27 @@ impl Passthrough {
     }
 
     /// True for a file whose setid bits a write by another user clears:
-    /// S_ISUID, or S_ISGID with group execute.
-    fn must_lose_setid_on_write(file: BorrowedFd<'_>) -> bool {
-        statx_fd(file).map_or(true, |st| {
-            let mode = u32::from(st.stx_mode);
-            mode & libc::S_ISUID != 0
-                || mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP
-        })
+    /// S_ISUID, or S_ISGID with group execute. `mode`: the file's, when
+    /// known already.
+    fn must_lose_setid_on_write(file: BorrowedFd<'_>, mode: Option<u32>) -> bool {
+        let Some(mode) = mode.or_else(|| statx_fd(file).ok().map(|st| u32::from(st.stx_mode)))
+        else {
+            return true;
+        };
+        mode & libc::S_ISUID != 0
+            || mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP
     }
 
-    /// Make a handle for `file`, an open of the regular file `inode`, in
-    /// the I/O mode the inode is in (or the best one, if it is idle).
+    /// Make a handle for `file`, an open of the regular file `inode` with
+    /// `flags`, in the I/O mode the inode is in (or the best one, if it is
+    /// idle). `mode`: the file's mode, when just read.
     fn opened(
         &self,
         ctx: &Context<'_>,
         inode: &Arc<Inode>,
         file: OwnedFd,
+        flags: OFlags,
+        mode: Option<u32>,
     ) -> Result<Opened, Errno> {
         let backing = {
             let mut io = inode.io.lock().map_err(|_| Errno::IO)?;
@@ -835,14 +858,15 @@ impl Passthrough {
                     None
                 }
                 FileIo::Idle => {
-                    let id = if Self::must_lose_setid_on_write(file.as_fd()) {
+                    let id = if Self::must_lose_setid_on_write(file.as_fd(), mode) {
                         // Writes through a backing file run with the
                         // daemon's CAP_FSETID and would keep the bits, so
                         // such a file does its I/O through the daemon,
                         // which clears them (WRITE with KILL_SUIDGID).
                         None
                     } else {
-                        self.open_backing(ctx, file.as_fd())
+                        let rw = flags & BACKING_AS_IS == OFlags::RDWR;
+                        self.open_backing(ctx, file.as_fd(), rw)
                     };
                     *io = match id {
                         Some(id) => FileIo::Backing { id, users: 1 },
@@ -911,6 +935,7 @@ impl Passthrough {
         ctx: &Context<'_>,
         parent: BorrowedFd<'_>,
         file: OwnedFd,
+        flags: OFlags,
         kill_suidgid: bool,
     ) -> Result<(Entry, Opened), Errno> {
         if kill_suidgid {
@@ -919,7 +944,8 @@ impl Passthrough {
         let path = self.reopen(file.as_fd(), OFlags::PATH)?;
         let entry = self.register(parent, path)?;
         let inode = self.inode(entry.ino)?;
-        match self.opened(ctx, &inode, file) {
+        // The mode was read by `register` just now: no second statx.
+        match self.opened(ctx, &inode, file, flags, Some(entry.attr.mode)) {
             Ok(opened) => Ok((entry, opened)),
             Err(e) => {
                 // The kernel will not learn of this entry: undo its lookup.
@@ -1272,11 +1298,12 @@ impl Filesystem for Passthrough {
     ) -> idfuse::Result<Opened> {
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
-        let file = self.reopen(ifd.as_fd(), self.open_flags(flags))?;
+        let oflags = self.open_flags(flags);
+        let file = self.reopen(ifd.as_fd(), oflags)?;
         if kill_suidgid {
             self.kill_suidgid(file.as_fd())?;
         }
-        self.opened(ctx, &i, file)
+        self.opened(ctx, &i, file, oflags, None)
     }
 
     fn create(
@@ -1292,6 +1319,14 @@ impl Filesystem for Passthrough {
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
+        let mut oflags = self.open_flags(flags);
+        if oflags & BACKING_AS_IS == OFlags::WRONLY && self.backing_wanted(ctx) {
+            // A file this open creates may be opened read-write whatever
+            // its mode (the VFS checks no permission on a file the open
+            // created), and then serves as the backing file too: no
+            // second open.
+            oflags = (oflags & !OFlags::WRONLY) | OFlags::RDWR;
+        }
         let file = {
             let _as = AsOwner::new(owner, mode.umask)?;
             // Always O_EXCL: the kernel treats the file as created by the
@@ -1300,16 +1335,12 @@ impl Filesystem for Passthrough {
             rustix::fs::openat2(
                 &pfd,
                 name,
-                self.open_flags(flags)
-                    | OFlags::CREATE
-                    | OFlags::EXCL
-                    | OFlags::NOFOLLOW
-                    | OFlags::CLOEXEC,
+                oflags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(mode.mode & 0o7777),
                 ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
             )?
         };
-        self.created(ctx, pfd.as_fd(), file, kill_suidgid)
+        self.created(ctx, pfd.as_fd(), file, oflags, kill_suidgid)
     }
 
     fn tmpfile(
@@ -1335,7 +1366,7 @@ impl Filesystem for Passthrough {
                 Mode::from_raw_mode(mode.mode & 0o7777),
             )?
         };
-        self.created(ctx, pfd.as_fd(), file, false)
+        self.created(ctx, pfd.as_fd(), file, f, false)
     }
 
     fn read(
