@@ -73,6 +73,8 @@ struct Sizes {
     file_mib: usize,
     files: usize,
     random_reads: usize,
+    /// Random reads go on at least this long.
+    min_time: std::time::Duration,
     reps: usize,
 }
 
@@ -277,15 +279,22 @@ fn random_reads(dir: &Path, s: &Sizes, direct: bool) -> Result<(f64, &'static st
     let buf = &mut raw[off..off + 4096];
     let blocks = ((s.file_mib as u64) << 20) / 4096;
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    // At least `random_reads`, and for at least `min_time`: a few tens of
+    // milliseconds of reads measure the machine's noise, not the ~10% a
+    // FUSE passthrough read costs over a native one (fio runs for seconds).
     let t = Instant::now();
-    for _ in 0..s.random_reads {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let at = (x % blocks) * 4096;
-        rustix::io::pread(&f, &mut *buf, at).map_err(|e| format!("pread: {e}"))?;
+    let mut n = 0usize;
+    while n < s.random_reads || t.elapsed() < s.min_time {
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let at = (x % blocks) * 4096;
+            rustix::io::pread(&f, &mut *buf, at).map_err(|e| format!("pread: {e}"))?;
+        }
+        n += 1000;
     }
-    Ok((s.random_reads as f64 / t.elapsed().as_secs_f64(), "reads/s"))
+    Ok((n as f64 / t.elapsed().as_secs_f64(), "reads/s"))
 }
 
 fn rand_buffered(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
@@ -441,6 +450,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
             file_mib: 64,
             files: 1000,
             random_reads: 5000,
+            min_time: std::time::Duration::from_millis(1500),
             reps: 1,
         }
     } else {
@@ -448,6 +458,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
             file_mib: 1024,
             files: 10_000,
             random_reads: 50_000,
+            min_time: std::time::Duration::from_secs(4),
             reps: 3,
         }
     };

@@ -211,6 +211,10 @@ impl Watcher {
             if !fds[1].revents().is_empty() {
                 return;
             }
+            // Let a burst gather (every change the daemon makes itself is
+            // an event too): at most one wakeup per millisecond, well
+            // inside the visibility bound.
+            std::thread::sleep(std::time::Duration::from_millis(1));
             let mut out = Vec::new();
             // Drain what is queued, then tell the kernel in one go.
             loop {
