@@ -33,6 +33,8 @@ mkdir -p "$scratch/bindfs-src"
 "$bin" conformance --target "cmd:bindfs $scratch/bindfs-src {mnt}"
 echo "== conformance: default targets, differential against tmpfs"
 "$bin" conformance --json "$scratch/conformance.json"
+echo "== conformance: the mirror with cache=never and cache=always, differential against tmpfs"
+"$bin" conformance --differential --target tmpfs --target passthrough:cache=never --target passthrough:cache=always
 
 
 # Only mounts that appeared during this run count: others on the machine
