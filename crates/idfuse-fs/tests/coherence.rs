@@ -219,6 +219,40 @@ fn changes_in_source_reach_both_views_within_the_bound() {
     );
 }
 
+/// Link counts follow the host: a hard link made there, and the deletion
+/// of a file the client holds open (the kernel is told with
+/// `FUSE_NOTIFY_DELETE`, and its cached link count is dropped).
+#[test]
+fn host_links_and_deletions_reach_open_files() {
+    let f = fixture(PassthroughOptions::default(), true);
+    assert!(f.pt().watching());
+    fs::write(f.src.join("a"), b"data").expect("write");
+    let held = fs::File::open(f.mnt.join("a")).expect("open");
+    assert_eq!(held.metadata().expect("fstat").nlink(), 1);
+    host(&format!(
+        "ln {} {}",
+        q(&f.src.join("a")),
+        q(&f.src.join("b"))
+    ));
+    let t_link = visible("hard link", || {
+        held.metadata().is_ok_and(|m| m.nlink() == 2) && f.mnt.join("b").exists()
+    });
+    host(&format!(
+        "rm {} {}",
+        q(&f.src.join("a")),
+        q(&f.src.join("b"))
+    ));
+    let t_rm = visible("deletion of an open file", || {
+        held.metadata().is_ok_and(|m| m.nlink() == 0)
+            && !f.mnt.join("a").exists()
+            && !f.mnt.join("b").exists()
+    });
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut &held, &mut data).expect("read");
+    assert_eq!(data, b"data", "the open file still reads");
+    eprintln!("visibility latency: link {t_link:?}, delete of an open file {t_rm:?}");
+}
+
 /// The mirror names objects, not paths: a directory the client has open
 /// follows its host-side rename, and a file replaced on the host by another
 /// of the same name is never served with the old one's data again once the

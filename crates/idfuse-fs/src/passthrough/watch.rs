@@ -98,16 +98,22 @@ impl Watch {
                 "SOURCE is on a network or FUSE filesystem (type {ftype:#x}), whose changes made elsewhere a local watch cannot see"
             ));
         }
-        // SAFETY: plain syscall with constant flags; returns a new fd or -1.
-        let fd = unsafe {
-            libc::fanotify_init(
-                libc::FAN_CLASS_NOTIF
-                    | libc::FAN_CLOEXEC
-                    | libc::FAN_NONBLOCK
-                    | libc::FAN_REPORT_DFID_NAME,
-                (libc::O_RDONLY | libc::O_CLOEXEC) as libc::c_uint,
-            )
+        let init = |report: libc::c_uint| {
+            // SAFETY: plain syscall with constant flags; returns a new fd
+            // or -1.
+            unsafe {
+                libc::fanotify_init(
+                    libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK | report,
+                    (libc::O_RDONLY | libc::O_CLOEXEC) as libc::c_uint,
+                )
+            }
         };
+        // The changed object's own handle too (5.17+): it names the inode
+        // a deletion removed, and one whose link count changed.
+        let mut fd = init(libc::FAN_REPORT_DFID_NAME_TARGET);
+        if fd < 0 {
+            fd = init(libc::FAN_REPORT_DFID_NAME);
+        }
         if fd < 0 {
             return Err(format!(
                 "fanotify_init: {}",
@@ -179,16 +185,11 @@ struct Watcher {
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Inval {
     Entry(u64, Vec<u8>),
+    /// Parent, the deleted child, its name.
+    Delete(u64, u64, Vec<u8>),
     /// Node, and whether cached data goes too (else attributes only).
     Inode(u64, bool),
     Everything,
-}
-
-/// One event: its mask, the directory handle and the name.
-struct Event<'a> {
-    mask: u64,
-    handle: &'a [u8],
-    name: &'a [u8],
 }
 
 impl Watcher {
@@ -273,9 +274,11 @@ impl Watcher {
             if pid == self.me {
                 continue;
             }
-            // Info records: header { type u8, pad u8, len u16 }, then for
-            // DFID_NAME: fsid (8 bytes), struct file_handle { bytes u32,
-            // type i32, data }, then the NUL-terminated name.
+            // Info records: header { type u8, pad u8, len u16 }, then
+            // fsid (8 bytes), struct file_handle { bytes u32, type i32,
+            // data }, and for DFID_NAME the NUL-terminated name.
+            let mut dir = None;
+            let mut object = None;
             let mut info = &ev[meta_len..];
             while info.len() >= 4 {
                 let typ = info[0];
@@ -285,11 +288,6 @@ impl Watcher {
                 }
                 let rec = &info[..ilen];
                 info = &info[ilen..];
-                if typ != libc::FAN_EVENT_INFO_TYPE_DFID_NAME
-                    && typ != libc::FAN_EVENT_INFO_TYPE_DFID
-                {
-                    continue;
-                }
                 let Some(fh) = rec.get(12..) else { continue };
                 let hbytes = rd32(fh, 0) as usize;
                 // The handle with its type, as the cache key and to open.
@@ -297,17 +295,22 @@ impl Watcher {
                     continue;
                 };
                 let rest = &fh[8 + hbytes..];
-                let name = if typ == libc::FAN_EVENT_INFO_TYPE_DFID_NAME {
-                    rest.split(|&b| b == 0).next().unwrap_or(b".")
-                } else {
-                    b"."
-                };
-                self.event(&Event { mask, handle, name }, out);
+                match typ {
+                    libc::FAN_EVENT_INFO_TYPE_DFID_NAME => {
+                        let name = rest.split(|&b| b == 0).next().unwrap_or(b".");
+                        dir = Some((handle, name));
+                    }
+                    libc::FAN_EVENT_INFO_TYPE_DFID => dir = Some((handle, &b"."[..])),
+                    libc::FAN_EVENT_INFO_TYPE_FID => object = Some(handle),
+                    _ => {}
+                }
             }
+            self.event(mask, dir, object, out);
         }
     }
 
-    /// Open the directory whose handle (with its 8-byte header) is given.
+    /// Open, as `O_PATH`, the inode whose handle (with its 8-byte header)
+    /// is given.
     fn open_handle(&self, handle: &[u8]) -> Option<OwnedFd> {
         #[repr(C)]
         struct Raw {
@@ -329,7 +332,7 @@ impl Watcher {
             libc::open_by_handle_at(
                 self.watch.mount_fd.as_raw_fd(),
                 (&raw mut raw).cast::<libc::file_handle>(),
-                libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY,
+                libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW,
             )
         };
         // SAFETY: a new fd nobody else owns, when not negative.
@@ -340,12 +343,35 @@ impl Watcher {
         self.table.read().ok()?.id_of(key)
     }
 
-    fn event(&mut self, e: &Event<'_>, out: &mut Vec<Inval>) {
+    /// The node of the inode a handle names, if the kernel holds one.
+    fn node_of_handle(&self, handle: &[u8]) -> Option<u64> {
+        let fd = self.open_handle(handle)?;
+        let st = statx_fd(fd.as_fd()).ok()?;
+        self.node_of(key_of(&st))
+    }
+
+    /// One event: `dir` is the directory's handle and the entry's name
+    /// (`.`: the directory itself), `object` the changed inode's handle.
+    fn event(
+        &mut self,
+        mask: u64,
+        dir: Option<(&[u8], &[u8])>,
+        object: Option<&[u8]>,
+        out: &mut Vec<Inval>,
+    ) {
+        let data = mask & libc::FAN_MODIFY != 0;
+        let Some((handle, name)) = dir else {
+            // No directory (a link count changed): the inode alone.
+            if let Some(node) = object.and_then(|h| self.node_of_handle(h)) {
+                out.push(Inval::Inode(node, data));
+            }
+            return;
+        };
         let mut dir_fd = None;
-        let key = match self.keys.get(e.handle) {
+        let key = match self.keys.get(handle) {
             Some(k) => *k,
             None => {
-                let Some(fd) = self.open_handle(e.handle) else {
+                let Some(fd) = self.open_handle(handle) else {
                     return;
                 };
                 let Ok(st) = statx_fd(fd.as_fd()) else { return };
@@ -353,40 +379,64 @@ impl Watcher {
                 if self.keys.len() >= KEYS_MAX {
                     self.keys.clear();
                 }
-                self.keys.insert(e.handle.to_vec(), k);
+                self.keys.insert(handle.to_vec(), k);
                 dir_fd = Some(fd);
                 k
             }
         };
         let Some(parent) = self.node_of(key) else {
+            // Nothing below a directory the kernel never looked up is
+            // cached.
             return;
         };
         let name_changes =
             libc::FAN_CREATE | libc::FAN_DELETE | libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO;
-        if e.name == b"." {
+        if name == b"." {
             // The directory itself.
-            out.push(Inval::Inode(parent, e.mask & name_changes != 0));
+            out.push(Inval::Inode(parent, mask & name_changes != 0));
             return;
         }
-        if e.mask & name_changes != 0 {
-            out.push(Inval::Entry(parent, e.name.to_vec()));
+        let name_ok = check_name(std::ffi::OsStr::from_bytes(name)).is_ok();
+        if mask & name_changes != 0 {
+            // The inode a deletion removed: the kernel marks it deleted
+            // (DELETE), and its link count is read again.
+            let gone = if mask & (libc::FAN_DELETE | libc::FAN_MOVED_FROM) != 0 {
+                object.and_then(|h| self.node_of_handle(h))
+            } else {
+                None
+            };
+            match gone {
+                Some(child) if mask & libc::FAN_DELETE != 0 => {
+                    out.push(Inval::Delete(parent, child, name.to_vec()));
+                    out.push(Inval::Inode(child, false));
+                }
+                Some(child) => {
+                    out.push(Inval::Entry(parent, name.to_vec()));
+                    out.push(Inval::Inode(child, false));
+                }
+                None => out.push(Inval::Entry(parent, name.to_vec())),
+            }
             out.push(Inval::Inode(parent, true));
         }
-        if e.mask & (libc::FAN_ATTRIB | libc::FAN_MODIFY) != 0 {
-            let name = std::ffi::OsStr::from_bytes(e.name);
-            if check_name(name).is_err() {
+        if mask & (libc::FAN_ATTRIB | libc::FAN_MODIFY) != 0 {
+            if let Some(node) = object.and_then(|h| self.node_of_handle(h)) {
+                out.push(Inval::Inode(node, data));
                 return;
             }
+            if !name_ok {
+                return;
+            }
+            // No object handle (an older kernel): look the name up.
             let dir = match dir_fd {
                 Some(fd) => fd,
-                None => match self.open_handle(e.handle) {
+                None => match self.open_handle(handle) {
                     Some(fd) => fd,
                     None => return,
                 },
             };
             let Ok(child) = rustix::fs::openat2(
                 &dir,
-                name,
+                std::ffi::OsStr::from_bytes(name),
                 OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
                 ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
@@ -398,7 +448,7 @@ impl Watcher {
                 return;
             };
             if let Some(node) = self.node_of(key_of(&st)) {
-                out.push(Inval::Inode(node, e.mask & libc::FAN_MODIFY != 0));
+                out.push(Inval::Inode(node, data));
             }
         }
     }
@@ -417,6 +467,15 @@ impl Watcher {
             }
             let r = match &i {
                 Inval::Entry(p, name) => self.notifier.inval_entry(*p, name),
+                // A child the kernel no longer has under that name: drop
+                // the name all the same.
+                // A child the kernel no longer has under that name, or a
+                // directory it cannot mark deleted (busy, not empty in its
+                // cache): drop the name all the same.
+                Inval::Delete(p, c, name) => match self.notifier.delete(*p, *c, name) {
+                    Ok(()) => Ok(()),
+                    Err(_) => self.notifier.inval_entry(*p, name),
+                },
                 Inval::Inode(n, data) => {
                     self.notifier.inval_inode(*n, if *data { 0 } else { -1 }, 0)
                 }
