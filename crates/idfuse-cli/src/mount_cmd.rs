@@ -132,7 +132,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // Fail early on a bad source, before detaching; the filesystem
             // itself is built in the daemon, after the fork, because it
             // keeps /proc/self/fd open.
-            drop(Passthrough::new(&source, popts.clone())?);
+            // (Without the watch, which the daemon sets up and reports.)
+            drop(Passthrough::new(
+                &source,
+                PassthroughOptions {
+                    cache: idfuse_fs::passthrough::CacheMode::Never,
+                    ..popts.clone()
+                },
+            )?);
             let make = || Ok(Passthrough::new(&source, popts)?);
             serve(make, &mountpoint, &common, mount, session)
         }
