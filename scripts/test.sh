@@ -53,6 +53,8 @@ mkdir -p "$scratch/bindfs-src"
 "$bin" conformance --target "cmd:bindfs $scratch/bindfs-src {mnt}"
 echo "== conformance: default targets, differential against tmpfs"
 "$bin" conformance --json "$scratch/conformance.json"
+echo "== conformance: the mirror with cache=never and cache=always, differential against tmpfs"
+"$bin" conformance --differential --target tmpfs --target passthrough:cache=never --target passthrough:cache=always
 
 
 # This run's own leftovers: mounts under its scratch directory, daemons

@@ -10,7 +10,7 @@ use idfuse_conformance::{RunOptions, Target};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Targets: tmpfs (the reference), ext4 (loop device), memfs, passthrough (over a fresh tmpfs), path:DIR (an existing mount), cmd:'COMMAND {mnt}' (any FUSE daemon on a scratch mountpoint).
+    after_help = "Targets: tmpfs (the reference), ext4 (loop device), memfs, passthrough (over a fresh tmpfs), passthrough:OPTIONS (the same with -o OPTIONS, e.g. passthrough:cache=never), path:DIR (an existing mount), cmd:'COMMAND {mnt}' (any FUSE daemon on a scratch mountpoint).
 With no --target: tmpfs, memfs and passthrough, differential against tmpfs.
 
 Examples:

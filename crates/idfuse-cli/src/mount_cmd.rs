@@ -56,9 +56,14 @@ struct Common {
     /// Mount options, comma-separated, as mount(8) and libfuse spell them:
     /// default_permissions, allow_other, ro, nosuid, nodev, noexec, noatime,
     /// max_read=N, fsname=NAME, subtype=NAME, writeback_cache; passthrough
-    /// also takes entry_timeout=SECS, attr_timeout=SECS, timeout=SECS and
-    /// inode_handles=auto|never|always (hold cached inodes by file handle
-    /// rather than open fd; auto: past half the open-file limit).
+    /// also takes cache=auto|always|never (auto, the default: cache names,
+    /// attributes and listings for a day where a fanotify watch on SOURCE
+    /// invalidates them on change, else for timeout=SECS; always: for a
+    /// SOURCE nobody else changes; never: no caching), entry_timeout=SECS,
+    /// attr_timeout=SECS, timeout=SECS (default 1; given, they apply to
+    /// every inode) and inode_handles=auto|never|always (hold cached inodes
+    /// by file handle rather than open fd; auto: past half the open-file
+    /// limit).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Stay in the foreground (otherwise the daemon detaches once mounted).
@@ -144,7 +149,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // Fail early on a bad source, before detaching; the filesystem
             // itself is built in the daemon, after the fork, because it
             // keeps /proc/self/fd open.
-            drop(Passthrough::new(&source, popts.clone())?);
+            // (Without the watch, which the daemon sets up and reports.)
+            drop(Passthrough::new(
+                &source,
+                PassthroughOptions {
+                    cache: idfuse_fs::passthrough::CacheMode::Never,
+                    ..popts.clone()
+                },
+            )?);
             let make = || Ok(Passthrough::new(&source, popts)?);
             let stats = |fs: &Passthrough| {
                 format!(

@@ -18,6 +18,9 @@ pub enum Target {
     Memfs(Option<String>),
     /// idfuse passthrough over a fresh tmpfs.
     Passthrough,
+    /// idfuse passthrough over a fresh tmpfs, with these extra `-o`
+    /// options (`passthrough:cache=never`).
+    PassthroughWith(String),
     /// An existing directory.
     Path(PathBuf),
     /// `COMMAND {mnt}`: any FUSE daemon, started and stopped by us.
@@ -33,6 +36,9 @@ impl std::str::FromStr for Target {
             "memfs" => Target::Memfs(None),
             "passthrough" => Target::Passthrough,
             _ if s.starts_with("memfs:fault=") => Target::Memfs(Some(s["memfs:fault=".len()..].to_string())),
+            _ if s.starts_with("passthrough:") => {
+                Target::PassthroughWith(s["passthrough:".len()..].to_string())
+            }
             _ if s.starts_with("path:") => Target::Path(PathBuf::from(&s[5..])),
             _ if s.starts_with("cmd:") => {
                 let c = &s[4..];
@@ -43,7 +49,7 @@ impl std::str::FromStr for Target {
             }
             _ => {
                 return Err(format!(
-                    "unknown target `{s}`; use tmpfs, ext4, memfs, passthrough, path:DIR or cmd:'COMMAND {{mnt}}'"
+                    "unknown target `{s}`; use tmpfs, ext4, memfs, passthrough, passthrough:OPTIONS, path:DIR or cmd:'COMMAND {{mnt}}'"
                 ))
             }
         })
@@ -58,6 +64,7 @@ impl std::fmt::Display for Target {
             Target::Memfs(None) => f.write_str("memfs"),
             Target::Memfs(Some(x)) => write!(f, "memfs:fault={x}"),
             Target::Passthrough => f.write_str("passthrough"),
+            Target::PassthroughWith(o) => write!(f, "passthrough:{o}"),
             Target::Path(p) => write!(f, "path:{}", p.display()),
             Target::Cmd(c) => write!(f, "cmd:{c}"),
         }
@@ -262,7 +269,11 @@ impl Target {
                     std::os::unix::fs::PermissionsExt::from_mode(0o777),
                 );
             }
-            Target::Passthrough => {
+            Target::Passthrough | Target::PassthroughWith(_) => {
+                let opts = match self {
+                    Target::PassthroughWith(o) => format!("suid,dev,{o}"),
+                    _ => "suid,dev".into(),
+                };
                 let src = work.join("backing");
                 std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
                 mount_tmpfs(&src)?;
@@ -275,7 +286,7 @@ impl Target {
                     inst.root.to_string_lossy().into(),
                     "--foreground".into(),
                     "-o".into(),
-                    "suid,dev".into(),
+                    opts,
                 ];
                 inst.userns_kind = Some("passthrough");
                 inst.daemon = Some(start_daemon(&argv, &inst.root)?);

@@ -362,6 +362,12 @@ pub trait Filesystem: Send + Sync + 'static {
     }
     /// Called once after INIT was answered.
     fn init(&self, negotiated: &Negotiated) {}
+    /// Called once right after [`Filesystem::init`], with a handle for
+    /// sending the kernel notifications (cache invalidations) from any
+    /// thread. A filesystem that watches for changes made behind its back
+    /// keeps it. Never send a notification about a directory from inside a
+    /// request on that directory: the kernel may hold its lock meanwhile.
+    fn notifier(&self, negotiated: &Negotiated, notifier: crate::Notifier) {}
     /// Called on DESTROY.
     fn destroy(&self) {}
 

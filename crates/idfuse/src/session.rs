@@ -625,6 +625,7 @@ fn dispatch<F: Filesystem>(
                 reply_ok(fd, unique, &[&out.as_bytes()[..len]]);
                 tracing::info!(minor = n.minor, flags = ?n.flags, "INIT negotiated");
                 shared.fs.init(&n);
+                shared.fs.notifier(&n, Notifier(shared.device.clone()));
                 shared.set_init(InitState::Done);
             }
             Err(why) => {

@@ -21,6 +21,26 @@ use rustix::thread::{CapabilitySet, CapabilitySets};
 thread_local! {
     static PRIVATE_FS: Cell<bool> = const { Cell::new(false) };
     static BASELINE: std::cell::RefCell<Option<Baseline>> = const { std::cell::RefCell::new(None) };
+    /// The thread's umask as last set here. Only creates use it, and each
+    /// sets its own, so it stays between creates: the next create by the
+    /// same caller makes no umask call.
+    static UMASK: Cell<Option<u32>> = const { Cell::new(None) };
+    /// The capabilities the thread has right after switching to an fsuid,
+    /// keyed by whether it is 0: leaving fsuid 0 clears the file-system
+    /// ones, always the same from the same baseline. Read once.
+    static SWITCHED_CAPS: Cell<Option<(bool, CapabilitySets)>> = const { Cell::new(None) };
+    /// The last owner whose ids were seen to take effect (a mapping, once
+    /// there, cannot change): the next switch to it skips the read-back.
+    static VERIFIED: Cell<Option<(u32, u32)>> = const { Cell::new(None) };
+}
+
+/// Give this thread `umask` for the creates that follow (kept: see UMASK).
+fn set_umask(umask: u32) {
+    let want = umask & 0o777;
+    if UMASK.with(Cell::get) != Some(want) {
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(want));
+        UMASK.with(|c| c.set(Some(want)));
+    }
 }
 
 /// A worker thread's credentials between switches. They change only inside
@@ -81,7 +101,6 @@ pub(super) struct AsOwner {
     gid: u32,
     groups: Option<Vec<Gid>>,
     caps: Option<CapabilitySets>,
-    umask: rustix::fs::Mode,
     /// The fs ids were changed (not already the owner's).
     switched: bool,
 }
@@ -108,34 +127,46 @@ impl AsOwner {
         if owner.uid == base.fsuid && owner.gid == base.fsgid {
             // Already the owner (the daemon's own ids, e.g. root creating
             // as root): nothing to switch, and the capabilities stay.
+            set_umask(umask);
             return Ok(Self {
                 uid: base.fsuid,
                 gid: base.fsgid,
                 groups,
                 caps: None,
-                umask: rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask & 0o777)),
                 switched: false,
             });
         }
+        set_umask(umask);
         let mut guard = Self {
             gid: setfsgid(owner.gid),
             uid: setfsuid(owner.uid),
             groups,
             caps: None,
-            umask: rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask & 0o777)),
             switched: true,
         };
-        // setfsuid reports no error: read back what took effect.
-        if setfsuid(u32::MAX) != owner.uid || setfsgid(u32::MAX) != owner.gid {
-            return Err(if caps.effective.contains(CapabilitySet::SETUID) {
-                // The id has no mapping in the daemon's user namespace.
-                Errno::OVERFLOW
-            } else {
-                // An unprivileged daemon can create only as itself.
-                Errno::PERM
-            });
+        // setfsuid reports no error: read back what took effect (once per
+        // owner and thread).
+        if VERIFIED.with(Cell::get) != Some((owner.uid, owner.gid)) {
+            if setfsuid(u32::MAX) != owner.uid || setfsgid(u32::MAX) != owner.gid {
+                return Err(if caps.effective.contains(CapabilitySet::SETUID) {
+                    // The id has no mapping in the daemon's user namespace.
+                    Errno::OVERFLOW
+                } else {
+                    // An unprivileged daemon can create only as itself.
+                    Errno::PERM
+                });
+            }
+            VERIFIED.with(|c| c.set(Some((owner.uid, owner.gid))));
         }
-        let now = rustix::thread::capabilities(None)?;
+        let root = owner.uid == 0;
+        let now = match SWITCHED_CAPS.with(Cell::get) {
+            Some((r, c)) if r == root => c,
+            _ => {
+                let c = rustix::thread::capabilities(None)?;
+                SWITCHED_CAPS.with(|s| s.set(Some((root, c))));
+                c
+            }
+        };
         let give_back = ACCESS_CAPS & caps.effective & now.permitted & !now.effective;
         if !give_back.is_empty() {
             guard.caps = Some(caps);
@@ -165,7 +196,6 @@ impl Drop for AsOwner {
         if let Some(groups) = &self.groups {
             let _ = rustix::thread::set_thread_groups(groups);
         }
-        rustix::process::umask(self.umask);
     }
 }
 
@@ -194,7 +224,6 @@ mod tests {
         }
         std::thread::spawn(|| {
             let before_caps = rustix::thread::capabilities(None).expect("capget");
-            let before_umask = umask();
             let owner = Owner {
                 uid: 0,
                 gid: 0,
@@ -211,7 +240,7 @@ mod tests {
                     "root creating as root keeps its capabilities"
                 );
             }
-            assert_eq!(umask(), before_umask, "umask restored");
+            assert_eq!(umask(), "0077", "umask kept for the next create");
             // A switch after the shortcut still switches.
             let other = Owner {
                 uid: 1234,
@@ -237,7 +266,6 @@ mod tests {
         std::thread::spawn(|| {
             let before_caps = rustix::thread::capabilities(None).expect("capget");
             let before_groups = rustix::process::getgroups().expect("getgroups");
-            let before_umask = umask();
             let owner = Owner {
                 uid: 1234,
                 gid: 2345,
@@ -263,7 +291,20 @@ mod tests {
                 rustix::thread::capabilities(None).expect("capget"),
                 before_caps
             );
-            assert_eq!(umask(), before_umask, "umask restored");
+            assert_eq!(umask(), "0027", "umask kept for the next create");
+            // Again as the same owner: same state, from the cached values.
+            {
+                let _g = AsOwner::new(&owner, 0o027).expect("switch");
+                assert_eq!(fs_ids(), (1234, 2345));
+                let caps = rustix::thread::capabilities(None).expect("capget");
+                assert!(caps.effective.contains(CapabilitySet::DAC_OVERRIDE));
+                assert!(!caps.effective.contains(CapabilitySet::CHOWN));
+            }
+            assert_eq!(fs_ids(), (0, 0));
+            assert_eq!(
+                rustix::thread::capabilities(None).expect("capget"),
+                before_caps
+            );
         })
         .join()
         .expect("thread");

@@ -52,6 +52,8 @@ pub(super) enum Held {
 pub(super) struct Inode {
     /// The node id.
     pub(super) id: u64,
+    /// `st_dev` of the backing inode.
+    pub(super) dev: u64,
     pub(super) held: Held,
     pub(super) io: Mutex<FileIo>,
 }
@@ -89,6 +91,7 @@ impl InodeTable {
         }
         let inode = Arc::new(Inode {
             id: ino,
+            dev: key.0,
             held,
             io: Mutex::new(FileIo::Idle),
         });
@@ -105,6 +108,16 @@ impl InodeTable {
 
     pub(super) fn get(&self, ino: u64) -> Option<Arc<Inode>> {
         self.by_id.get(&ino).map(|s| s.inode.clone())
+    }
+
+    /// The node id the key belongs to, if the kernel holds one.
+    pub(super) fn id_of(&self, key: Key) -> Option<u64> {
+        self.by_key.get(&key).copied()
+    }
+
+    /// Every node id held.
+    pub(super) fn ids(&self) -> Vec<u64> {
+        self.by_id.keys().copied().collect()
     }
 
     pub(super) fn len(&self) -> usize {

@@ -32,6 +32,7 @@ mod handles;
 mod inodes;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -68,16 +69,54 @@ pub enum InodeHandles {
     Always,
 }
 
+/// How long the kernel may cache what the mirror tells it (virtiofsd's
+/// `--cache` modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheMode {
+    /// Long timeouts, directory listings and file pages kept, where a watch
+    /// on SOURCE reports changes made behind the mirror (fanotify, with
+    /// CAP_SYS_ADMIN); elsewhere the short timeouts of
+    /// [`PassthroughOptions::entry_timeout`] and `attr_timeout`.
+    #[default]
+    Auto,
+    /// Long timeouts everywhere, no watch: for a source nobody else touches.
+    Always,
+    /// No caching: every name and attribute is asked for again, listings
+    /// and file pages are not kept between opens.
+    Never,
+}
+
+/// How long names and attributes are cached where they are kept true by a
+/// watch, or with `cache=always`.
+pub const LONG_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// The open flags that decide whether an open file may serve as the
+/// inode's backing file as it is: read-write, and none of the flags that
+/// would change every other open's I/O through it.
+const BACKING_AS_IS: OFlags = OFlags::ACCMODE
+    .union(OFlags::APPEND)
+    .union(OFlags::DIRECT)
+    .union(OFlags::SYNC)
+    .union(OFlags::DSYNC)
+    .union(OFlags::NOATIME);
+
 /// Open files of handle-held inodes kept between operations.
 const FD_CACHE: usize = 64;
 
 /// How to run a [`Passthrough`].
 #[derive(Debug, Clone)]
 pub struct PassthroughOptions {
-    /// How long the kernel may cache names (and the absence of names).
+    /// How long the kernel may cache names (and the absence of names)
+    /// where no watch keeps them true (see [`CacheMode`]).
     pub entry_timeout: Duration,
-    /// How long the kernel may cache attributes.
+    /// How long the kernel may cache attributes where no watch keeps them
+    /// true.
     pub attr_timeout: Duration,
+    /// Set the timeouts above for every inode, watched or not, whatever
+    /// `cache` says (the `-o` timeout options set it).
+    pub timeouts_set: bool,
+    /// What the kernel may cache.
+    pub cache: CacheMode,
     /// Hand regular files to the kernel as backing files (`FUSE_PASSTHROUGH`).
     pub passthrough_io: bool,
     /// The kernel caches writes (`writeback_cache`); not with passthrough.
@@ -94,6 +133,8 @@ impl Default for PassthroughOptions {
         Self {
             entry_timeout: Duration::from_secs(1),
             attr_timeout: Duration::from_secs(1),
+            timeouts_set: false,
+            cache: CacheMode::Auto,
             passthrough_io: true,
             writeback_cache: false,
             inode_handles: InodeHandles::Auto,
@@ -110,16 +151,33 @@ type Setter = fn(&mut PassthroughOptions, &str, Option<&str>) -> Result<(), Stri
 static OPTIONS: &[(&str, &str, Setter)] = &[
     ("entry_timeout", "SECS", |o, k, v| {
         o.entry_timeout = seconds(k, v)?;
+        o.timeouts_set = true;
         Ok(())
     }),
     ("attr_timeout", "SECS", |o, k, v| {
         o.attr_timeout = seconds(k, v)?;
+        o.timeouts_set = true;
         Ok(())
     }),
     ("timeout", "SECS", |o, k, v| {
         let t = seconds(k, v)?;
         o.entry_timeout = t;
         o.attr_timeout = t;
+        o.timeouts_set = true;
+        Ok(())
+    }),
+    ("cache", "auto|always|never", |o, _, v| {
+        o.cache = match v {
+            Some("auto") => CacheMode::Auto,
+            Some("always") => CacheMode::Always,
+            Some("never") => CacheMode::Never,
+            v => {
+                return Err(format!(
+                    "`cache{}`: expected cache=auto (long caches kept true by a watch on SOURCE where possible), always (SOURCE changes only through the mirror) or never",
+                    v.map(|v| format!("={v}")).unwrap_or_default()
+                ))
+            }
+        };
         Ok(())
     }),
     ("inode_handles", "auto|never|always", |o, _, v| {
@@ -150,8 +208,9 @@ fn seconds(key: &str, value: Option<&str>) -> Result<Duration, String> {
 
 impl PassthroughOptions {
     /// Take an `-o` option the framework does not know: `entry_timeout=S`,
-    /// `attr_timeout=S`, `timeout=S` (seconds, fractions allowed),
-    /// `inode_handles=auto|never|always`. `Ok(false)` when the option is
+    /// `attr_timeout=S`, `timeout=S` (seconds, fractions allowed; they
+    /// then apply to every inode, watched or not),
+    /// `inode_handles=auto|never|always`, `cache=auto|always|never`. `Ok(false)` when the option is
     /// not ours.
     pub fn parse_option(&mut self, key: &str, value: Option<&str>) -> Result<bool, String> {
         match OPTIONS.iter().find(|(name, _, _)| *name == key) {
@@ -224,7 +283,13 @@ impl AsFd for InodeFd<'_> {
 
 /// The passthrough filesystem.
 pub struct Passthrough {
-    inodes: RwLock<InodeTable>,
+    inodes: Arc<RwLock<InodeTable>>,
+    /// The watch on SOURCE, until the session hands us a notifier.
+    watch: Mutex<Option<watch::Watch>>,
+    /// Stops the watcher thread when the mirror goes.
+    watching: Mutex<Option<watch::Running>>,
+    /// `st_dev` of the watched filesystem (`cache=auto` with a watch).
+    watched_dev: Option<u64>,
     /// Mount fds to open handles with.
     mounts: Mounts,
     fd_cache: FdCache,
@@ -394,6 +459,26 @@ impl Passthrough {
             "opening /proc/self/fd (passthrough reopens files through it; mount /proc)".into(),
         ))?;
         let st = statx_fd(root.as_fd()).map_err(io_err(format!("stat {}", source.display())))?;
+        let watch = match opts.cache {
+            CacheMode::Auto => match watch::Watch::new(root_dir.as_fd(), key_of(&st).0) {
+                Ok(w) => {
+                    tracing::info!(
+                        "cache=auto: watching SOURCE's filesystem with fanotify; names and attributes are cached for {}s and invalidated on change",
+                        LONG_TIMEOUT.as_secs()
+                    );
+                    Some(w)
+                }
+                Err(why) => {
+                    tracing::info!(
+                        "cache=auto: no watch on SOURCE ({why}); names and attributes are cached for {:?} and {:?}",
+                        opts.entry_timeout,
+                        opts.attr_timeout
+                    );
+                    None
+                }
+            },
+            CacheMode::Always | CacheMode::Never => None,
+        };
         let mounts = Mounts::default();
         let handles_ok = match opts.inode_handles {
             InodeHandles::Never => false,
@@ -415,7 +500,10 @@ impl Passthrough {
             }),
         };
         Ok(Self {
-            inodes: RwLock::new(InodeTable::new(root, key_of(&st))),
+            watched_dev: watch.as_ref().map(|w| w.dev),
+            watch: Mutex::new(watch),
+            watching: Mutex::new(None),
+            inodes: Arc::new(RwLock::new(InodeTable::new(root, key_of(&st)))),
             mounts,
             fd_cache: FdCache::new(FD_CACHE),
             handles_ok,
@@ -554,13 +642,55 @@ impl Passthrough {
     }
 
     fn entry(&self, ino: u64, st: &rustix::fs::Statx) -> Entry {
+        let dev = key_of(st).0;
         Entry {
             ino,
             generation: 0,
             attr: to_attr(st),
-            entry_timeout: self.opts.entry_timeout,
-            attr_timeout: self.opts.attr_timeout,
+            entry_timeout: self.entry_ttl(dev),
+            attr_timeout: self.attr_ttl(dev),
         }
+    }
+
+    /// True when the kernel may keep names, attributes, listings and pages
+    /// of inodes on `dev` for long: `cache=always`, or a watch reports
+    /// their changes.
+    fn long_cache(&self, dev: u64) -> bool {
+        match self.opts.cache {
+            CacheMode::Always => true,
+            CacheMode::Never => false,
+            CacheMode::Auto => self.watched_dev == Some(dev),
+        }
+    }
+
+    fn entry_ttl(&self, dev: u64) -> Duration {
+        if self.opts.timeouts_set {
+            self.opts.entry_timeout
+        } else if self.opts.cache == CacheMode::Never {
+            Duration::ZERO
+        } else if self.long_cache(dev) {
+            LONG_TIMEOUT
+        } else {
+            self.opts.entry_timeout
+        }
+    }
+
+    fn attr_ttl(&self, dev: u64) -> Duration {
+        if self.opts.timeouts_set {
+            self.opts.attr_timeout
+        } else if self.opts.cache == CacheMode::Never {
+            Duration::ZERO
+        } else if self.long_cache(dev) {
+            LONG_TIMEOUT
+        } else {
+            self.opts.attr_timeout
+        }
+    }
+
+    /// Whether a watch on SOURCE keeps the kernel's caches true (it runs
+    /// once the session has started).
+    pub fn watching(&self) -> bool {
+        self.watching.lock().is_ok_and(|w| w.is_some())
     }
 
     /// Open `name` in `parent` as `O_PATH` without following anything out
@@ -619,7 +749,7 @@ impl Passthrough {
         let st = statx_fd(ifd.as_fd())?;
         Ok(AttrReply {
             attr: to_attr(&st),
-            timeout: self.opts.attr_timeout,
+            timeout: self.attr_ttl(key_of(&st).0),
         })
     }
 
@@ -671,20 +801,28 @@ impl Passthrough {
         f
     }
 
+    /// Whether opens may get a backing file: wanted, negotiated, permitted.
+    fn backing_wanted(&self, ctx: &Context<'_>) -> bool {
+        self.opts.passthrough_io && ctx.passthrough() && !self.pt_refused.load(Ordering::Relaxed)
+    }
+
     /// Register a backing file for `inode` (BACKING_OPEN), if passthrough
-    /// is wanted, negotiated and permitted.
-    fn open_backing(&self, ctx: &Context<'_>, file: BorrowedFd<'_>) -> Option<BackingId> {
-        if !self.opts.passthrough_io
-            || !ctx.passthrough()
-            || self.pt_refused.load(Ordering::Relaxed)
-        {
+    /// is wanted, negotiated and permitted. `file` serves as it is when it
+    /// is open read-write without O_APPEND (`rw`), else it is reopened so.
+    fn open_backing(&self, ctx: &Context<'_>, file: BorrowedFd<'_>, rw: bool) -> Option<BackingId> {
+        if !self.backing_wanted(ctx) {
             return None;
         }
         // One backing file serves every open of the inode, whatever its
-        // access mode, so it is read-write; where the source refuses that,
-        // the inode does its I/O through the daemon.
-        let rw = self.reopen(file, OFlags::RDWR).ok()?;
-        match ctx.open_backing(rw.as_fd()) {
+        // access mode, so it is read-write (and not appending); where the
+        // source refuses that, the inode does its I/O through the daemon.
+        let reopened = if rw {
+            None
+        } else {
+            Some(self.reopen(file, OFlags::RDWR).ok()?)
+        };
+        let backing = reopened.as_ref().map_or(file, |f| f.as_fd());
+        match ctx.open_backing(backing) {
             Ok(id) => {
                 self.pt_active.store(true, Ordering::Relaxed);
                 Some(id)
@@ -706,22 +844,27 @@ impl Passthrough {
     }
 
     /// True for a file whose setid bits a write by another user clears:
-    /// S_ISUID, or S_ISGID with group execute.
-    fn must_lose_setid_on_write(file: BorrowedFd<'_>) -> bool {
-        statx_fd(file).map_or(true, |st| {
-            let mode = u32::from(st.stx_mode);
-            mode & libc::S_ISUID != 0
-                || mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP
-        })
+    /// S_ISUID, or S_ISGID with group execute. `mode`: the file's, when
+    /// known already.
+    fn must_lose_setid_on_write(file: BorrowedFd<'_>, mode: Option<u32>) -> bool {
+        let Some(mode) = mode.or_else(|| statx_fd(file).ok().map(|st| u32::from(st.stx_mode)))
+        else {
+            return true;
+        };
+        mode & libc::S_ISUID != 0
+            || mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP
     }
 
-    /// Make a handle for `file`, an open of the regular file `inode`, in
-    /// the I/O mode the inode is in (or the best one, if it is idle).
+    /// Make a handle for `file`, an open of the regular file `inode` with
+    /// `flags`, in the I/O mode the inode is in (or the best one, if it is
+    /// idle). `mode`: the file's mode, when just read.
     fn opened(
         &self,
         ctx: &Context<'_>,
         inode: &Arc<Inode>,
         file: OwnedFd,
+        flags: OFlags,
+        mode: Option<u32>,
     ) -> Result<Opened, Errno> {
         let backing = {
             let mut io = inode.io.lock().map_err(|_| Errno::IO)?;
@@ -735,14 +878,15 @@ impl Passthrough {
                     None
                 }
                 FileIo::Idle => {
-                    let id = if Self::must_lose_setid_on_write(file.as_fd()) {
+                    let id = if Self::must_lose_setid_on_write(file.as_fd(), mode) {
                         // Writes through a backing file run with the
                         // daemon's CAP_FSETID and would keep the bits, so
                         // such a file does its I/O through the daemon,
                         // which clears them (WRITE with KILL_SUIDGID).
                         None
                     } else {
-                        self.open_backing(ctx, file.as_fd())
+                        let rw = flags & BACKING_AS_IS == OFlags::RDWR;
+                        self.open_backing(ctx, file.as_fd(), rw)
                     };
                     *io = match id {
                         Some(id) => FileIo::Backing { id, users: 1 },
@@ -768,8 +912,14 @@ impl Passthrough {
             fh,
             // `flush` has nothing to do (locks are the kernel's, and a
             // local backing fs reports no errors at close): the kernel may
-            // skip the round trip on every close.
-            flags: OpenOutFlags::NOFLUSH,
+            // skip the round trip on every close. Pages of a file doing
+            // its I/O through the daemon stay cached between opens where a
+            // watch drops them on a change made in SOURCE.
+            flags: if backing.is_none() && self.long_cache(inode.dev) {
+                OpenOutFlags::NOFLUSH | OpenOutFlags::KEEP_CACHE
+            } else {
+                OpenOutFlags::NOFLUSH
+            },
             backing_id: backing,
         })
     }
@@ -805,6 +955,7 @@ impl Passthrough {
         ctx: &Context<'_>,
         parent: BorrowedFd<'_>,
         file: OwnedFd,
+        flags: OFlags,
         kill_suidgid: bool,
     ) -> Result<(Entry, Opened), Errno> {
         if kill_suidgid {
@@ -813,7 +964,8 @@ impl Passthrough {
         let path = self.reopen(file.as_fd(), OFlags::PATH)?;
         let entry = self.register(parent, path)?;
         let inode = self.inode(entry.ino)?;
-        match self.opened(ctx, &inode, file) {
+        // The mode was read by `register` just now: no second statx.
+        match self.opened(ctx, &inode, file, flags, Some(entry.attr.mode)) {
             Ok(opened) => Ok((entry, opened)),
             Err(e) => {
                 // The kernel will not learn of this entry: undo its lookup.
@@ -848,14 +1000,38 @@ impl Filesystem for Passthrough {
         }
     }
 
+    fn notifier(&self, n: &Negotiated, notifier: idfuse::Notifier) {
+        let Some(w) = self.watch.lock().ok().and_then(|mut w| w.take()) else {
+            return;
+        };
+        match w.start(self.inodes.clone(), notifier, n.minor >= 44) {
+            Ok(running) => {
+                if let Ok(mut r) = self.watching.lock() {
+                    *r = Some(running);
+                }
+            }
+            // Not expected (thread or pipe creation failed), and the long
+            // timeouts are promised already: say so loudly.
+            Err(e) => tracing::error!(
+                "cannot start the watch on SOURCE ({e}): changes made in SOURCE outside the mirror show only after {}s; remount with -o cache=never or cache=auto with timeouts",
+                LONG_TIMEOUT.as_secs()
+            ),
+        }
+    }
+
     fn lookup(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<Entry> {
         if name == "." || name == ".." {
             return self.lookup_dots(parent, name);
         }
         match self.lookup_name(parent, name) {
             // The kernel may cache the absence for as long as a name.
-            Err(Errno::NOENT) if !self.opts.entry_timeout.is_zero() => {
-                Ok(Entry::negative(self.opts.entry_timeout))
+            Err(Errno::NOENT) => {
+                let ttl = self.entry_ttl(self.inode(parent)?.dev);
+                if ttl.is_zero() {
+                    Err(Errno::NOENT)
+                } else {
+                    Ok(Entry::negative(ttl))
+                }
             }
             r => r,
         }
@@ -890,7 +1066,7 @@ impl Filesystem for Passthrough {
             let st = statx_fd(h.file.as_fd())?;
             return Ok(AttrReply {
                 attr: to_attr(&st),
-                timeout: self.opts.attr_timeout,
+                timeout: self.attr_ttl(key_of(&st).0),
             });
         }
         self.attr_of(ino)
@@ -944,7 +1120,7 @@ impl Filesystem for Passthrough {
             dev_minor: st.stx_dev_minor,
             ..Statx::default()
         };
-        Ok((out, self.opts.attr_timeout))
+        Ok((out, self.attr_ttl(i.dev)))
     }
 
     fn setattr(&self, _ctx: &Context<'_>, ino: u64, a: &SetAttr) -> idfuse::Result<AttrReply> {
@@ -1142,11 +1318,12 @@ impl Filesystem for Passthrough {
     ) -> idfuse::Result<Opened> {
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
-        let file = self.reopen(ifd.as_fd(), self.open_flags(flags))?;
+        let oflags = self.open_flags(flags);
+        let file = self.reopen(ifd.as_fd(), oflags)?;
         if kill_suidgid {
             self.kill_suidgid(file.as_fd())?;
         }
-        self.opened(ctx, &i, file)
+        self.opened(ctx, &i, file, oflags, None)
     }
 
     fn create(
@@ -1162,6 +1339,14 @@ impl Filesystem for Passthrough {
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
+        let mut oflags = self.open_flags(flags);
+        if oflags & BACKING_AS_IS == OFlags::WRONLY && self.backing_wanted(ctx) {
+            // A file this open creates may be opened read-write whatever
+            // its mode (the VFS checks no permission on a file the open
+            // created), and then serves as the backing file too: no
+            // second open.
+            oflags = (oflags & !OFlags::WRONLY) | OFlags::RDWR;
+        }
         let file = {
             let _as = AsOwner::new(owner, mode.umask)?;
             // Always O_EXCL: the kernel treats the file as created by the
@@ -1170,16 +1355,12 @@ impl Filesystem for Passthrough {
             rustix::fs::openat2(
                 &pfd,
                 name,
-                self.open_flags(flags)
-                    | OFlags::CREATE
-                    | OFlags::EXCL
-                    | OFlags::NOFOLLOW
-                    | OFlags::CLOEXEC,
+                oflags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(mode.mode & 0o7777),
                 ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
             )?
         };
-        self.created(ctx, pfd.as_fd(), file, kill_suidgid)
+        self.created(ctx, pfd.as_fd(), file, oflags, kill_suidgid)
     }
 
     fn tmpfile(
@@ -1205,7 +1386,7 @@ impl Filesystem for Passthrough {
                 Mode::from_raw_mode(mode.mode & 0o7777),
             )?
         };
-        self.created(ctx, pfd.as_fd(), file, false)
+        self.created(ctx, pfd.as_fd(), file, f, false)
     }
 
     fn read(
@@ -1293,8 +1474,16 @@ impl Filesystem for Passthrough {
             io: None,
             dir: Some(Mutex::new(dir)),
         })?;
+        // A listing the kernel keeps is dropped with the directory's pages
+        // when the watch reports a change in it.
+        let flags = if self.long_cache(i.dev) {
+            OpenOutFlags::CACHE_DIR | OpenOutFlags::KEEP_CACHE
+        } else {
+            OpenOutFlags::empty()
+        };
         Ok(Opened {
             fh,
+            flags,
             ..Opened::default()
         })
     }
