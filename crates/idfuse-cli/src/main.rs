@@ -17,6 +17,10 @@ use clap::{Parser, Subcommand};
     about = "FUSE that works on Linux idmapped mounts"
 )]
 struct Cli {
+    /// More log output on stderr: -v info (the transport in use, mounts),
+    /// -vv debug. IDFUSE_LOG (an env-filter spec) overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,14 +38,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = ["warn", "info", "debug", "trace"][(cli.verbose as usize).min(3)];
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IDFUSE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Mount(args) => mount_cmd::run(args),
         Command::Idmap(args) => idmap_cmd::run(args),
