@@ -269,6 +269,7 @@ struct Ent {
     region: Box<[u8]>,
     iov: Box<[libc::iovec; 2]>,
     qid: u16,
+    dev: std::os::fd::RawFd,
     commit_id: u64,
     last: Cmd,
     /// The kernel holds a command for this entry.
@@ -276,7 +277,7 @@ struct Ent {
 }
 
 impl Ent {
-    fn new(qid: u16, payload: usize) -> Self {
+    fn new(qid: u16, dev: std::os::fd::RawFd, payload: usize) -> Self {
         let mut header = Box::new(HeaderBuf([0; REQ_HEADER_SIZE]));
         let mut region = vec![0u8; PREFIX + payload].into_boxed_slice();
         let iov = Box::new([
@@ -294,6 +295,7 @@ impl Ent {
             region,
             iov,
             qid,
+            dev,
             commit_id: 0,
             last: Cmd::Register,
             armed: false,
@@ -313,7 +315,10 @@ impl Ent {
         };
         let mut cmd = [0u8; 80];
         cmd[..core::mem::size_of::<UringCmdReq>()].copy_from_slice(req.as_bytes());
-        let mut b = op::UringCmd80::new(types::Fixed(0), cmd_op).cmd(cmd);
+        // A plain fd, not a registered file: a registered file would keep
+        // /dev/fuse open until the ring's asynchronous teardown, so a
+        // killed daemon's connection would end later than its process.
+        let mut b = op::UringCmd80::new(types::Fd(self.dev), cmd_op).cmd(cmd);
         if self.last == Cmd::Register {
             b = b.addr(Some(self.iov.as_ptr() as u64));
         }
@@ -641,17 +646,11 @@ fn ring_thread<F: Filesystem>(
             return;
         }
     };
-    if let Err(e) = ring
-        .submitter()
-        .register_files(&[shared.device.fd().as_raw_fd()])
-    {
-        let _ = ready.send(Err(format!("registering /dev/fuse with the ring: {e}")));
-        return;
-    }
+    let dev = shared.device.fd().as_raw_fd();
     let mut ents: Vec<Ent> = qids
         .iter()
         .flat_map(|&q| (0..depth).map(move |_| q))
-        .map(|q| Ent::new(q, payload))
+        .map(|q| Ent::new(q, dev, payload))
         .collect();
     let shutdown = op::PollAdd::new(types::Fd(shared.shutdown.as_raw_fd()), libc::POLLIN as u32)
         .build()
