@@ -26,6 +26,9 @@ cleanup() {
   rm -rf --one-file-system "$scratch"
 }
 trap cleanup EXIT
+# A run killed while FUSE over io_uring was switched on for it left the
+# switch on: put the machine's value back before anything else.
+bash scripts/uring-knob.sh repair || true
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -56,6 +59,30 @@ echo "== conformance: default targets, differential against tmpfs"
 echo "== conformance: the mirror with cache=never and cache=always, differential against tmpfs"
 "$bin" conformance --differential --target tmpfs --target passthrough:cache=never --target passthrough:cache=always
 
+# FUSE over io_uring: enable_uring is switched on for this part only (and
+# put back, also by the next run if this one is killed); IDFUSE_IO_URING=on
+# makes every session and daemon use the ring or fail.
+echo "== io_uring: framework, filesystem and fault tests, the exerciser and the conformance suite over the ring"
+set +e
+bash scripts/uring-knob.sh on $$
+knob=$?
+set -e
+if [ "$knob" = 3 ]; then
+  echo "io_uring part skipped: this kernel has no FUSE over io_uring"
+elif [ "$knob" != 0 ]; then
+  echo "test: cannot switch FUSE over io_uring on" >&2
+  exit 1
+else
+  trap 'bash scripts/uring-knob.sh off $$ || true; cleanup' EXIT
+  export IDFUSE_IO_URING=on
+  cargo test --release --no-fail-fast -p idfuse --test lifecycle --test contract --test negotiation 2>&1
+  cargo test --release --no-fail-fast -p idfuse-fs --test uring --test exerciser 2>&1
+  cargo test --release --no-fail-fast -p idfuse-cli --test faults -- sigkill 2>&1
+  "$bin" conformance --json "$scratch/conformance-uring.json"
+  unset IDFUSE_IO_URING
+  bash scripts/uring-knob.sh off $$
+  trap cleanup EXIT
+fi
 
 # This run's own leftovers: mounts under its scratch directory, daemons
 # whose command line names it, files in its temp directory.

@@ -330,6 +330,11 @@ abi! {
     pub struct ExtHeader { pub size: u32, pub r#type: u32 }
     /// `struct fuse_supp_groups` (followed by `nr_groups` u32s)
     pub struct SuppGroups { pub nr_groups: u32 }
+    /// `struct fuse_uring_ent_in_out` (FUSE over io_uring, 6.14+): the last
+    /// 32 bytes of a ring entry's header buffer.
+    pub struct UringEntInOut { pub flags: u64, pub commit_id: u64, pub payload_sz: u32, pub padding: u32, pub reserved: u64 }
+    /// `struct fuse_uring_cmd_req`: the start of an SQE128's 80-byte command area.
+    pub struct UringCmdReq { pub flags: u64, pub commit_id: u64, pub qid: u16, pub padding: [u8; 6] }
 }
 
 /// `enum fuse_opcode`: the opcodes, named as the kernel names them
@@ -466,6 +471,25 @@ pub mod notify {
     pub const INC_EPOCH: i32 = 8;
     /// Drop unused cached inodes.
     pub const PRUNE: i32 = 9;
+}
+
+/// FUSE over io_uring (`Documentation/filesystems/fuse-io-uring.rst`).
+pub mod uring {
+    /// `FUSE_URING_IN_OUT_HEADER_SZ`: room for `fuse_in_header` (request)
+    /// or `fuse_out_header` (reply) at the start of the header buffer.
+    pub const IN_OUT_HEADER_SZ: usize = 128;
+    /// `FUSE_URING_OP_IN_OUT_SZ`: room for the opcode's fixed argument.
+    pub const OP_IN_OUT_SZ: usize = 128;
+    /// Offset of `struct fuse_uring_ent_in_out` in the header buffer.
+    pub const ENT_IN_OUT_OFFSET: usize = IN_OUT_HEADER_SZ + OP_IN_OUT_SZ;
+    /// `sizeof(struct fuse_uring_req_header)`.
+    pub const REQ_HEADER_SIZE: usize = ENT_IN_OUT_OFFSET + 32;
+    /// `FUSE_IO_URING_CMD_REGISTER`: hand the kernel one entry's buffers
+    /// (an iovec pair: header, payload) and wait for a request.
+    pub const CMD_REGISTER: u32 = 1;
+    /// `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`: answer the entry's request and
+    /// wait for the next one.
+    pub const CMD_COMMIT_AND_FETCH: u32 = 2;
 }
 
 /// `/dev/fuse` ioctls.

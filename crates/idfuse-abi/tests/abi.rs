@@ -14,6 +14,9 @@ fn struct_sizes_match_linux_6_18() {
     let sizes: &[(&str, usize, usize)] = &[
         ("fuse_in_header", size_of::<InHeader>(), 40),
         ("fuse_out_header", size_of::<OutHeader>(), 16),
+        ("fuse_uring_ent_in_out", size_of::<UringEntInOut>(), 32),
+        ("fuse_uring_cmd_req", size_of::<UringCmdReq>(), 24),
+        ("fuse_uring_req_header", uring::REQ_HEADER_SIZE, 288),
         ("fuse_attr", size_of::<Attr>(), 88),
         ("fuse_entry_out", size_of::<EntryOut>(), 128),
         ("fuse_attr_out", size_of::<AttrOut>(), 104),

@@ -47,6 +47,8 @@ pub const TARGETS: &[&str] = &[
     "passthrough-nopt",
     "passthrough-idmap",
     "memfs",
+    "passthrough-nopt-uring",
+    "memfs-uring",
     "bindfs",
     "mergerfs",
     "fuse-overlayfs",
@@ -145,38 +147,23 @@ fn command_for(
         src.to_string_lossy().to_string(),
         mnt.to_string_lossy().to_string(),
     );
+    // The /dev/fuse targets say so, so that a machine where the kernel
+    // offers io_uring still measures both transports side by side.
+    let idf = |args: &[&str], transport: &str| -> Vec<String> {
+        let mut v = vec![b.clone(), "mount".into()];
+        v.extend(args.iter().map(|a| a.to_string()));
+        v.extend(["--foreground".into(), "--io-uring".into(), transport.into()]);
+        v
+    };
     Some(match target {
-        "passthrough" => vec![
-            b,
-            "mount".into(),
-            "passthrough".into(),
-            s,
-            m,
-            "--foreground".into(),
-        ],
-        "passthrough-nopt" => vec![
-            b,
-            "mount".into(),
-            "passthrough".into(),
-            s,
-            m,
-            "--foreground".into(),
-            "--passthrough".into(),
-            "false".into(),
-        ],
+        "passthrough" => idf(&["passthrough", &s, &m], "off"),
+        "passthrough-nopt" => idf(&["passthrough", &s, &m, "--passthrough", "false"], "off"),
+        "passthrough-nopt-uring" => idf(&["passthrough", &s, &m, "--passthrough", "false"], "on"),
         // An identity map in a new user namespace: the kernel's idmapped
         // paths run, and root can still write.
-        "passthrough-idmap" => vec![
-            b,
-            "mount".into(),
-            "passthrough".into(),
-            s,
-            m,
-            "--foreground".into(),
-            "--idmap".into(),
-            "b:0:0:65536".into(),
-        ],
-        "memfs" => vec![b, "mount".into(), "memfs".into(), m, "--foreground".into()],
+        "passthrough-idmap" => idf(&["passthrough", &s, &m, "--idmap", "b:0:0:65536"], "off"),
+        "memfs" => idf(&["memfs", &m], "off"),
+        "memfs-uring" => idf(&["memfs", &m], "on"),
         "bindfs" => vec!["bindfs".into(), "-f".into(), "--multithreaded".into(), s, m],
         "mergerfs" => vec![
             "mergerfs".into(),
@@ -221,6 +208,19 @@ fn mount(target: &str, work: &Path, idfuse: &Path) -> Result<(Mounted, String), 
         "bindfs" | "mergerfs" | "fuse-overlayfs" => target,
         _ => "idfuse",
     };
+    if target.ends_with("-uring") {
+        let knob = "/sys/module/fuse/parameters/enable_uring";
+        match std::fs::read_to_string(knob) {
+            Ok(v) if v.trim() == "Y" => {}
+            Ok(v) => {
+                return Err(format!(
+                    "FUSE over io_uring is off ({knob} is {}; echo Y > {knob} as root)",
+                    v.trim()
+                ))
+            }
+            Err(_) => return Err("this kernel has no FUSE over io_uring".into()),
+        }
+    }
     if prog != "idfuse" && !which(prog) {
         return Err(format!(
             "{prog} is not installed (Debian package {prog}; scripts/bench-deps.sh installs it)"

@@ -9,7 +9,7 @@ use idfuse_bench::{chart, markdown, run as run_bench, BenchOptions, TARGETS};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Targets: native, passthrough, passthrough-nopt, passthrough-idmap, memfs, bindfs, mergerfs, fuse-overlayfs (peers are skipped, with the reason, when their Debian package is missing; scripts/bench-deps.sh installs them).
+    after_help = "Targets: native, passthrough, passthrough-nopt, passthrough-idmap, memfs, passthrough-nopt-uring, memfs-uring, bindfs, mergerfs, fuse-overlayfs (peers are skipped, with the reason, when their Debian package is missing; scripts/bench-deps.sh installs them). The idfuse targets run over /dev/fuse; the -uring ones over io_uring, and are skipped with the reason when the kernel does not offer it (echo Y > /sys/module/fuse/parameters/enable_uring).
 
 Examples:
   idfuse bench --quick

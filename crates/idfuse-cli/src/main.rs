@@ -19,6 +19,10 @@ use clap::{CommandFactory, Parser, Subcommand};
     about = "FUSE that works on Linux idmapped mounts"
 )]
 struct Cli {
+    /// More log output on stderr: -v info (the transport in use, mounts),
+    /// -vv debug. IDFUSE_LOG (an env-filter spec) overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,21 +46,23 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Installed as /sbin/mount.fuse.idfuse, this binary is mount(8)'s helper
+    // for `-t fuse.idfuse`, with mount(8)'s arguments rather than ours.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let cli = (!mount_helper::invoked_as_helper(&argv0)).then(Cli::parse);
+    let verbose = cli.as_ref().map_or(0, |c| c.verbose);
+    let level = ["warn", "info", "debug", "trace"][(verbose as usize).min(3)];
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IDFUSE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    // Installed as /sbin/mount.fuse.idfuse, this binary is mount(8)'s helper
-    // for `-t fuse.idfuse`.
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    if mount_helper::invoked_as_helper(&argv0) {
+    let Some(cli) = cli else {
         let args: Vec<_> = std::env::args_os().skip(1).collect();
         return report(mount_helper::run(args));
-    }
-    let cli = Cli::parse();
+    };
     let result = match cli.command {
         Command::Mount(args) => mount_cmd::run(args),
         Command::Idmap(args) => idmap_cmd::run(args),

@@ -76,6 +76,24 @@ struct Common {
     /// hiding) what is mounted there. Without it, idfuse refuses.
     #[arg(long)]
     stack: bool,
+    /// Carry requests over io_uring (FUSE_OVER_IO_URING, Linux 6.14+):
+    /// auto uses it where the kernel offers it and otherwise logs why not;
+    /// on refuses to mount without it; off always uses /dev/fuse. The
+    /// kernel offers it only once root ran
+    /// `echo Y > /sys/module/fuse/parameters/enable_uring`.
+    /// Default: auto, or the IDFUSE_IO_URING environment variable.
+    #[arg(long, value_name = "auto|on|off")]
+    io_uring: Option<idfuse::IoUringMode>,
+    /// Ring entries per kernel queue per ring thread (requests one ring
+    /// thread can have in hand on one queue).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    uring_depth: u32,
+    /// Ring threads. The kernel has one queue per possible CPU and routes
+    /// each request to the queue of the caller's CPU; each thread serves
+    /// some queues (or shares one). Default: --threads or the number of
+    /// CPUs, whichever is larger.
+    #[arg(long, value_name = "N")]
+    uring_threads: Option<usize>,
     /// Negotiate FUSE_ALLOW_IDMAP so the mount can be idmapped. It needs
     /// default_permissions, which is then the default, as is allow_other.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -234,6 +252,19 @@ fn settings(
             bail!("--threads must be at least 1");
         }
         session.threads = n;
+    }
+    if let Some(m) = common.io_uring {
+        session.io_uring = m;
+    }
+    if common.uring_depth == 0 {
+        bail!("--uring-depth must be at least 1");
+    }
+    session.uring_depth = common.uring_depth;
+    if let Some(n) = common.uring_threads {
+        if n == 0 {
+            bail!("--uring-threads must be at least 1");
+        }
+        session.uring_threads = n;
     }
     for o in &common.options {
         idfuse::parse_options(o, &mut mount, &mut session, extra, extra_known)?;

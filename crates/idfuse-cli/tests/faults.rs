@@ -398,8 +398,14 @@ fn sigkill_during_heavy_writes(fuse_passthrough: bool) {
             .error
             .as_ref()
             .unwrap_or_else(|| panic!("writer {i} ({}) saw no error", paths[i].display()));
+        // Over io_uring, a request caught in the ring's teardown (the
+        // kernel cancels the dead daemon's commands asynchronously) may end
+        // with ECANCELED instead.
         assert!(
-            matches!(errno_of(e), Errno::NOTCONN | Errno::CONNABORTED),
+            matches!(
+                errno_of(e),
+                Errno::NOTCONN | Errno::CONNABORTED | Errno::CANCELED
+            ),
             "writer {i}: {e}"
         );
         assert!(durable > 0, "writer {i} never completed an fsync in 1.5 s");

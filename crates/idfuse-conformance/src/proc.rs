@@ -184,6 +184,8 @@ pub fn errno_name(e: i32) -> String {
         libc::EINVAL => "EINVAL",
         libc::EOVERFLOW => "EOVERFLOW",
         libc::ENOTCONN => "ENOTCONN",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::ECANCELED => "ECANCELED",
         libc::EROFS => "EROFS",
         libc::ENOTSUP => "EOPNOTSUPP",
         libc::ENODATA => "ENODATA",

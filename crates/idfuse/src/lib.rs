@@ -79,6 +79,7 @@
 pub mod fs;
 pub mod mount;
 pub mod session;
+pub mod uring;
 
 use std::path::PathBuf;
 
@@ -90,6 +91,7 @@ pub use mount::{
 };
 pub use rustix::io::Errno;
 pub use session::{Device, Loopback, Notifier, Observer, RawObserver, SessionConfig};
+pub use uring::{IoUringMode, Transport, TransportStats};
 
 /// The result of a filesystem operation: an errno is the answer the caller
 /// of the syscall sees.
@@ -143,6 +145,9 @@ pub enum Error {
     /// INIT failed.
     #[error("FUSE INIT failed: {0}")]
     Init(String),
+    /// io_uring was asked for (`--io-uring on`) and cannot be used.
+    #[error("FUSE over io_uring cannot be used: {0}. Or mount with --io-uring auto (use it where it works) or off")]
+    IoUring(String),
     /// Unmounting failed.
     #[error("unmounting {target} failed: {why}")]
     Unmount {

@@ -16,6 +16,7 @@ use rustix::io::Errno;
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags};
 
 use crate::session::{spawn_worker, Device, Shared};
+use crate::uring::{IoUringMode, Transport, TransportStats};
 use crate::{Error, Filesystem, InitFlags, Negotiated, Notifier, SessionConfig};
 
 /// Options of the FUSE mount itself.
@@ -384,6 +385,7 @@ impl<F: Filesystem> Session<F> {
             }
             Err(e) => return Err(e),
         };
+        let session = resolve_io_uring(session)?;
         let shutdown = Arc::new(
             rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).map_err(|e| {
                 Error::Io {
@@ -478,8 +480,51 @@ impl<F: Filesystem> Session<F> {
         shared
             .wait_init(Duration::from_secs(30))
             .map_err(Error::Init)?;
-        this.spawn_rest(&master)?;
+        this.start_transport(&master)?;
         Ok(this)
+    }
+
+    /// After INIT: bring up the ring if INIT granted it, otherwise (or if
+    /// that fails under `auto`) the remaining `/dev/fuse` workers.
+    fn start_transport(&mut self, master: &Arc<OwnedFd>) -> Result<(), Error> {
+        let mode = self.shared.config.io_uring;
+        let granted = self
+            .shared
+            .negotiated
+            .get()
+            .is_some_and(|n| n.flags.contains(InitFlags::OVER_IO_URING));
+        if granted {
+            let started = crate::uring::start(&self.shared);
+            self.workers.extend(started.handles);
+            match started.result {
+                Ok(t) => {
+                    tracing::info!("transport: {t}");
+                    *self
+                        .shared
+                        .transport
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = t;
+                    return Ok(());
+                }
+                Err(why) if mode == IoUringMode::On => return Err(Error::IoUring(why)),
+                Err(why) => tracing::info!("io_uring not used: {why}; falling back to /dev/fuse"),
+            }
+        } else if mode == IoUringMode::On {
+            return Err(Error::IoUring(format!(
+                "the kernel did not offer FUSE_OVER_IO_URING in INIT (is {} still Y?)",
+                "/sys/module/fuse/parameters/enable_uring"
+            )));
+        } else if mode == IoUringMode::Auto {
+            tracing::info!(
+                "io_uring not used: the kernel did not offer FUSE_OVER_IO_URING in INIT"
+            );
+        }
+        self.spawn_rest(master)?;
+        tracing::info!(
+            "transport: /dev/fuse ({} workers)",
+            self.shared.config.threads
+        );
+        Ok(())
     }
 
     fn spawn_rest(&mut self, master: &Arc<OwnedFd>) -> Result<(), Error> {
@@ -536,6 +581,16 @@ impl<F: Filesystem> Session<F> {
     /// What INIT negotiated.
     pub fn negotiated(&self) -> Option<Negotiated> {
         self.shared.negotiated.get().copied()
+    }
+
+    /// The transport carrying this session's requests.
+    pub fn transport(&self) -> Transport {
+        self.transport_stats().transport
+    }
+
+    /// Requests received so far, per transport and opcode.
+    pub fn transport_stats(&self) -> TransportStats {
+        self.shared.stats()
     }
 
     /// A handle for notifications.
@@ -621,6 +676,15 @@ impl<F: Filesystem> Session<F> {
     }
 
     fn stop_workers(&mut self) {
+        if !self.workers.is_empty() {
+            let st = self.shared.stats();
+            tracing::info!(
+                "served {} requests over the ring, {} over /dev/fuse (transport: {})",
+                st.ring_total(),
+                st.dev_total(),
+                st.transport
+            );
+        }
         let one: u64 = 1;
         let _ = rustix::io::write(&*self.shutdown, &one.to_ne_bytes());
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -636,6 +700,22 @@ impl<F: Filesystem> Session<F> {
             }
         }
     }
+}
+
+/// Decide on io_uring before INIT: `on` refuses to go on when the machine
+/// cannot do it; `auto` falls back, saying why in one line.
+fn resolve_io_uring(mut session: SessionConfig) -> Result<SessionConfig, Error> {
+    if session.io_uring == IoUringMode::Off {
+        return Ok(session);
+    }
+    if let Err(why) = crate::uring::preflight() {
+        if session.io_uring == IoUringMode::On {
+            return Err(Error::IoUring(why));
+        }
+        tracing::info!("io_uring not used: {why}; requests go through /dev/fuse");
+        session.io_uring = IoUringMode::Off;
+    }
+    Ok(session)
 }
 
 fn shared_fs<F: Filesystem>(shared: &Arc<Shared<F>>) -> Arc<F> {
@@ -910,6 +990,7 @@ fn fusermount_session<F: Filesystem>(
         hint: "fusermount3 did not pass back a /dev/fuse fd".into(),
     })?;
     let _ = rustix::fs::fcntl_setfl(&dev, OFlags::NONBLOCK | OFlags::RDWR);
+    let session = resolve_io_uring(session)?;
     let shutdown = Arc::new(
         rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).map_err(|e| Error::Io {
             what: "eventfd".into(),
@@ -945,7 +1026,7 @@ fn fusermount_session<F: Filesystem>(
     shared
         .wait_init(Duration::from_secs(30))
         .map_err(Error::Init)?;
-    this.spawn_rest(&master)?;
+    this.start_transport(&master)?;
     Ok(this)
 }
 

@@ -22,6 +22,7 @@ use crate::fs::{
     AttrReply, BackingId, Caller, Context, CreateMode, DirPlusBuf, Entry, Filesystem, Negotiated,
     Opened, Owner, SetAttr, SetTime, Xattr,
 };
+use crate::uring::{IoUringMode, Transport, TransportStats};
 use crate::Result;
 
 /// Called for every request the session receives, with the opcode name and
@@ -52,6 +53,20 @@ pub struct SessionConfig {
     pub observer: Option<Arc<Observer>>,
     /// Raw request observer.
     pub raw_observer: Option<Arc<RawObserver>>,
+    /// Carry requests over io_uring (`FUSE_OVER_IO_URING`, Linux 6.14+)
+    /// instead of `/dev/fuse` reads and writes. The default is `auto`, or
+    /// what the environment variable `IDFUSE_IO_URING` says.
+    pub io_uring: IoUringMode,
+    /// Ring entries each ring thread registers per queue it serves. One
+    /// entry is one request in flight: a ring thread answers its requests
+    /// one at a time, so more than one entry only lets it pick up several
+    /// finished requests per system call.
+    pub uring_depth: u32,
+    /// Ring threads, each with its own io_uring. The kernel keeps one
+    /// queue per possible CPU and routes a request to the queue of the CPU
+    /// its caller runs on; every queue is served by at least one thread.
+    /// 0: as many as `threads` or queues, whichever is more.
+    pub uring_threads: usize,
 }
 
 impl Default for SessionConfig {
@@ -64,6 +79,9 @@ impl Default for SessionConfig {
             max_write: 1 << 20,
             observer: None,
             raw_observer: None,
+            io_uring: IoUringMode::from_env(),
+            uring_depth: 1,
+            uring_threads: 0,
         }
     }
 }
@@ -76,6 +94,9 @@ impl std::fmt::Debug for SessionConfig {
             .field("passthrough", &self.passthrough)
             .field("writeback_cache", &self.writeback_cache)
             .field("max_write", &self.max_write)
+            .field("io_uring", &self.io_uring)
+            .field("uring_depth", &self.uring_depth)
+            .field("uring_threads", &self.uring_threads)
             .finish()
     }
 }
@@ -94,6 +115,10 @@ impl Device {
             fd,
             passthrough: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// True when `FUSE_PASSTHROUGH` was negotiated.
@@ -202,7 +227,27 @@ pub(crate) struct Shared<F: Filesystem> {
     slots: Vec<Slot>,
     pub(crate) running: AtomicUsize,
     pub(crate) default_permissions: bool,
-    shutdown: Arc<OwnedFd>,
+    pub(crate) shutdown: Arc<OwnedFd>,
+    /// Requests per opcode, by the way they came: [0] `/dev/fuse`, [1] the ring.
+    counts: [OpCounts; 2],
+    /// Which transport carries the requests.
+    pub(crate) transport: Mutex<Transport>,
+}
+
+/// Requests counted per opcode (opcodes past the table share the last slot).
+struct OpCounts([AtomicU64; 64]);
+
+impl Default for OpCounts {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+/// How a request reached the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    Dev = 0,
+    Ring = 1,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,7 +266,7 @@ impl<F: Filesystem> Shared<F> {
         default_permissions: bool,
         shutdown: Arc<OwnedFd>,
     ) -> Self {
-        let slots = config.threads.max(1);
+        let slots = config.threads.max(1) + crate::uring::ring_threads(&config);
         Self {
             fs,
             config,
@@ -233,6 +278,33 @@ impl<F: Filesystem> Shared<F> {
             running: AtomicUsize::new(0),
             default_permissions,
             shutdown,
+            counts: Default::default(),
+            transport: Mutex::new(Transport::DevFuse),
+        }
+    }
+
+    pub(crate) fn count(&self, via: Via, opcode: u32) {
+        let t = &self.counts[via as usize].0;
+        t[(opcode as usize).min(t.len() - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests so far, per transport and opcode.
+    pub(crate) fn stats(&self) -> TransportStats {
+        let snap = |c: &OpCounts| -> Vec<(u32, u64)> {
+            c.0.iter()
+                .enumerate()
+                .map(|(i, n)| (i as u32, n.load(Ordering::Relaxed)))
+                .filter(|&(_, n)| n > 0)
+                .collect()
+        };
+        TransportStats {
+            transport: self
+                .transport
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            dev: snap(&self.counts[0]),
+            ring: snap(&self.counts[1]),
         }
     }
 
@@ -327,22 +399,34 @@ fn worker_loop<F: Filesystem>(shared: &Shared<F>, fd: BorrowedFd<'_>, index: usi
                 return;
             }
         };
-        if process(shared, fd, &buf[..n], &mut scratch, index) {
+        if process(
+            shared,
+            &mut DevOut(fd),
+            &buf[..n],
+            &mut scratch,
+            index,
+            Via::Dev,
+        ) {
             return;
         }
     }
 }
 
-/// Decode and answer one request. Returns true when the worker should stop.
-fn process<F: Filesystem>(
+/// Decode and answer one request, whichever transport brought it: the one
+/// code path from bytes to reply. Returns true when the worker should stop.
+pub(crate) fn process<F: Filesystem>(
     shared: &Shared<F>,
-    fd: BorrowedFd<'_>,
+    out: &mut dyn ReplySink,
     buf: &[u8],
     scratch: &mut Scratch,
     index: usize,
+    via: Via,
 ) -> bool {
     if let Some(raw) = &shared.config.raw_observer {
         raw(buf);
+    }
+    if let Ok((h, _)) = <InHeader as zerocopy::FromBytes>::read_from_prefix(buf) {
+        shared.count(via, h.opcode);
     }
     let opts = DecodeOptions {
         setxattr_ext: shared
@@ -351,7 +435,7 @@ fn process<F: Filesystem>(
             .is_some_and(|n| n.flags.contains(InitFlags::SETXATTR_EXT)),
     };
     match decode(buf, opts) {
-        Ok(req) => dispatch(shared, fd, req, scratch, index),
+        Ok(req) => dispatch(shared, out, req, scratch, index),
         Err(e) => {
             // Answer what we can: a request we cannot decode still has an
             // id, and an unanswered request would hang its caller.
@@ -360,7 +444,7 @@ fn process<F: Filesystem>(
                 if h.opcode != idfuse_abi::opcode::FORGET
                     && h.opcode != idfuse_abi::opcode::BATCH_FORGET
                 {
-                    reply_err(fd, h.unique, Errno::INVAL);
+                    reply_err(out, h.unique, Errno::INVAL);
                 }
             }
             false
@@ -369,35 +453,48 @@ fn process<F: Filesystem>(
 }
 
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     data: Vec<u8>,
     dir: Option<DirBuf>,
 }
 
-fn write_reply(fd: BorrowedFd<'_>, unique: u64, error: i32, parts: &[&[u8]]) {
-    let payload: usize = parts.iter().map(|p| p.len()).sum();
-    let header = out_header(unique, error, payload);
-    let mut iov = Vec::with_capacity(parts.len() + 1);
-    iov.push(IoSlice::new(header.as_bytes()));
-    for p in parts {
-        if !p.is_empty() {
-            iov.push(IoSlice::new(p));
+/// Where a transport takes a reply: the header is built here, the
+/// transport only moves the bytes.
+pub(crate) trait ReplySink {
+    /// Send the reply to request `unique`: `error` (0 or a negative errno)
+    /// and the payload `parts`, in order.
+    fn reply(&mut self, unique: u64, error: i32, parts: &[&[u8]]);
+}
+
+/// Replies written to `/dev/fuse` with one writev.
+pub(crate) struct DevOut<'a>(pub(crate) BorrowedFd<'a>);
+
+impl ReplySink for DevOut<'_> {
+    fn reply(&mut self, unique: u64, error: i32, parts: &[&[u8]]) {
+        let payload: usize = parts.iter().map(|p| p.len()).sum();
+        let header = out_header(unique, error, payload);
+        let mut iov = Vec::with_capacity(parts.len() + 1);
+        iov.push(IoSlice::new(header.as_bytes()));
+        for p in parts {
+            if !p.is_empty() {
+                iov.push(IoSlice::new(p));
+            }
+        }
+        match rustix::io::writev(self.0, &iov) {
+            Ok(_) => {}
+            // The request was interrupted and the caller is gone.
+            Err(Errno::NOENT) => {}
+            Err(e) => tracing::warn!(unique, "writing reply failed: {e}"),
         }
     }
-    match rustix::io::writev(fd, &iov) {
-        Ok(_) => {}
-        // The request was interrupted and the caller is gone.
-        Err(Errno::NOENT) => {}
-        Err(e) => tracing::warn!(unique, "writing reply failed: {e}"),
-    }
 }
 
-fn reply_err(fd: BorrowedFd<'_>, unique: u64, e: Errno) {
-    write_reply(fd, unique, -e.raw_os_error(), &[]);
+fn reply_err(out: &mut dyn ReplySink, unique: u64, e: Errno) {
+    out.reply(unique, -e.raw_os_error(), &[]);
 }
 
-fn reply_ok(fd: BorrowedFd<'_>, unique: u64, parts: &[&[u8]]) {
-    write_reply(fd, unique, 0, parts);
+fn reply_ok(out: &mut dyn ReplySink, unique: u64, parts: &[&[u8]]) {
+    out.reply(unique, 0, parts);
 }
 
 fn attr_out(a: AttrReply) -> AttrOut {
@@ -505,8 +602,13 @@ fn negotiate<F: Filesystem>(
     } else {
         want.remove(InitFlags::WRITEBACK_CACHE);
     }
-    // Never echo bits we do not understand, and never ask for io_uring here.
+    // Never echo bits we do not understand.
     want.remove(InitFlags::OVER_IO_URING | InitFlags::INIT_RESERVED | InitFlags::REQUEST_TIMEOUT);
+    // io_uring only when the session will register its queues right after
+    // INIT: once granted, the kernel holds every request until it has.
+    if cfg.io_uring != IoUringMode::Off {
+        want |= InitFlags::OVER_IO_URING;
+    }
     let granted = want & offered;
     if granted.contains(InitFlags::ALLOW_IDMAP)
         && !shared.default_permissions
@@ -567,7 +669,7 @@ fn interruptible(op: &Operation<'_>) -> bool {
 /// Handle one request. Returns true when the worker should stop.
 fn dispatch<F: Filesystem>(
     shared: &Shared<F>,
-    fd: BorrowedFd<'_>,
+    out: &mut dyn ReplySink,
     req: idfuse_abi::Request<'_>,
     scratch: &mut Scratch,
     index: usize,
@@ -590,7 +692,7 @@ fn dispatch<F: Filesystem>(
     if let Operation::Init { arg } = &req.op {
         if arg.major < KERNEL_VERSION {
             tracing::error!("kernel speaks FUSE {}.{}, need 7.x", arg.major, arg.minor);
-            reply_err(fd, unique, Errno::PROTO);
+            reply_err(out, unique, Errno::PROTO);
             shared.set_init(InitState::Failed(format!(
                 "the kernel speaks FUSE protocol {}.{}; idfuse needs 7.x",
                 arg.major, arg.minor
@@ -599,16 +701,16 @@ fn dispatch<F: Filesystem>(
         }
         if arg.major > KERNEL_VERSION {
             // The kernel will send a new INIT with our major.
-            let out = InitOut {
+            let o = InitOut {
                 major: KERNEL_VERSION,
                 minor: KERNEL_MINOR_VERSION,
                 ..InitOut::default()
             };
-            reply_ok(fd, unique, &[out.as_bytes()]);
+            reply_ok(out, unique, &[o.as_bytes()]);
             return false;
         }
         match negotiate(shared, arg) {
-            Ok((out, n)) => {
+            Ok((o, n)) => {
                 // Old kernels accept only the compat sizes.
                 let len = if arg.minor < 5 {
                     idfuse_abi::COMPAT_INIT_OUT_SIZE
@@ -622,14 +724,14 @@ fn dispatch<F: Filesystem>(
                     .passthrough
                     .store(n.flags.contains(InitFlags::PASSTHROUGH), Ordering::Relaxed);
                 let _ = shared.negotiated.set(n);
-                reply_ok(fd, unique, &[&out.as_bytes()[..len]]);
+                reply_ok(out, unique, &[&o.as_bytes()[..len]]);
                 tracing::info!(minor = n.minor, flags = ?n.flags, "INIT negotiated");
                 shared.fs.init(&n);
                 shared.fs.notifier(&n, Notifier(shared.device.clone()));
                 shared.set_init(InitState::Done);
             }
             Err(why) => {
-                reply_err(fd, unique, Errno::PROTO);
+                reply_err(out, unique, Errno::PROTO);
                 shared.set_init(InitState::Failed(why));
             }
         }
@@ -638,7 +740,7 @@ fn dispatch<F: Filesystem>(
     if neg.is_none() {
         tracing::warn!("request before INIT");
         if !req.op.is_forget() {
-            reply_err(fd, unique, Errno::IO);
+            reply_err(out, unique, Errno::IO);
         }
         return false;
     }
@@ -678,13 +780,13 @@ fn dispatch<F: Filesystem>(
     // A filesystem that panics must not take the worker, and the caller
     // waiting for this reply, down with it.
     let stop = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        handle(fs, &ctx, fd, unique, ino, req.op, &owner, cmode, scratch)
+        handle(fs, &ctx, out, unique, ino, req.op, &owner, cmode, scratch)
     })) {
         Ok(stop) => stop,
         Err(_) => {
             tracing::error!(unique, op = name, "the filesystem panicked; answered EIO");
             if !forget {
-                reply_err(fd, unique, Errno::IO);
+                reply_err(out, unique, Errno::IO);
             }
             false
         }
@@ -696,10 +798,10 @@ fn dispatch<F: Filesystem>(
 }
 
 macro_rules! reply {
-    ($fd:expr, $unique:expr, $res:expr, |$v:pat_param| $body:expr) => {
+    ($out:expr, $unique:expr, $res:expr, |$v:pat_param| $body:expr) => {
         match $res {
             Ok($v) => $body,
-            Err(e) => reply_err($fd, $unique, e),
+            Err(e) => reply_err($out, $unique, e),
         }
     };
 }
@@ -708,7 +810,7 @@ macro_rules! reply {
 fn handle<F: Filesystem>(
     fs: &F,
     ctx: &Context<'_>,
-    fd: BorrowedFd<'_>,
+    out: &mut dyn ReplySink,
     unique: u64,
     ino: u64,
     op: Operation<'_>,
@@ -721,8 +823,8 @@ fn handle<F: Filesystem>(
     // broke its contract and we refuse rather than invent an owner.
     let owner_ok = owner.uid != INVALID_UIDGID && owner.gid != INVALID_UIDGID;
     match op {
-        O::Lookup { name } => reply!(fd, unique, fs.lookup(ctx, ino, name), |e| reply_ok(
-            fd,
+        O::Lookup { name } => reply!(out, unique, fs.lookup(ctx, ino, name), |e| reply_ok(
+            out,
             unique,
             &[entry_out(e).as_bytes()]
         )),
@@ -730,80 +832,83 @@ fn handle<F: Filesystem>(
         O::BatchForget { nodes, .. } => fs.batch_forget(&mut nodes.iter()),
         O::Getattr { arg } => {
             let fh = (arg.getattr_flags & idfuse_abi::GETATTR_FH != 0).then_some(arg.fh);
-            reply!(fd, unique, fs.getattr(ctx, ino, fh), |a| reply_ok(
-                fd,
+            reply!(out, unique, fs.getattr(ctx, ino, fh), |a| reply_ok(
+                out,
                 unique,
                 &[attr_out(a).as_bytes()]
             ))
         }
         O::Setattr { arg } => {
             let sa = setattr_from(&arg);
-            reply!(fd, unique, fs.setattr(ctx, ino, &sa), |a| reply_ok(
-                fd,
+            reply!(out, unique, fs.setattr(ctx, ino, &sa), |a| reply_ok(
+                out,
                 unique,
                 &[attr_out(a).as_bytes()]
             ))
         }
-        O::Readlink => reply!(fd, unique, fs.readlink(ctx, ino), |t| reply_ok(
-            fd,
+        O::Readlink => reply!(out, unique, fs.readlink(ctx, ino), |t| reply_ok(
+            out,
             unique,
             &[&t]
         )),
         O::Symlink { name, target } => {
             if !owner_ok {
-                reply_err(fd, unique, Errno::IO);
-                return false;
-            }
-            reply!(fd, unique, fs.symlink(ctx, ino, name, owner, target), |e| {
-                reply_ok(fd, unique, &[entry_out(e).as_bytes()])
-            })
-        }
-        O::Mknod { arg, name } => {
-            if !owner_ok {
-                reply_err(fd, unique, Errno::IO);
+                reply_err(out, unique, Errno::IO);
                 return false;
             }
             reply!(
-                fd,
+                out,
+                unique,
+                fs.symlink(ctx, ino, name, owner, target),
+                |e| { reply_ok(out, unique, &[entry_out(e).as_bytes()]) }
+            )
+        }
+        O::Mknod { arg, name } => {
+            if !owner_ok {
+                reply_err(out, unique, Errno::IO);
+                return false;
+            }
+            reply!(
+                out,
                 unique,
                 fs.mknod(ctx, ino, name, owner, cmode(arg.mode, arg.umask), arg.rdev),
-                |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()])
+                |e| reply_ok(out, unique, &[entry_out(e).as_bytes()])
             )
         }
         O::Mkdir { arg, name } => {
             if !owner_ok {
-                reply_err(fd, unique, Errno::IO);
+                reply_err(out, unique, Errno::IO);
                 return false;
             }
             // The kernel sends mkdir's mode without the type bits.
             let mode = (arg.mode & 0o7777) | libc::S_IFDIR;
             reply!(
-                fd,
+                out,
                 unique,
                 fs.mkdir(ctx, ino, name, owner, cmode(mode, arg.umask)),
-                |e| reply_ok(fd, unique, &[entry_out(e).as_bytes()])
+                |e| reply_ok(out, unique, &[entry_out(e).as_bytes()])
             )
         }
-        O::Unlink { name } => reply!(fd, unique, fs.unlink(ctx, ino, name), |_v| reply_ok(
-            fd,
+        O::Unlink { name } => reply!(out, unique, fs.unlink(ctx, ino, name), |_v| reply_ok(
+            out,
             unique,
             &[]
         )),
-        O::Rmdir { name } => reply!(fd, unique, fs.rmdir(ctx, ino, name), |_v| reply_ok(
-            fd,
+        O::Rmdir { name } => reply!(out, unique, fs.rmdir(ctx, ino, name), |_v| reply_ok(
+            out,
             unique,
             &[]
         )),
         O::Rename { arg, name, newname } => reply!(
-            fd,
+            out,
             unique,
             fs.rename(ctx, ino, name, arg.newdir, newname, 0, None),
-            |_v| reply_ok(fd, unique, &[])
+            |_v| reply_ok(out, unique, &[])
         ),
         O::Rename2 { arg, name, newname } => {
             let wo = if arg.flags & idfuse_abi::RENAME_WHITEOUT != 0 {
                 if !owner_ok {
-                    reply_err(fd, unique, Errno::IO);
+                    reply_err(out, unique, Errno::IO);
                     return false;
                 }
                 Some(owner)
@@ -811,56 +916,56 @@ fn handle<F: Filesystem>(
                 None
             };
             reply!(
-                fd,
+                out,
                 unique,
                 fs.rename(ctx, ino, name, arg.newdir, newname, arg.flags, wo),
-                |_v| reply_ok(fd, unique, &[])
+                |_v| reply_ok(out, unique, &[])
             )
         }
         O::Link { arg, newname } => {
-            reply!(fd, unique, fs.link(ctx, arg.oldnodeid, ino, newname), |e| {
-                reply_ok(fd, unique, &[entry_out(e).as_bytes()])
-            })
+            reply!(
+                out,
+                unique,
+                fs.link(ctx, arg.oldnodeid, ino, newname),
+                |e| { reply_ok(out, unique, &[entry_out(e).as_bytes()]) }
+            )
         }
         O::Open { arg } => {
             let kill =
                 OpenInFlags::from_bits_truncate(arg.open_flags).contains(OpenInFlags::KILL_SUIDGID);
-            reply!(
-                fd,
-                unique,
-                fs.open(ctx, ino, arg.flags, kill),
-                |o| reply_ok(fd, unique, &[open_out(o).as_bytes()])
-            )
+            reply!(out, unique, fs.open(ctx, ino, arg.flags, kill), |o| {
+                reply_ok(out, unique, &[open_out(o).as_bytes()])
+            })
         }
         O::Read { arg } => {
             scratch.data.clear();
             reply!(
-                fd,
+                out,
                 unique,
                 fs.read(ctx, ino, arg.fh, arg.offset, arg.size, &mut scratch.data),
                 |_v| {
                     let n = scratch.data.len().min(arg.size as usize);
-                    reply_ok(fd, unique, &[&scratch.data[..n]])
+                    reply_ok(out, unique, &[&scratch.data[..n]])
                 }
             )
         }
         O::Write { arg, data } => {
             let wf = WriteFlags::from_bits_truncate(arg.write_flags);
             reply!(
-                fd,
+                out,
                 unique,
                 fs.write(ctx, ino, arg.fh, arg.offset, data, wf, arg.flags),
                 |n| {
-                    let out = WriteOut {
+                    let o = WriteOut {
                         size: n,
                         padding: 0,
                     };
-                    reply_ok(fd, unique, &[out.as_bytes()])
+                    reply_ok(out, unique, &[o.as_bytes()])
                 }
             )
         }
-        O::Statfs => reply!(fd, unique, fs.statfs(ctx, ino), |st| reply_ok(
-            fd,
+        O::Statfs => reply!(out, unique, fs.statfs(ctx, ino), |st| reply_ok(
+            out,
             unique,
             &[StatfsOut { st }.as_bytes()]
         )),
@@ -870,7 +975,7 @@ fn handle<F: Filesystem>(
                 .contains(ReleaseFlags::FLOCK_UNLOCK)
                 .then_some(arg.lock_owner);
             reply!(
-                fd,
+                out,
                 unique,
                 fs.release(
                     ctx,
@@ -880,11 +985,11 @@ fn handle<F: Filesystem>(
                     lo,
                     rf.contains(ReleaseFlags::FLUSH)
                 ),
-                |_v| reply_ok(fd, unique, &[])
+                |_v| reply_ok(out, unique, &[])
             )
         }
         O::Fsync { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.fsync(
                 ctx,
@@ -892,40 +997,40 @@ fn handle<F: Filesystem>(
                 arg.fh,
                 arg.fsync_flags & idfuse_abi::FSYNC_FDATASYNC != 0
             ),
-            |_v| reply_ok(fd, unique, &[])
+            |_v| reply_ok(out, unique, &[])
         ),
         O::Setxattr { arg, name, value } => {
             let sf = SetxattrFlags::from_bits_truncate(arg.setxattr_flags);
             reply!(
-                fd,
+                out,
                 unique,
                 fs.setxattr(ctx, ino, name, value, arg.flags, sf),
-                |_v| reply_ok(fd, unique, &[])
+                |_v| reply_ok(out, unique, &[])
             )
         }
         O::Getxattr { arg, name } => {
-            reply!(fd, unique, fs.getxattr(ctx, ino, name, arg.size), |x| {
-                reply_xattr(fd, unique, arg.size, x)
+            reply!(out, unique, fs.getxattr(ctx, ino, name, arg.size), |x| {
+                reply_xattr(out, unique, arg.size, x)
             })
         }
-        O::Listxattr { arg } => reply!(fd, unique, fs.listxattr(ctx, ino, arg.size), |x| {
-            reply_xattr(fd, unique, arg.size, x)
+        O::Listxattr { arg } => reply!(out, unique, fs.listxattr(ctx, ino, arg.size), |x| {
+            reply_xattr(out, unique, arg.size, x)
         }),
         O::Removexattr { name } => {
-            reply!(fd, unique, fs.removexattr(ctx, ino, name), |_v| reply_ok(
-                fd,
+            reply!(out, unique, fs.removexattr(ctx, ino, name), |_v| reply_ok(
+                out,
                 unique,
                 &[]
             ))
         }
         O::Flush { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.flush(ctx, ino, arg.fh, arg.lock_owner),
-            |_v| reply_ok(fd, unique, &[])
+            |_v| reply_ok(out, unique, &[])
         ),
-        O::Opendir { arg } => reply!(fd, unique, fs.opendir(ctx, ino, arg.flags), |o| reply_ok(
-            fd,
+        O::Opendir { arg } => reply!(out, unique, fs.opendir(ctx, ino, arg.flags), |o| reply_ok(
+            out,
             unique,
             &[open_out(o).as_bytes()]
         )),
@@ -936,10 +1041,10 @@ fn handle<F: Filesystem>(
                 .unwrap_or_else(|| DirBuf::new(arg.size as usize));
             dir.reset(arg.size as usize);
             reply!(
-                fd,
+                out,
                 unique,
                 fs.readdir(ctx, ino, arg.fh, arg.offset, &mut dir),
-                |_v| reply_ok(fd, unique, &[dir.as_bytes()])
+                |_v| reply_ok(out, unique, &[dir.as_bytes()])
             );
             scratch.dir = Some(dir);
         }
@@ -950,21 +1055,21 @@ fn handle<F: Filesystem>(
                 .unwrap_or_else(|| DirBuf::new(arg.size as usize));
             dir.reset(arg.size as usize);
             let res = fs.readdirplus(ctx, ino, arg.fh, arg.offset, &mut DirPlusBuf(&mut dir));
-            reply!(fd, unique, res, |_v| reply_ok(
-                fd,
+            reply!(out, unique, res, |_v| reply_ok(
+                out,
                 unique,
                 &[dir.as_bytes()]
             ));
             scratch.dir = Some(dir);
         }
         O::Releasedir { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.releasedir(ctx, ino, arg.fh, arg.flags),
-            |_v| reply_ok(fd, unique, &[])
+            |_v| reply_ok(out, unique, &[])
         ),
         O::Fsyncdir { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.fsyncdir(
                 ctx,
@@ -972,16 +1077,16 @@ fn handle<F: Filesystem>(
                 arg.fh,
                 arg.fsync_flags & idfuse_abi::FSYNC_FDATASYNC != 0
             ),
-            |_v| reply_ok(fd, unique, &[])
+            |_v| reply_ok(out, unique, &[])
         ),
         O::Getlk { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.getlk(ctx, ino, arg.fh, arg.owner, &arg.lk),
-            |lk| reply_ok(fd, unique, &[LkOut { lk }.as_bytes()])
+            |lk| reply_ok(out, unique, &[LkOut { lk }.as_bytes()])
         ),
         O::Setlk { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.setlk(
                 ctx,
@@ -992,10 +1097,10 @@ fn handle<F: Filesystem>(
                 false,
                 arg.lk_flags & idfuse_abi::LK_FLOCK != 0
             ),
-            |_v| reply_ok(fd, unique, &[])
+            |_v| reply_ok(out, unique, &[])
         ),
         O::Setlkw { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.setlk(
                 ctx,
@@ -1006,22 +1111,22 @@ fn handle<F: Filesystem>(
                 true,
                 arg.lk_flags & idfuse_abi::LK_FLOCK != 0
             ),
-            |_v| reply_ok(fd, unique, &[])
+            |_v| reply_ok(out, unique, &[])
         ),
-        O::Access { arg } => reply!(fd, unique, fs.access(ctx, ino, arg.mask), |_v| reply_ok(
-            fd,
+        O::Access { arg } => reply!(out, unique, fs.access(ctx, ino, arg.mask), |_v| reply_ok(
+            out,
             unique,
             &[]
         )),
         O::Create { arg, name } => {
             if !owner_ok {
-                reply_err(fd, unique, Errno::IO);
+                reply_err(out, unique, Errno::IO);
                 return false;
             }
             let kill =
                 OpenInFlags::from_bits_truncate(arg.open_flags).contains(OpenInFlags::KILL_SUIDGID);
             reply!(
-                fd,
+                out,
                 unique,
                 fs.create(
                     ctx,
@@ -1034,7 +1139,7 @@ fn handle<F: Filesystem>(
                 ),
                 |(e, o)| {
                     reply_ok(
-                        fd,
+                        out,
                         unique,
                         &[entry_out(e).as_bytes(), open_out(o).as_bytes()],
                     )
@@ -1043,16 +1148,16 @@ fn handle<F: Filesystem>(
         }
         O::Tmpfile { arg, name: _ } => {
             if !owner_ok {
-                reply_err(fd, unique, Errno::IO);
+                reply_err(out, unique, Errno::IO);
                 return false;
             }
             reply!(
-                fd,
+                out,
                 unique,
                 fs.tmpfile(ctx, ino, owner, cmode(arg.mode, arg.umask), arg.flags),
                 |(e, o)| {
                     reply_ok(
-                        fd,
+                        out,
                         unique,
                         &[entry_out(e).as_bytes(), open_out(o).as_bytes()],
                     )
@@ -1062,20 +1167,20 @@ fn handle<F: Filesystem>(
         // Handled in `dispatch`, which owns the in-flight table.
         O::Interrupt { .. } => {}
         O::Bmap { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.bmap(ctx, ino, arg.blocksize, arg.block),
-            |block| reply_ok(fd, unique, &[BmapOut { block }.as_bytes()])
+            |block| reply_ok(out, unique, &[BmapOut { block }.as_bytes()])
         ),
         O::Destroy => {
             fs.destroy();
-            reply_ok(fd, unique, &[]);
+            reply_ok(out, unique, &[]);
             return true;
         }
         O::Ioctl { arg, data } => {
             let input = &data[..data.len().min(arg.in_size as usize)];
             reply!(
-                fd,
+                out,
                 unique,
                 fs.ioctl(
                     ctx,
@@ -1087,24 +1192,24 @@ fn handle<F: Filesystem>(
                     input,
                     arg.out_size
                 ),
-                |(result, out)| {
+                |(result, data)| {
                     let head = IoctlOut {
                         result,
                         flags: 0,
                         in_iovs: 0,
                         out_iovs: 0,
                     };
-                    let n = out.len().min(arg.out_size as usize);
-                    reply_ok(fd, unique, &[head.as_bytes(), &out[..n]])
+                    let n = data.len().min(arg.out_size as usize);
+                    reply_ok(out, unique, &[head.as_bytes(), &data[..n]])
                 }
             )
         }
         O::Poll { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.poll(ctx, ino, arg.fh, arg.kh, arg.flags, arg.events),
             |revents| reply_ok(
-                fd,
+                out,
                 unique,
                 &[PollOut {
                     revents,
@@ -1115,19 +1220,19 @@ fn handle<F: Filesystem>(
         ),
         O::NotifyReply { arg, data } => fs.retrieve_reply(unique, ino, arg.offset, data),
         O::Fallocate { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.fallocate(ctx, ino, arg.fh, arg.offset, arg.length, arg.mode),
-            |_v| reply_ok(fd, unique, &[])
+            |_v| reply_ok(out, unique, &[])
         ),
         O::Lseek { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.lseek(ctx, ino, arg.fh, arg.offset, arg.whence),
-            |offset| reply_ok(fd, unique, &[LseekOut { offset }.as_bytes()])
+            |offset| reply_ok(out, unique, &[LseekOut { offset }.as_bytes()])
         ),
         O::CopyFileRange { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.copy_file_range(
                 ctx,
@@ -1141,15 +1246,15 @@ fn handle<F: Filesystem>(
                 arg.flags
             ),
             |n| {
-                let out = WriteOut {
+                let o = WriteOut {
                     size: n.min(u32::MAX as u64) as u32,
                     padding: 0,
                 };
-                reply_ok(fd, unique, &[out.as_bytes()])
+                reply_ok(out, unique, &[o.as_bytes()])
             }
         ),
         O::CopyFileRange64 { arg } => reply!(
-            fd,
+            out,
             unique,
             fs.copy_file_range(
                 ctx,
@@ -1163,51 +1268,51 @@ fn handle<F: Filesystem>(
                 arg.flags
             ),
             |n| {
-                let out = idfuse_abi::CopyFileRangeOut { bytes_copied: n };
-                reply_ok(fd, unique, &[out.as_bytes()])
+                let o = idfuse_abi::CopyFileRangeOut { bytes_copied: n };
+                reply_ok(out, unique, &[o.as_bytes()])
             }
         ),
-        O::Syncfs { .. } => reply!(fd, unique, fs.syncfs(ctx, ino), |_v| reply_ok(
-            fd,
+        O::Syncfs { .. } => reply!(out, unique, fs.syncfs(ctx, ino), |_v| reply_ok(
+            out,
             unique,
             &[]
         )),
         O::Statx { arg } => {
             let fh = (arg.getattr_flags & idfuse_abi::GETATTR_FH != 0).then_some(arg.fh);
             reply!(
-                fd,
+                out,
                 unique,
                 fs.statx(ctx, ino, fh, arg.sx_flags, arg.sx_mask),
                 |(stat, t)| {
-                    let out = StatxOut {
+                    let o = StatxOut {
                         attr_valid: t.as_secs(),
                         attr_valid_nsec: t.subsec_nanos(),
                         flags: 0,
                         spare: [0; 2],
                         stat,
                     };
-                    reply_ok(fd, unique, &[out.as_bytes()])
+                    reply_ok(out, unique, &[o.as_bytes()])
                 }
             )
         }
         // DAX mappings exist only on virtiofs; a /dev/fuse session never
         // gets them, and ENOSYS is the protocol's "not supported".
-        O::Setupmapping { .. } | O::Removemapping { .. } => reply_err(fd, unique, Errno::NOSYS),
+        O::Setupmapping { .. } | O::Removemapping { .. } => reply_err(out, unique, Errno::NOSYS),
         // CUSE sessions are character devices, not filesystems.
-        O::CuseInit { .. } => reply_err(fd, unique, Errno::NOSYS),
-        O::Init { .. } => reply_err(fd, unique, Errno::PROTO),
+        O::CuseInit { .. } => reply_err(out, unique, Errno::NOSYS),
+        O::Init { .. } => reply_err(out, unique, Errno::PROTO),
         O::Unknown { opcode, .. } => {
             tracing::debug!(opcode, "unknown opcode, answered ENOSYS");
-            reply_err(fd, unique, Errno::NOSYS)
+            reply_err(out, unique, Errno::NOSYS)
         }
     }
     false
 }
 
-fn reply_xattr(fd: BorrowedFd<'_>, unique: u64, size: u32, x: Xattr) {
+fn reply_xattr(out: &mut dyn ReplySink, unique: u64, size: u32, x: Xattr) {
     match x {
         Xattr::Size(n) => reply_ok(
-            fd,
+            out,
             unique,
             &[GetxattrOut {
                 size: n,
@@ -1217,15 +1322,15 @@ fn reply_xattr(fd: BorrowedFd<'_>, unique: u64, size: u32, x: Xattr) {
         ),
         Xattr::Data(d) => {
             if size == 0 {
-                let out = GetxattrOut {
+                let o = GetxattrOut {
                     size: d.len() as u32,
                     padding: 0,
                 };
-                reply_ok(fd, unique, &[out.as_bytes()])
+                reply_ok(out, unique, &[o.as_bytes()])
             } else if d.len() > size as usize {
-                reply_err(fd, unique, Errno::RANGE)
+                reply_err(out, unique, Errno::RANGE)
             } else {
-                reply_ok(fd, unique, &[&d])
+                reply_ok(out, unique, &[&d])
             }
         }
     }
@@ -1294,10 +1399,11 @@ impl<F: Filesystem> Loopback<F> {
     pub fn handle(&mut self, request: &[u8]) -> Vec<Vec<u8>> {
         process(
             &self.shared,
-            self.theirs.as_fd(),
+            &mut DevOut(self.theirs.as_fd()),
             request,
             &mut self.scratch,
             0,
+            Via::Dev,
         );
         let mut out = Vec::new();
         let mut buf = vec![0u8; (self.shared.config.max_write as usize).max(1 << 16) + 4096];

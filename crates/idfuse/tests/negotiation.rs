@@ -86,7 +86,10 @@ fn loopback(caps: InitFlags, cfg: SessionConfig, default_permissions: bool) -> L
 fn grants_only_what_the_kernel_offered_and_fills_flags2() {
     let mut lb = loopback(
         InitFlags::POSIX_ACL | InitFlags::DONT_MASK | InitFlags::OVER_IO_URING,
-        SessionConfig::default(),
+        SessionConfig {
+            io_uring: idfuse::IoUringMode::Off,
+            ..SessionConfig::default()
+        },
         true,
     );
     let offered = kernel_offer() - InitFlags::DONT_MASK;
@@ -110,7 +113,7 @@ fn grants_only_what_the_kernel_offered_and_fills_flags2() {
     );
     assert!(
         !granted.contains(InitFlags::OVER_IO_URING),
-        "never asked for"
+        "io_uring off: never asked for"
     );
     assert!(
         (granted - kernel_offer()).is_empty(),
@@ -193,4 +196,27 @@ fn protocol_corner_cases_get_answers() {
     // LOOKUP of a missing name: ENOENT.
     let r = lb.handle(&req(opcode::LOOKUP, 14, b"x\0"));
     assert_eq!(header(&r[0]).error, -libc::ENOENT);
+}
+
+#[test]
+fn io_uring_is_asked_for_only_when_offered_and_not_switched_off() {
+    let granted = |mode: idfuse::IoUringMode, offer: InitFlags| {
+        let cfg = SessionConfig {
+            io_uring: mode,
+            ..SessionConfig::default()
+        };
+        let mut lb = loopback(InitFlags::empty(), cfg, true);
+        let replies = lb.handle(&init(7, 45, offer));
+        let out = init_out(&replies[0]);
+        InitFlags::from_bits_truncate(out.flags as u64 | ((out.flags2 as u64) << 32))
+            .contains(InitFlags::OVER_IO_URING)
+    };
+    let with = kernel_offer() | InitFlags::OVER_IO_URING;
+    let without = kernel_offer() - InitFlags::OVER_IO_URING;
+    use idfuse::IoUringMode::*;
+    assert!(granted(Auto, with), "auto takes what the kernel offers");
+    assert!(granted(On, with));
+    assert!(!granted(Off, with), "off never asks");
+    assert!(!granted(Auto, without), "not offered, not granted");
+    assert!(!granted(On, without));
 }
