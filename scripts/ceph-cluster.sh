@@ -138,6 +138,10 @@ osd crush chooseleaf type = 0
 paxos propose interval = 0.1
 mon data avail warn = 1
 mon data avail crit = 0
+[client]
+# Several clients of one name (two mounts, ceph-fuse) each get a socket.
+admin socket = $dir/run/\$name.\$pid.asok
+log file = $dir/log/\$name.\$pid.log
 [mon]
 mon data = $dir/mon/\$id
 [osd]
