@@ -79,6 +79,8 @@ spawn() {
   local name=$1; shift
   setsid "$@" -f -c "$conf" >>"$dir/log/$name.out" 2>&1 </dev/null &
   echo $! >>"$dir/pids"
+  # By name too, for tests that pause one daemon (SIGSTOP/SIGCONT).
+  echo $! >"$dir/run/$name.daemon-pid"
 }
 
 port_free() {
