@@ -117,8 +117,11 @@ pub struct CallbackArgs {
 extern "C" {
     pub fn ceph_create(cmount: *mut *mut MountInfo, id: *const c_char) -> c_int;
     pub fn ceph_conf_read_file(cmount: *mut MountInfo, path: *const c_char) -> c_int;
-    pub fn ceph_conf_set(cmount: *mut MountInfo, option: *const c_char, value: *const c_char)
-        -> c_int;
+    pub fn ceph_conf_set(
+        cmount: *mut MountInfo,
+        option: *const c_char,
+        value: *const c_char,
+    ) -> c_int;
     pub fn ceph_conf_get(
         cmount: *mut MountInfo,
         option: *const c_char,
@@ -130,8 +133,12 @@ extern "C" {
     pub fn ceph_mount(cmount: *mut MountInfo, root: *const c_char) -> c_int;
     pub fn ceph_shutdown(cmount: *mut MountInfo);
 
-    pub fn ceph_userperm_new(uid: uid_t, gid: gid_t, ngids: c_int, gids: *mut gid_t)
-        -> *mut UserPerm;
+    pub fn ceph_userperm_new(
+        uid: uid_t,
+        gid: gid_t,
+        ngids: c_int,
+        gids: *mut gid_t,
+    ) -> *mut UserPerm;
     pub fn ceph_userperm_destroy(perm: *mut UserPerm);
 
     pub fn ceph_ll_register_callbacks(cmount: *mut MountInfo, args: *mut CallbackArgs);
@@ -305,8 +312,11 @@ extern "C" {
     pub fn ceph_telldir(cmount: *mut MountInfo, dirp: *mut DirResult) -> i64;
     pub fn ceph_seekdir(cmount: *mut MountInfo, dirp: *mut DirResult, offset: i64);
     pub fn ceph_rewinddir(cmount: *mut MountInfo, dirp: *mut DirResult);
-    pub fn ceph_ll_statfs(cmount: *mut MountInfo, inode: *mut Inode, st: *mut libc::statvfs)
-        -> c_int;
+    pub fn ceph_ll_statfs(
+        cmount: *mut MountInfo,
+        inode: *mut Inode,
+        st: *mut libc::statvfs,
+    ) -> c_int;
     pub fn ceph_ll_getxattr(
         cmount: *mut MountInfo,
         inode: *mut Inode,

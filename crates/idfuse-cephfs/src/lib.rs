@@ -114,11 +114,10 @@ impl CephOptions {
             }
             "mount_timeout" => {
                 let v = need(value)?;
-                self.mount_timeout = v
-                    .parse()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| format!("mount_timeout={v}: not a whole number of seconds"))?;
+                self.mount_timeout =
+                    v.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                        format!("mount_timeout={v}: not a whole number of seconds")
+                    })?;
             }
             _ => return Ok(false),
         }
@@ -1380,7 +1379,13 @@ impl Filesystem for CephFs {
         }
     }
 
-    fn releasedir(&self, _ctx: &Context<'_>, _ino: u64, fh: u64, _flags: u32) -> idfuse::Result<()> {
+    fn releasedir(
+        &self,
+        _ctx: &Context<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: u32,
+    ) -> idfuse::Result<()> {
         if fh == 0 {
             return Ok(());
         }
@@ -1563,13 +1568,7 @@ impl Filesystem for CephFs {
         let h = Self::file(fh)?;
         // SAFETY: fh open.
         check(unsafe {
-            ffi::ceph_ll_fallocate(
-                self.m(),
-                h.fh,
-                mode as i32,
-                offset as i64,
-                length as i64,
-            )
+            ffi::ceph_ll_fallocate(self.m(), h.fh, mode as i32, offset as i64, length as i64)
         })?;
         Ok(())
     }
@@ -1657,7 +1656,10 @@ mod tests {
     #[test]
     fn options_parse() {
         let mut o = CephOptions::default();
-        assert_eq!(o.parse_option("conf", Some("/etc/ceph/ceph.conf")), Ok(true));
+        assert_eq!(
+            o.parse_option("conf", Some("/etc/ceph/ceph.conf")),
+            Ok(true)
+        );
         assert_eq!(o.parse_option("name", Some("client.kube")), Ok(true));
         assert_eq!(o.id(), "kube");
         assert!(o.parse_option("path", Some("relative")).is_err());
@@ -1671,7 +1673,10 @@ mod tests {
     fn statx_layout_matches_c() {
         // struct ceph_statx on x86_64/aarch64: 4 u32 + u16 (+pad) then
         // 3 u64, 2 dev_t, 4 timespecs, 1 u64.
-        assert_eq!(std::mem::size_of::<CephStatx>(), 24 + 3 * 8 + 2 * 8 + 4 * 16 + 8);
+        assert_eq!(
+            std::mem::size_of::<CephStatx>(),
+            24 + 3 * 8 + 2 * 8 + 4 * 16 + 8
+        );
         assert_eq!(std::mem::offset_of!(CephStatx, stx_ino), 24);
     }
 }

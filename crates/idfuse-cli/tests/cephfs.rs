@@ -11,7 +11,7 @@
 #![cfg(feature = "cephfs")]
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,6 +53,35 @@ impl Cluster {
             .trim()
             .parse()
             .unwrap()
+    }
+}
+
+impl Cluster {
+    fn ceph(&self, args: &[&str]) -> String {
+        let out = Command::new("timeout")
+            .arg("30")
+            .arg("ceph")
+            .arg("-c")
+            .arg(self.conf())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ceph {args:?}: {:?}", out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    /// Evict the MDS session of the client process `pid` (found by the pid
+    /// in the session's client metadata).
+    fn evict(&self, pid: i32) {
+        let ls = self.ceph(&["tell", "mds.a", "client", "ls", "--format=json"]);
+        let v: serde_json::Value = serde_json::from_str(&ls).unwrap();
+        let id = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["client_metadata"]["pid"].as_str() == Some(&pid.to_string()))
+            .and_then(|s| s["id"].as_u64())
+            .unwrap_or_else(|| panic!("no session of pid {pid}: {ls}"));
+        self.ceph(&["tell", "mds.a", "client", "evict", &format!("id={id}")]);
     }
 }
 
@@ -191,7 +220,10 @@ fn as_user<T: Send>(uid: u32, gid: u32, keep_dac: bool, f: impl FnOnce() -> T + 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
     while !cond() {
-        assert!(t.elapsed() < DEADLINE, "{what}: not seen within {DEADLINE:?}");
+        assert!(
+            t.elapsed() < DEADLINE,
+            "{what}: not seen within {DEADLINE:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     t.elapsed()
@@ -207,7 +239,9 @@ fn run_idfuse(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn cephfs_two_hosts() {
+    let t0 = Instant::now();
     let cluster = Cluster::start();
+    eprintln!("cephfs: cluster up in {:?}", t0.elapsed());
     let plain = Client::ceph_fuse(&cluster);
     // A shared directory anyone may create in, made through the unmapped view.
     let shared = plain.p("shared");
@@ -255,8 +289,7 @@ fn cephfs_two_hosts() {
 
     // chmod, rename, unlink on A are seen on B.
     as_user(101000, 101000, false, || {
-        std::fs::set_permissions(a.p("shared/f"), std::fs::Permissions::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(a.p("shared/f"), std::fs::Permissions::from_mode(0o600)).unwrap();
     });
     let t = wait_for("chmod", || {
         std::fs::metadata(b.p("shared/f")).is_ok_and(|m| m.mode() & 0o7777 == 0o600)
@@ -288,14 +321,20 @@ fn cephfs_two_hosts() {
     assert_eq!((m.uid(), m.gid()), (1000, 1000));
     // Without the capability the kernel refuses, before the daemon sees it.
     let denied = as_user(101000, 101000, false, || {
-        std::fs::write(a.p("denied"), b"x").unwrap_err().raw_os_error()
+        std::fs::write(a.p("denied"), b"x")
+            .unwrap_err()
+            .raw_os_error()
     });
     assert_eq!(denied, Some(libc::EACCES));
 
+    eprintln!("cephfs: Concurrent O_APPEND from tw at {:?}", t0.elapsed());
     // Concurrent O_APPEND from two hosts: 2 x 100 lines, none lost.
     std::fs::write(plain.p("shared/log"), b"").unwrap();
-    std::fs::set_permissions(plain.p("shared/log"), std::fs::Permissions::from_mode(0o666))
-        .unwrap();
+    std::fs::set_permissions(
+        plain.p("shared/log"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
     std::thread::scope(|s| {
         for (who, client, uid) in [("a", &a, 101000u32), ("b", &b, 201000u32)] {
             s.spawn(move || {
@@ -318,6 +357,7 @@ fn cephfs_two_hosts() {
     lines.dedup();
     assert_eq!(lines.len(), 200);
 
+    eprintln!("cephfs: MDS, then OSD, paused at {:?}", t0.elapsed());
     // MDS, then OSD, paused for 3 s while A works: the work waits and
     // completes once the daemon is back; the client survives; nothing
     // fsync'ed is lost.
@@ -328,11 +368,11 @@ fn cephfs_two_hosts() {
             let worker = s.spawn(|| {
                 as_user(101000, 101000, false, || {
                     std::fs::create_dir(a.p(&dir)).unwrap();
-                    for i in 0..20 {
+                    for i in 0..12 {
                         let mut f = std::fs::File::create(a.p(&format!("{dir}/{i}"))).unwrap();
                         f.write_all(format!("{daemon} {i}\n").as_bytes()).unwrap();
                         f.sync_all().unwrap();
-                        std::thread::sleep(Duration::from_millis(250));
+                        std::thread::sleep(Duration::from_millis(150));
                     }
                 })
             });
@@ -344,7 +384,7 @@ fn cephfs_two_hosts() {
             unsafe { libc::kill(pid, libc::SIGCONT) };
             worker.join().unwrap();
         });
-        for i in 0..20 {
+        for i in 0..12 {
             assert_eq!(
                 std::fs::read_to_string(b.p(&format!("{dir}/{i}"))).unwrap(),
                 format!("{daemon} {i}\n")
@@ -353,8 +393,11 @@ fn cephfs_two_hosts() {
     }
     assert!(mounted(a.path()));
 
+    eprintln!("cephfs: SIGKILL of our daemon at {:?}", t0.elapsed());
     // SIGKILL of our daemon: its callers get ENOTCONN; what it fsync'ed is
-    // intact on the other host.
+    // intact on the other host. The dead client's caps block B until the
+    // MDS ends its session (session_timeout, 60 s by default) or, as here,
+    // an operator evicts it.
     let mut k = Client::idfuse(&cluster, Some("b:0:100000:65536"));
     as_user(101000, 101000, false, || {
         let mut f = std::fs::File::create(k.p("shared/before-kill")).unwrap();
@@ -368,12 +411,20 @@ fn cephfs_two_hosts() {
     }
     let err = std::fs::metadata(k.p("shared")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
+    let killed = k.pid();
     drop(k);
+    cluster.evict(killed);
+    let t = Instant::now();
     assert_eq!(
         std::fs::read(b.p("shared/before-kill")).unwrap(),
         b"synced".to_vec()
     );
+    eprintln!(
+        "cephfs: the killed client's file read on B after {:?}",
+        t.elapsed()
+    );
 
+    eprintln!("cephfs: Mount errors, each naming at {:?}", t0.elapsed());
     // Mount errors, each naming what failed.
     let mnt = tempfile::tempdir().unwrap();
     let m = mnt.path().to_str().unwrap();
@@ -386,7 +437,10 @@ fn cephfs_two_hosts() {
         "-o",
         &format!("conf={conf},fs=nosuchfs,mount_timeout=5"),
     ]);
-    assert!(!ok && err.contains("no file system named `nosuchfs`"), "{err}");
+    assert!(
+        !ok && err.contains("no file system named `nosuchfs`"),
+        "{err}"
+    );
     let (ok, err) = run_idfuse(&[
         "mount",
         "cephfs",
@@ -417,6 +471,7 @@ fn cephfs_two_hosts() {
         !ok && err.contains("refused to authenticate client.admin"),
         "{err}"
     );
+    eprintln!("cephfs: An unreachable cluster at {:?}", t0.elapsed());
     // An unreachable cluster: its own directory, so the keyring path in
     // the conf still resolves.
     let un = cluster.dir.path().join("unreachable");
@@ -454,8 +509,10 @@ fn cephfs_two_hosts() {
     assert!(t.elapsed() < DEADLINE);
     assert!(!mounted(mnt.path()));
 
+    eprintln!("cephfs: teardown at {:?}", t0.elapsed());
     drop(a);
     drop(b);
     drop(plain);
     drop(cluster);
+    eprintln!("cephfs: done at {:?}", t0.elapsed());
 }
