@@ -376,6 +376,8 @@ pub struct CephFs {
     mount: Mount,
     root: *mut ffi::Inode,
     nodes: Mutex<HashMap<u64, Node>>,
+    /// O_TMPFILE files not yet linked: node id -> (parent node id, hidden name).
+    tmpfiles: Mutex<HashMap<u64, (u64, CString)>>,
     root_perm: Perm,
     timeout: Duration,
     describe: String,
@@ -634,6 +636,7 @@ impl CephFs {
             mount,
             root,
             nodes: Mutex::new(HashMap::new()),
+            tmpfiles: Mutex::new(HashMap::new()),
             root_perm,
             timeout: opts.timeout,
             describe: format!("{fs_desc}{}", opts.path),
@@ -1094,17 +1097,23 @@ impl Filesystem for CephFs {
         newparent: u64,
         newname: &OsStr,
         flags: u32,
-        _whiteout_owner: Option<&Owner>,
+        whiteout_owner: Option<&Owner>,
     ) -> idfuse::Result<()> {
-        if flags & !libc::RENAME_NOREPLACE != 0 {
-            // Ceph has no atomic exchange or whiteout.
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            // Ceph has no atomic exchange.
+            return Err(Errno::INVAL);
+        }
+        let whiteout = flags & libc::RENAME_WHITEOUT != 0;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_WHITEOUT) != 0
+            || (whiteout && whiteout_owner.is_none())
+        {
             return Err(Errno::INVAL);
         }
         let p = self.inode(parent)?;
         let np = self.inode(newparent)?;
         let name = cstr(name)?;
         let newname = cstr(newname)?;
-        if flags & libc::RENAME_NOREPLACE != 0 {
+        if flags & (libc::RENAME_NOREPLACE | libc::RENAME_WHITEOUT) != 0 {
             // Checked, not atomic: another client may create the name
             // between the check and the rename.
             let mut out = std::ptr::null_mut();
@@ -1141,6 +1150,30 @@ impl Filesystem for CephFs {
                 self.root_perm.ptr,
             )
         })?;
+        if let (true, Some(owner)) = (whiteout, whiteout_owner) {
+            // The whiteout (a 0/0 character device) follows the rename
+            // instead of appearing with it: not atomic, unlike a local
+            // filesystem's.
+            let perm = Perm::of(owner)?;
+            let mut out = std::ptr::null_mut();
+            let mut st = CephStatx::default();
+            // SAFETY: parent held; out-pointers to locals.
+            check(unsafe {
+                ffi::ceph_ll_mknod(
+                    self.m(),
+                    p,
+                    name.as_ptr(),
+                    libc::S_IFCHR,
+                    0,
+                    &mut out,
+                    &mut st,
+                    0,
+                    0,
+                    perm.ptr,
+                )
+            })?;
+            self.put(out, 1);
+        }
         Ok(())
     }
 
@@ -1158,6 +1191,7 @@ impl Filesystem for CephFs {
         check(unsafe {
             ffi::ceph_ll_link(self.m(), inode, np, newname.as_ptr(), self.root_perm.ptr)
         })?;
+        self.drop_tmpfile_name(ino);
         self.lookup_inner(np, &newname)
     }
 
@@ -1231,7 +1265,7 @@ impl Filesystem for CephFs {
     fn release(
         &self,
         _ctx: &Context<'_>,
-        _ino: u64,
+        ino: u64,
         fh: u64,
         _flags: u32,
         _lock_owner: Option<u64>,
@@ -1242,6 +1276,9 @@ impl Filesystem for CephFs {
         }
         // SAFETY: the Box from `opened`; the kernel releases a handle once.
         let h = unsafe { Box::from_raw(fh as *mut FileHandle) };
+        // An O_TMPFILE file is opened once (by its creation): never
+        // linked, it goes now.
+        self.drop_tmpfile_name(ino);
         // SAFETY: fh open, closed once.
         check(unsafe { ffi::ceph_ll_close(self.m(), h.fh) })?;
         Ok(())
@@ -1295,6 +1332,9 @@ impl Filesystem for CephFs {
             let next = unsafe { ffi::ceph_telldir(self.m(), d.dirp) };
             // SAFETY: libcephfs NUL-terminates d_name.
             let name = unsafe { CStr::from_ptr(de.d_name.as_ptr()) };
+            if name.to_bytes().starts_with(TMPFILE_PREFIX.as_bytes()) {
+                continue;
+            }
             if !out.push(de.d_ino, next as u64, u32::from(de.d_type), name.to_bytes()) {
                 // SAFETY: dirp open.
                 unsafe { ffi::ceph_seekdir(self.m(), d.dirp, here) };
@@ -1342,6 +1382,12 @@ impl Filesystem for CephFs {
             let name = unsafe { CStr::from_ptr(de.d_name.as_ptr()) };
             let name_b = name.to_bytes();
             let typ = u32::from(de.d_type);
+            if name_b.starts_with(TMPFILE_PREFIX.as_bytes()) {
+                if !inode.is_null() {
+                    self.put(inode, 1);
+                }
+                continue;
+            }
             let fits = if name_b == b"." || name_b == b".." || inode.is_null() {
                 // The kernel takes no lookup for these.
                 if !inode.is_null() {
@@ -1556,6 +1602,42 @@ impl Filesystem for CephFs {
         Ok((entry, self.opened(fh, out, flags)))
     }
 
+    fn tmpfile(
+        &self,
+        ctx: &Context<'_>,
+        parent: u64,
+        owner: &Owner,
+        mode: CreateMode,
+        flags: u32,
+    ) -> idfuse::Result<(Entry, Opened)> {
+        // Ceph has no unnamed create (and cannot link an unlinked inode
+        // back): the file is made under a hidden name, which a later LINK
+        // turns into the real one and the last release removes. This
+        // client's listings leave the name out; other clients see it while
+        // the file is open and unlinked.
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let hidden = format!(
+            "{TMPFILE_PREFIX}{}.{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let flags = flags & !(libc::O_TMPFILE as u32);
+        let (entry, opened) = self.create(
+            ctx,
+            parent,
+            OsStr::new(&hidden),
+            owner,
+            mode,
+            flags | libc::O_EXCL as u32,
+            false,
+        )?;
+        let name = CString::new(hidden).map_err(|_| Errno::INVAL)?;
+        if let Ok(mut t) = self.tmpfiles.lock() {
+            t.insert(entry.ino, (parent, name));
+        }
+        Ok((entry, opened))
+    }
+
     fn fallocate(
         &self,
         _ctx: &Context<'_>,
@@ -1574,7 +1656,25 @@ impl Filesystem for CephFs {
     }
 }
 
+/// Names of O_TMPFILE files until they are linked or closed.
+const TMPFILE_PREFIX: &str = ".idfuse-tmpfile.";
+
 impl CephFs {
+    fn drop_tmpfile_name(&self, ino: u64) {
+        let Some((parent, name)) = self.tmpfiles.lock().ok().and_then(|mut t| t.remove(&ino))
+        else {
+            return;
+        };
+        if let Ok(p) = self.inode(parent) {
+            // SAFETY: parent held (the kernel keeps the parent of an open
+            // file's dentry); C string.
+            let r = unsafe { ffi::ceph_ll_unlink(self.m(), p, name.as_ptr(), self.root_perm.ptr) };
+            if r < 0 {
+                tracing::warn!(name = ?name, err = %errno(r), "cannot remove an O_TMPFILE's hidden name");
+            }
+        }
+    }
+
     fn seek(&self, d: &DirHandle, offset: u64) {
         if offset == 0 {
             // SAFETY: dirp open.
