@@ -100,6 +100,10 @@ start() {
 
   # A port range of our own: 100 ports chosen from the directory's name,
   # moving on while any of them is in use.
+  # Clusters starting at once choose in turn: the lock is held until our
+  # monitor listens on the first port of the range.
+  exec 9>/run/lock/idfuse-ceph-cluster.lock
+  flock -w 120 9 || die "another cluster start holds /run/lock/idfuse-ceph-cluster.lock"
   local h base
   h=$(printf '%s' "$dir" | cksum | cut -d' ' -f1)
   base=$((20000 + (h % 300) * 100))
@@ -169,6 +173,7 @@ CONF
   uuid=$(cat /proc/sys/kernel/random/uuid)
   local id
   id=$(ceph_ osd create "$uuid") || die "the monitor did not come up; see $dir/log/mon.a.log"
+  exec 9>&-
   [ "$id" = 0 ] || die "unexpected osd id $id"
   ceph-osd -c "$conf" -i 0 --mkfs --mkkey --osd-uuid "$uuid" \
     --keyring "$dir/osd/0/keyring" --no-mon-config >>"$dir/log/mkfs.out" 2>&1 || die "ceph-osd --mkfs failed; see $dir/log"

@@ -237,8 +237,12 @@ fn run_idfuse(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// One cluster at a time from this binary: each is ~120 MB and a CPU burst.
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn cephfs_two_hosts() {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
     let cluster = Cluster::start();
     eprintln!("cephfs: cluster up in {:?}", t0.elapsed());
@@ -515,4 +519,37 @@ fn cephfs_two_hosts() {
     drop(plain);
     drop(cluster);
     eprintln!("cephfs: done at {:?}", t0.elapsed());
+}
+
+/// `idfuse conformance --target cephfs` (its own cluster), differential
+/// against tmpfs: every scenario passes or is a named skip (J1/J2 need an
+/// unprivileged mount, which a Ceph client is not).
+#[test]
+fn conformance_on_cephfs() {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(BIN)
+        .args(["conformance", "--target", "cephfs", "--differential"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let last = text
+        .lines()
+        .rfind(|l| l.contains(" passed, "))
+        .unwrap_or("");
+    assert!(last.contains(" 0 failed"), "{text}");
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("skip") && l.contains(" cephfs "))
+    {
+        assert!(
+            l.contains("  J1  ") || l.contains("  J2  "),
+            "unexpected skip on cephfs: {l}"
+        );
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with("pass  B1  cephfs")),
+        "{text}"
+    );
 }
