@@ -5,15 +5,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use idfuse_bench::{chart, markdown, run as run_bench, BenchOptions, TARGETS};
+use idfuse_bench::{chart, markdown, run as run_bench, BenchOptions, CEPH_TARGETS, TARGETS};
 
 #[derive(clap::Args)]
 #[command(
     after_help = "Targets: native, passthrough, passthrough-nopt, passthrough-idmap, memfs, bindfs, mergerfs, fuse-overlayfs (peers are skipped, with the reason, when their Debian package is missing; scripts/bench-deps.sh installs them).
+CephFS targets, only when named: cephfs, cephfs-idmap, ceph-fuse (one single-node memstore cluster is started for the run; it measures the clients, not a cluster).
 
 Examples:
   idfuse bench --quick
-  idfuse bench --targets native,passthrough,bindfs --out /tmp/bench"
+  idfuse bench --targets native,passthrough,bindfs --out /tmp/bench
+  idfuse bench --quick --targets cephfs,cephfs-idmap,ceph-fuse"
 )]
 pub struct Args {
     /// Small sizes, one repetition (under two minutes on two cores).
@@ -33,8 +35,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("the bench mounts tmpfs and FUSE filesystems and drops caches: run it as root");
     }
     for t in &args.targets {
-        if !TARGETS.contains(&t.as_str()) {
-            bail!("unknown target `{t}`; known: {}", TARGETS.join(", "));
+        if !TARGETS.contains(&t.as_str()) && !CEPH_TARGETS.contains(&t.as_str()) {
+            bail!(
+                "unknown target `{t}`; known: {}, {}",
+                TARGETS.join(", "),
+                CEPH_TARGETS.join(", ")
+            );
         }
     }
     let out = args.out.unwrap_or_else(|| {

@@ -27,8 +27,9 @@ pub enum Target {
     Cephfs,
 }
 
-/// The test-cluster script, built in so the target works from any directory.
-const CEPH_CLUSTER_SH: &str = include_str!("../../../scripts/ceph-cluster.sh");
+/// The test-cluster script (scripts/ceph-cluster.sh), built in so the
+/// target works from any directory.
+pub const CEPH_CLUSTER_SH: &str = include_str!("../../../scripts/ceph-cluster.sh");
 
 impl std::str::FromStr for Target {
     type Err = String;
