@@ -22,6 +22,8 @@ pub struct BenchOptions {
     pub targets: Vec<String>,
     /// The idfuse binary.
     pub idfuse: PathBuf,
+    /// Repetitions, instead of the mode's (quick: 1, full: 3).
+    pub reps: Option<usize>,
 }
 
 /// All target names, in the order they run.
@@ -569,6 +571,10 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
             random_reads: 50_000,
             reps: 3,
         }
+    };
+    let sizes = Sizes {
+        reps: opts.reps.unwrap_or(sizes.reps).max(1),
+        ..sizes
     };
     let targets: Vec<String> = if opts.targets.is_empty() {
         TARGETS.iter().map(|s| s.to_string()).collect()

@@ -24,6 +24,11 @@ pub struct Args {
     /// Comma-separated targets (default: all).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
+    /// Repetitions (default: 1 with --quick, 3 otherwise); e.g. --quick
+    /// --reps 3 for small sizes measured three times (the CephFS targets,
+    /// whose memstore OSD keeps everything in RAM).
+    #[arg(long, value_name = "N")]
+    reps: Option<usize>,
     /// Directory for results.md, results.json and results.png (default:
     /// ./bench-results/<unix time>).
     #[arg(long, value_name = "DIR")]
@@ -56,6 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         quick: args.quick,
         targets: args.targets,
         idfuse: std::env::current_exe().context("finding the idfuse binary")?,
+        reps: args.reps,
     };
     let report = run_bench(&opts, &mut std::io::stderr()).map_err(anyhow::Error::msg)?;
     let md = markdown(&report);
