@@ -19,8 +19,11 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+cargo clippy --release -p idfuse-fs --features cephfs-tests --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --release --workspace --no-fail-fast 2>&1
+echo "== the exerciser and the metadata stressor on CephFS (a single-node test cluster)"
+cargo test --release -p idfuse-fs --features cephfs-tests --test exerciser cephfs 2>&1
 
 echo "== fuzzing, briefly"
 bash scripts/fuzz.sh 20

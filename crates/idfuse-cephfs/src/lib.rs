@@ -651,6 +651,11 @@ impl CephFs {
         Ok(fs)
     }
 
+    /// How many inodes the kernel holds lookups on (the root not counted).
+    pub fn inode_count(&self) -> usize {
+        self.nodes.lock().map_or(0, |n| n.len())
+    }
+
     fn m(&self) -> *mut ffi::MountInfo {
         self.mount.0
     }
