@@ -148,6 +148,7 @@ mon data avail crit = 0
 # Several clients of one name (two mounts, ceph-fuse) each get a socket.
 admin socket = $dir/run/\$name.\$pid.asok
 log file = $dir/log/\$name.\$pid.log
+pid file = $dir/run/\$name.\$pid.pid
 [mon]
 mon data = $dir/mon/\$id
 [osd]
