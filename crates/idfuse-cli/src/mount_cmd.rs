@@ -146,6 +146,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         FsKind::Cephfs { mountpoint, common } => {
             let mut copts = idfuse_cephfs::CephOptions::default();
             let (mut mount, session) = settings(&common, &mut |k, v| copts.parse_option(k, v))?;
+            if session.writeback_cache {
+                bail!("writeback_cache is not available for cephfs: the kernel would place appends and keep file sizes itself while other hosts change them (see docs/cephfs.md). Drop writeback_cache");
+            }
             if copts.conf.is_none() {
                 bail!("cephfs needs -o conf=PATH: the cluster's ceph.conf, which names its monitors (mon host)");
             }
