@@ -844,8 +844,6 @@ impl Filesystem for CephFs {
             | InitFlags::ATOMIC_O_TRUNC
             | InitFlags::BIG_WRITES
             | InitFlags::ASYNC_READ
-            // Files opened O_APPEND are DIRECT_IO; keep mmap working on them.
-            | InitFlags::DIRECT_IO_ALLOW_MMAP
     }
 
     fn set_notifier(&self, notifier: Notifier) {
