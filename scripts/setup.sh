@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 # systemd-container crun lxc busybox-static: the container runtime tests.
 packages=(fuse3 uidmap acl attr bindfs fio e2fsprogs util-linux kmod mergerfs fuse-overlayfs procps fonts-dejavu-core
           systemd-container crun lxc busybox-static)
+# The CephFS client (idfuse-cephfs links libcephfs) and the single-node test
+# cluster of scripts/ceph-cluster.sh (mon, memstore OSD, MDS; no mgr).
+packages+=(libcephfs-dev ceph-mon ceph-osd ceph-mds ceph-common ceph-fuse)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -34,6 +34,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+cargo clippy --release -p idfuse-fs --features cephfs-tests --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --release --workspace --no-run --quiet
 TMPDIR=$scratch/tmp cargo test --release --workspace --no-fail-fast 2>&1
@@ -43,6 +44,10 @@ echo "== cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 echo "== cargo package, every crate"
 cargo package --workspace --no-verify --allow-dirty --quiet
+echo "== the exerciser on CephFS (a single-node test cluster)"
+# stress_metadata_cephfs is left out: it hung in four runs of nine
+# (RELIABILITY.md, open problems).
+cargo test --release -p idfuse-fs --features cephfs-tests --test exerciser fsx_cephfs 2>&1
 
 echo "== fuzzing, briefly"
 FUZZ_JOBS=2 bash scripts/fuzz.sh 20

@@ -38,6 +38,8 @@ pub struct BenchOptions {
     pub targets: Vec<String>,
     /// The idfuse binary.
     pub idfuse: PathBuf,
+    /// Repetitions, instead of the mode's (quick: 1, full: 3).
+    pub reps: Option<usize>,
 }
 
 /// All target names, in the order they run.
@@ -54,8 +56,57 @@ pub const TARGETS: &[&str] = &[
     "fuse-overlayfs",
 ];
 
+/// CephFS clients, run only when named (they share one single-node test
+/// cluster, started for the run): idfuse's, idmapped (identity map), and
+/// ceph-fuse as the peer.
+pub const CEPH_TARGETS: &[&str] = &["cephfs", "cephfs-idmap", "ceph-fuse"];
+
 /// Peers: other FUSE servers from Debian.
-const PEERS: &[&str] = &["bindfs", "mergerfs", "fuse-overlayfs"];
+const PEERS: &[&str] = &["bindfs", "mergerfs", "fuse-overlayfs", "ceph-fuse"];
+
+/// The single-node Ceph cluster of a run with CephFS targets; stopped on drop.
+struct CephCluster {
+    script: PathBuf,
+    dir: PathBuf,
+}
+
+impl CephCluster {
+    fn start(base: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(base).map_err(|e| e.to_string())?;
+        let script = base.join("ceph-cluster.sh");
+        std::fs::write(&script, idfuse_conformance::target::CEPH_CLUSTER_SH)
+            .map_err(|e| e.to_string())?;
+        let c = Self {
+            script,
+            dir: base.join("ceph-cluster"),
+        };
+        let ok = Command::new("bash")
+            .arg(&c.script)
+            .arg("start")
+            .arg(&c.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(
+                "the Ceph test cluster did not start (scripts/setup.sh installs Ceph)".into(),
+            );
+        }
+        Ok(c)
+    }
+    fn conf(&self) -> PathBuf {
+        self.dir.join("ceph.conf")
+    }
+}
+
+impl Drop for CephCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
 
 /// One figure: a workload on a target.
 #[derive(Debug, Clone, Serialize)]
@@ -101,10 +152,16 @@ struct Mounted {
     dir: PathBuf,
     mounts: Vec<PathBuf>,
     daemon: Option<Child>,
+    /// Remove `dir` before unmounting (a shared CephFS, whose memstore OSD
+    /// keeps everything in RAM).
+    clean: bool,
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
+        if self.clean {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
         for m in self.mounts.iter().rev() {
             let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
         }
@@ -193,13 +250,77 @@ fn command_for(
     })
 }
 
-fn mount(target: &str, work: &Path, idfuse: &Path) -> Result<(Mounted, String), String> {
+fn mount_ceph(
+    target: &str,
+    work: &Path,
+    idfuse: &Path,
+    conf: Option<&Path>,
+) -> Result<(Mounted, String), String> {
+    let conf = conf.ok_or("no Ceph cluster")?;
+    let mnt = work.join("mnt");
+    std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
+    let m = mnt.to_string_lossy().to_string();
+    let argv: Vec<String> = match target {
+        "ceph-fuse" => {
+            if !which("ceph-fuse") {
+                return Err("ceph-fuse is not installed (Debian package ceph-fuse)".into());
+            }
+            vec![
+                "ceph-fuse".into(),
+                "-f".into(),
+                "-c".into(),
+                conf.to_string_lossy().into(),
+                m,
+            ]
+        }
+        _ => {
+            let mut v = vec![
+                idfuse.to_string_lossy().to_string(),
+                "mount".into(),
+                "cephfs".into(),
+                m,
+                "--foreground".into(),
+                "-o".into(),
+                format!("conf={}", conf.display()),
+            ];
+            if target == "cephfs-idmap" {
+                v.extend(["--idmap".into(), "b:0:0:65536".into()]);
+            }
+            v
+        }
+    };
+    let child = idfuse_conformance::target::start_daemon(&argv, &mnt)?;
+    let dir = mnt.join(format!(
+        "{}-{}",
+        work.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let m = Mounted {
+        dir: dir.clone(),
+        mounts: vec![mnt],
+        daemon: Some(child),
+        clean: true,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok((m, argv.join(" ")))
+}
+
+fn mount(
+    target: &str,
+    work: &Path,
+    idfuse: &Path,
+    ceph: Option<&Path>,
+) -> Result<(Mounted, String), String> {
+    if CEPH_TARGETS.contains(&target) {
+        return mount_ceph(target, work, idfuse, ceph);
+    }
     let src = work.join("src");
     tmpfs(&src)?;
     let mut m = Mounted {
         dir: src.clone(),
         mounts: vec![src.clone()],
         daemon: None,
+        clean: false,
     };
     if target == "native" {
         return Ok((m, format!("mount -t tmpfs tmpfs {}", src.display())));
@@ -532,14 +653,19 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
             reps: 3,
         }
     };
+    let sizes = Sizes {
+        reps: opts.reps.unwrap_or(sizes.reps).max(1),
+        ..sizes
+    };
     let targets: Vec<String> = if opts.targets.is_empty() {
         TARGETS.iter().map(|s| s.to_string()).collect()
     } else {
         for t in &opts.targets {
-            if !TARGETS.contains(&t.as_str()) {
+            if !TARGETS.contains(&t.as_str()) && !CEPH_TARGETS.contains(&t.as_str()) {
                 return Err(format!(
-                    "unknown target `{t}`; known: {}",
-                    TARGETS.join(", ")
+                    "unknown target `{t}`; known: {}, {}",
+                    TARGETS.join(", "),
+                    CEPH_TARGETS.join(", ")
                 ));
             }
         }
@@ -550,13 +676,19 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
     let mut units = vec![""; WORKLOADS.len()];
     let mut skipped: Vec<Vec<Option<String>>> = vec![vec![None; targets.len()]; WORKLOADS.len()];
     let mut commands = Vec::new();
+    let ceph = if targets.iter().any(|t| CEPH_TARGETS.contains(&t.as_str())) {
+        Some(CephCluster::start(&base)?)
+    } else {
+        None
+    };
+    let ceph_conf = ceph.as_ref().map(CephCluster::conf);
     // Interleave: every target gets a fresh mount per repetition, and the
     // repetitions go A B C A B C.
     for rep in 0..sizes.reps {
         for (ti, t) in targets.iter().enumerate() {
             let work = base.join(format!("{t}-{rep}"));
             let _ = std::fs::create_dir_all(&work);
-            let (m, cmd) = match mount(t, &work, &opts.idfuse) {
+            let (m, cmd) = match mount(t, &work, &opts.idfuse, ceph_conf.as_deref()) {
                 Ok(x) => x,
                 Err(e) => {
                     for row in skipped.iter_mut() {
@@ -590,6 +722,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
             let _ = std::fs::remove_dir_all(&work);
         }
     }
+    drop(ceph);
     let _ = std::fs::remove_dir_all(&base);
     let mut figures = Vec::new();
     for (wi, (name, _)) in WORKLOADS.iter().enumerate() {

@@ -49,6 +49,17 @@ enum FsKind {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         passthrough: bool,
     },
+    /// Mount a CephFS as a Ceph client (libcephfs), idmappable:
+    /// -o conf=PATH[,name=client.NAME][,keyring=PATH][,fs=NAME][,path=/sub/dir]
+    /// (also timeout=SECS for the kernel's name/attribute cache and
+    /// mount_timeout=SECS to give up on an unreachable cluster; default 15).
+    #[cfg(feature = "cephfs")]
+    Cephfs {
+        /// Where to mount it (an existing directory).
+        mountpoint: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(clap::Args)]
@@ -184,6 +195,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 )
             };
             serve(make, stats, &mountpoint, &common, mount, session)
+        }
+        #[cfg(feature = "cephfs")]
+        FsKind::Cephfs { mountpoint, common } => {
+            let mut copts = idfuse_cephfs::CephOptions::default();
+            let (mut mount, session) = settings(&common, &mut |k, v| copts.parse_option(k, v))?;
+            if session.writeback_cache {
+                bail!("writeback_cache is not available for cephfs: the kernel would place appends and keep file sizes itself while other hosts change them (see docs/cephfs.md). Drop writeback_cache");
+            }
+            if copts.conf.is_none() {
+                bail!("cephfs needs -o conf=PATH: the cluster's ceph.conf, which names its monitors (mon host)");
+            }
+            if mount.fsname.is_empty() || mount.fsname == MountOptions::default().fsname {
+                mount.fsname = format!("cephfs:{}", copts.path);
+            }
+            idfuse::check_mountpoint(&mountpoint)?;
+            // libcephfs starts threads: connect in the daemon, after the
+            // fork; a failure reaches the waiting parent through the pipe.
+            let make = || Ok(idfuse_cephfs::CephFs::connect(&copts)?);
+            serve(make, &mountpoint, &common, mount, session)
         }
     }
 }

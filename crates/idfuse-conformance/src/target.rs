@@ -25,7 +25,14 @@ pub enum Target {
     Path(PathBuf),
     /// `COMMAND {mnt}`: any FUSE daemon, started and stopped by us.
     Cmd(String),
+    /// idfuse cephfs on a single-node Ceph cluster started for the run
+    /// (scripts/ceph-cluster.sh, built in) and stopped after it.
+    Cephfs,
 }
+
+/// The test-cluster script (scripts/ceph-cluster.sh), built in so the
+/// target works from any directory.
+pub const CEPH_CLUSTER_SH: &str = include_str!("../../../scripts/ceph-cluster.sh");
 
 impl std::str::FromStr for Target {
     type Err = String;
@@ -35,6 +42,7 @@ impl std::str::FromStr for Target {
             "ext4" => Target::Ext4,
             "memfs" => Target::Memfs(None),
             "passthrough" => Target::Passthrough,
+            "cephfs" => Target::Cephfs,
             _ if s.starts_with("memfs:fault=") => Target::Memfs(Some(s["memfs:fault=".len()..].to_string())),
             _ if s.starts_with("passthrough:") => {
                 Target::PassthroughWith(s["passthrough:".len()..].to_string())
@@ -49,7 +57,7 @@ impl std::str::FromStr for Target {
             }
             _ => {
                 return Err(format!(
-                    "unknown target `{s}`; use tmpfs, ext4, memfs, passthrough, passthrough:OPTIONS, path:DIR or cmd:'COMMAND {{mnt}}'"
+                    "unknown target `{s}`; use tmpfs, ext4, memfs, passthrough, passthrough:OPTIONS, cephfs, path:DIR or cmd:'COMMAND {{mnt}}'"
                 ))
             }
         })
@@ -67,6 +75,7 @@ impl std::fmt::Display for Target {
             Target::PassthroughWith(o) => write!(f, "passthrough:{o}"),
             Target::Path(p) => write!(f, "path:{}", p.display()),
             Target::Cmd(c) => write!(f, "cmd:{c}"),
+            Target::Cephfs => f.write_str("cephfs"),
         }
     }
 }
@@ -90,6 +99,8 @@ pub struct Instance {
     daemon: Option<Child>,
     loopdev: Option<String>,
     work: Option<PathBuf>,
+    /// A Ceph cluster to stop (script, directory), after the client.
+    cluster: Option<(PathBuf, PathBuf)>,
 }
 
 impl Instance {
@@ -116,6 +127,13 @@ impl Drop for Instance {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some((script, dir)) = &self.cluster {
+            let _ = Command::new("bash")
+                .arg(script)
+                .arg("stop")
+                .arg(dir)
+                .status();
         }
         if let Some(l) = &self.loopdev {
             let _ = Command::new("losetup").args(["-d", l]).status();
@@ -195,6 +213,7 @@ impl Target {
             daemon: None,
             loopdev: None,
             work: Some(work.to_path_buf()),
+            cluster: None,
         };
         std::fs::create_dir_all(&inst.root).map_err(|e| e.to_string())?;
         let bin = idfuse.to_string_lossy().to_string();
@@ -293,6 +312,41 @@ impl Target {
                 inst.mounts.push(inst.root.clone());
                 inst.fuse = true;
                 inst.ours = true;
+            }
+            Target::Cephfs => {
+                let script = work.join("ceph-cluster.sh");
+                std::fs::write(&script, CEPH_CLUSTER_SH).map_err(|e| e.to_string())?;
+                let dir = work.join("cluster");
+                inst.cluster = Some((script.clone(), dir.clone()));
+                let ok = Command::new("bash")
+                    .arg(&script)
+                    .arg("start")
+                    .arg(&dir)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    return Err(
+                        "the Ceph test cluster did not start (ceph-cluster.sh; setup.sh installs Ceph)"
+                            .into(),
+                    );
+                }
+                let argv = vec![
+                    bin,
+                    "mount".into(),
+                    "cephfs".into(),
+                    inst.root.to_string_lossy().into(),
+                    "--foreground".into(),
+                    "-o".into(),
+                    format!("conf={},suid,dev", dir.join("ceph.conf").display()),
+                ];
+                inst.daemon = Some(start_daemon(&argv, &inst.root)?);
+                inst.mounts.push(inst.root.clone());
+                inst.fuse = true;
+                inst.ours = true;
+                let _ = std::fs::set_permissions(
+                    &inst.root,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o777),
+                );
             }
             Target::Path(p) => {
                 if !p.is_dir() {

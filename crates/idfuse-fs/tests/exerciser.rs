@@ -10,6 +10,9 @@
 //!   link, unlink, mkdir, rmdir), then a check that the tree is consistent
 //!   and that removing it frees every inode. `IDFUSE_STRESS_OPS` sets the
 //!   number of operations per thread.
+//! * With `--features cephfs-tests`, both also run on `idfuse-cephfs` over a
+//!   single-node Ceph cluster (scripts/ceph-cluster.sh), with fewer
+//!   operations by default (20,000 and 5,000; the same variables set them).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -42,6 +45,8 @@ impl Drop for Tmpfs {
 enum Fs {
     Mem(Session<MemFs>),
     Pt(Session<Passthrough>),
+    #[cfg(feature = "cephfs-tests")]
+    Ceph(Session<idfuse_cephfs::CephFs>),
     /// memfs served by a forked child process (pid).
     Child(i32),
 }
@@ -57,6 +62,46 @@ enum Target {
     MemfsWritebackChild,
     /// Passthrough; `true`: with FUSE passthrough (kernel backing files).
     Passthrough(bool),
+    /// idfuse-cephfs on a single-node cluster started for the test.
+    #[cfg(feature = "cephfs-tests")]
+    Cephfs,
+}
+
+/// A single-node Ceph cluster (scripts/ceph-cluster.sh), stopped on drop.
+#[cfg(feature = "cephfs-tests")]
+struct CephCluster(tempfile::TempDir);
+
+#[cfg(feature = "cephfs-tests")]
+impl CephCluster {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ceph-cluster.sh")
+    }
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("idfuse-ceph.")
+            .tempdir()
+            .expect("tempdir");
+        let ok = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg("start")
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        let c = Self(dir);
+        assert!(ok, "ceph-cluster.sh start failed (setup.sh installs Ceph)");
+        c
+    }
+}
+
+#[cfg(feature = "cephfs-tests")]
+impl Drop for CephCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg("stop")
+            .arg(self.0.path())
+            .status();
+    }
 }
 
 /// A mounted filesystem; unmounted on drop (also while unwinding), the
@@ -71,6 +116,9 @@ struct Mount {
     conn: u32,
     _tmpfs: Option<Tmpfs>,
     _dir: tempfile::TempDir,
+    /// Dropped after the mount (fields drop in order).
+    #[cfg(feature = "cephfs-tests")]
+    _ceph: Option<CephCluster>,
 }
 
 impl Drop for Mount {
@@ -147,6 +195,8 @@ impl Mount {
                     threads,
                     _tmpfs: None,
                     _dir: dir,
+                    #[cfg(feature = "cephfs-tests")]
+                    _ceph: None,
                 };
                 assert!(ready, "the daemon child did not mount");
                 m
@@ -167,6 +217,8 @@ impl Mount {
                     conn,
                     _tmpfs: None,
                     _dir: dir,
+                    #[cfg(feature = "cephfs-tests")]
+                    _ceph: None,
                 }
             }
             Target::Passthrough(_) => {
@@ -202,6 +254,32 @@ impl Mount {
                     threads,
                     _tmpfs: Some(tmpfs),
                     _dir: dir,
+                    #[cfg(feature = "cephfs-tests")]
+                    _ceph: None,
+                }
+            }
+            #[cfg(feature = "cephfs-tests")]
+            Target::Cephfs => {
+                let cluster = CephCluster::start();
+                let opts = idfuse_cephfs::CephOptions {
+                    conf: Some(cluster.0.path().join("ceph.conf")),
+                    ..idfuse_cephfs::CephOptions::default()
+                };
+                let fs = Arc::new(idfuse_cephfs::CephFs::connect(&opts).expect("connect to Ceph"));
+                let s =
+                    Session::mount(fs, &mnt, MountOptions::default(), cfg).expect("mount cephfs");
+                let _ =
+                    fs::set_permissions(&mnt, std::os::unix::fs::PermissionsExt::from_mode(0o777));
+                let conn = conn_of(&mnt);
+                Mount {
+                    fs: Some(Fs::Ceph(s)),
+                    mnt,
+                    backing: None,
+                    threads,
+                    conn,
+                    _tmpfs: None,
+                    _dir: dir,
+                    _ceph: Some(cluster),
                 }
             }
         }
@@ -228,6 +306,8 @@ impl Mount {
         match self.fs.as_ref().expect("mounted") {
             Fs::Mem(s) => s.filesystem().inode_count(),
             Fs::Pt(s) => s.filesystem().inode_count(),
+            #[cfg(feature = "cephfs-tests")]
+            Fs::Ceph(s) => s.filesystem().inode_count(),
             Fs::Child(_) => panic!("the inode table of a child daemon is not visible"),
         }
     }
@@ -250,6 +330,8 @@ impl Mount {
         match self.fs.as_ref().expect("mounted") {
             Fs::Mem(s) => s.running_workers(),
             Fs::Pt(s) => s.running_workers(),
+            #[cfg(feature = "cephfs-tests")]
+            Fs::Ceph(s) => s.running_workers(),
             // Its workers are counted by the child; it is alive or not.
             Fs::Child(pid) => {
                 let mut st = 0;
@@ -266,6 +348,8 @@ impl Mount {
     fn passthrough_active(&self) -> bool {
         match self.fs.as_ref().expect("mounted") {
             Fs::Mem(_) | Fs::Child(_) => false,
+            #[cfg(feature = "cephfs-tests")]
+            Fs::Ceph(_) => false,
             Fs::Pt(s) => s.filesystem().passthrough_active(),
         }
     }
@@ -948,7 +1032,7 @@ impl Fsx {
 }
 
 fn fsx_on(target: Target) {
-    let ops = env_u64("IDFUSE_FSX_OPS", 100_000);
+    let ops = env_u64("IDFUSE_FSX_OPS", default_ops(target, 100_000, 20_000));
     let seed = env_u64("IDFUSE_FSX_SEED", FSX_DEFAULT_SEED);
     let name = format!("{target:?}");
     println!("fsx on {name}: seed {seed:#x}, {ops} ops");
@@ -1002,9 +1086,35 @@ fn fsx_on(target: Target) {
                 report.falloc_off
             );
         }
+        // Ceph implements only some fallocate modes; the fsx records which.
+        #[cfg(feature = "cephfs-tests")]
+        Target::Cephfs => {}
     }
     assert!(!report.copy_off, "copy_file_range refused");
     assert_eq!(m.running_workers(), m.expected_workers(), "no worker died");
+}
+
+/// Operations by default: `ceph` on CephFS (every metadata operation and
+/// fsync is a round trip to the MDS or the OSD), `local` elsewhere.
+fn default_ops(target: Target, local: u64, ceph: u64) -> u64 {
+    #[cfg(feature = "cephfs-tests")]
+    if matches!(target, Target::Cephfs) {
+        return ceph;
+    }
+    let _ = (target, ceph);
+    local
+}
+
+#[cfg(feature = "cephfs-tests")]
+#[test]
+fn fsx_cephfs() {
+    fsx_on(Target::Cephfs);
+}
+
+#[cfg(feature = "cephfs-tests")]
+#[test]
+fn stress_metadata_cephfs() {
+    stress_on(Target::Cephfs);
 }
 
 #[test]
@@ -1284,7 +1394,7 @@ fn check_tree(m: &Mount, rel: &Path, files: &mut HashMap<u64, (u64, Vec<PathBuf>
 }
 
 fn stress_on(target: Target) {
-    let ops = env_u64("IDFUSE_STRESS_OPS", 20_000);
+    let ops = env_u64("IDFUSE_STRESS_OPS", default_ops(target, 20_000, 5_000));
     let seed = env_u64("IDFUSE_FSX_SEED", FSX_DEFAULT_SEED);
     let m = Mount::new(target);
     let base = m.inode_count();

@@ -370,6 +370,10 @@ pub trait Filesystem: Send + Sync + 'static {
     fn notifier(&self, negotiated: &Negotiated, notifier: crate::Notifier) {}
     /// Called on DESTROY.
     fn destroy(&self) {}
+    /// Hands the filesystem a [`Notifier`](crate::Notifier) for the
+    /// session, once, right before [`init`](Self::init): for filesystems
+    /// whose backend reports changes made elsewhere (network clients).
+    fn set_notifier(&self, notifier: crate::Notifier) {}
 
     /// Look `name` up in `parent`; a success counts one lookup.
     fn lookup(&self, ctx: &Context<'_>, parent: u64, name: &OsStr) -> Result<Entry>;

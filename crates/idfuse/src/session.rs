@@ -726,6 +726,7 @@ fn dispatch<F: Filesystem>(
                 let _ = shared.negotiated.set(n);
                 reply_ok(out, unique, &[&o.as_bytes()[..len]]);
                 tracing::info!(minor = n.minor, flags = ?n.flags, "INIT negotiated");
+                shared.fs.set_notifier(Notifier(shared.device.clone()));
                 shared.fs.init(&n);
                 shared.fs.notifier(&n, Notifier(shared.device.clone()));
                 shared.set_init(InitState::Done);

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# A throw-away single-node Ceph cluster for idfuse's CephFS tests:
+#   scripts/ceph-cluster.sh start DIR   # prints nothing; DIR/ceph.conf is the client config
+#   scripts/ceph-cluster.sh stop DIR
+# One mon, one memstore OSD (pools of size 1), one MDS, cephx on, all on
+# 127.0.0.1 in a port range of its own, everything (conf, keyrings, data,
+# logs, sockets) inside DIR. It installs nothing: setup.sh installs the
+# Debian packages (ceph-mon ceph-osd ceph-mds ceph-common ceph-fuse).
+# Daemons are tracked by the pids it records in DIR/pids and stopped with
+# SIGKILL (an MDS given SIGTERM respawns itself under the same pid). A start
+# after a crashed run first stops what DIR/pids still names.
+set -euo pipefail
+
+starting=
+die() {
+  echo "ceph-cluster: $*" >&2
+  # A failed start leaves nothing running.
+  if [ -n "$starting" ]; then stop_daemons; fi
+  exit 1
+}
+
+usage() { die "usage: $0 start|stop DIR"; }
+
+[ $# -eq 2 ] || usage
+cmd=$1
+mkdir -p "$2"
+dir=$(cd "$2" && pwd)
+conf=$dir/ceph.conf
+
+# Is $1 a live process whose command line names our directory?
+ours() {
+  local pid=$1
+  [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/" || return 1
+}
+
+# FUSE clients (ceph-fuse, idfuse) of this cluster: unmount and reap them
+# first, so none is left reconnecting to a dead (or the next) cluster.
+stop_clients() {
+  local pid mp
+  for pid in $(pgrep -f -- "$conf" || true); do
+    [ "$pid" = $$ ] && continue
+    grep -qxF "$pid" "$dir/pids" 2>/dev/null && continue
+    ours "$pid" || continue
+    # Its arguments that are fuse mountpoints.
+    while IFS= read -r mp; do
+      [ -n "$mp" ] || continue
+      if awk -v m="$mp" '$2 == m && $3 ~ /^fuse/ {f=1} END {exit !f}' /proc/self/mounts; then
+        umount -l "$mp" 2>/dev/null || true
+      fi
+    done < <(tr '\0' '\n' <"/proc/$pid/cmdline")
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
+stop_daemons() {
+  local pid
+  [ -f "$dir/pids" ] || return 0
+  while read -r pid; do
+    [ -n "$pid" ] || continue
+    if ours "$pid"; then
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done <"$dir/pids"
+  while read -r pid; do
+    [ -n "$pid" ] || continue
+    for _ in $(seq 100); do
+      ours "$pid" || break
+      sleep 0.05
+    done
+  done <"$dir/pids"
+  rm -f "$dir/pids"
+}
+
+ceph_() { timeout 20 ceph -c "$conf" "$@"; }
+
+# Start a daemon in the foreground of a background job and record its pid.
+spawn() {
+  local name=$1; shift
+  setsid "$@" -f -c "$conf" >>"$dir/log/$name.out" 2>&1 </dev/null &
+  echo $! >>"$dir/pids"
+  # By name too, for tests that pause one daemon (SIGSTOP/SIGCONT).
+  echo $! >"$dir/run/$name.daemon-pid"
+}
+
+port_free() {
+  ! ss -Hltn "sport >= :$1 and sport <= :$2" 2>/dev/null | grep -q .
+}
+
+start() {
+  for b in ceph-mon ceph-osd ceph-mds ceph ceph-authtool monmaptool; do
+    command -v "$b" >/dev/null || die "$b is missing; run scripts/setup.sh (it installs Debian's ceph-mon, ceph-osd, ceph-mds, ceph-common)"
+  done
+  # Leftovers of a killed run in this directory.
+  stop_clients
+  stop_daemons
+  find "$dir" -mindepth 1 -delete
+  mkdir -p "$dir"/{log,run,mon/a,osd/0,mds/a}
+  starting=1
+
+  # A port range of our own: 100 ports chosen from the directory's name,
+  # moving on while any of them is in use.
+  # Clusters starting at once choose in turn: the lock is held until our
+  # monitor listens on the first port of the range.
+  exec 9>/run/lock/idfuse-ceph-cluster.lock
+  flock -w 120 9 || die "another cluster start holds /run/lock/idfuse-ceph-cluster.lock"
+  local h base
+  h=$(printf '%s' "$dir" | cksum | cut -d' ' -f1)
+  base=$((20000 + (h % 300) * 100))
+  for _ in $(seq 300); do
+    port_free "$base" $((base + 99)) && break
+    base=$((base + 100)); [ $base -lt 50000 ] || base=20000
+  done
+  echo "$base" >"$dir/port-base"
+
+  local fsid
+  fsid=$(cat /proc/sys/kernel/random/uuid)
+  cat >"$conf" <<CONF
+[global]
+fsid = $fsid
+mon host = [v2:127.0.0.1:$base,v1:127.0.0.1:$((base + 1))]
+mon initial members = a
+public addr = 127.0.0.1
+ms bind port min = $((base + 2))
+ms bind port max = $((base + 99))
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+keyring = $dir/\$cluster.\$name.keyring
+run dir = $dir/run
+admin socket = $dir/run/\$name.asok
+log file = $dir/log/\$name.log
+pid file = $dir/run/\$name.pid
+log to stderr = false
+err to stderr = true
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+osd crush chooseleaf type = 0
+paxos propose interval = 0.1
+mon data avail warn = 1
+mon data avail crit = 0
+[client]
+# Several clients of one name (two mounts, ceph-fuse) each get a socket.
+admin socket = $dir/run/\$name.\$pid.asok
+log file = $dir/log/\$name.\$pid.log
+pid file = $dir/run/\$name.\$pid.pid
+[mon]
+mon data = $dir/mon/\$id
+[osd]
+osd data = $dir/osd/\$id
+osd objectstore = memstore
+memstore device bytes = 1073741824
+osd max object name len = 256
+osd max object namespace len = 64
+[mds]
+mds data = $dir/mds/\$id
+CONF
+
+  ceph-authtool "$dir/ceph.mon.a.keyring" --create-keyring --gen-key -n mon. --cap mon 'allow *' >/dev/null
+  ceph-authtool "$dir/ceph.client.admin.keyring" --create-keyring --gen-key -n client.admin \
+    --cap mon 'allow *' --cap osd 'allow *' --cap mds 'allow *' --cap mgr 'allow *' >/dev/null
+  ceph-authtool "$dir/ceph.mon.a.keyring" --import-keyring "$dir/ceph.client.admin.keyring" >/dev/null
+  monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$base,v1:127.0.0.1:$((base + 1))]" "$dir/monmap" >/dev/null
+  ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/ceph.mon.a.keyring" \
+    >>"$dir/log/mkfs.out" 2>&1 || die "ceph-mon --mkfs failed; see $dir/log"
+  spawn mon.a ceph-mon -i a
+
+  local uuid
+  uuid=$(cat /proc/sys/kernel/random/uuid)
+  local id
+  id=$(ceph_ osd create "$uuid") || die "the monitor did not come up; see $dir/log/mon.a.log"
+  exec 9>&-
+  [ "$id" = 0 ] || die "unexpected osd id $id"
+  ceph-osd -c "$conf" -i 0 --mkfs --mkkey --osd-uuid "$uuid" \
+    --keyring "$dir/osd/0/keyring" --no-mon-config >>"$dir/log/mkfs.out" 2>&1 || die "ceph-osd --mkfs failed; see $dir/log"
+  ceph_ auth add osd.0 osd 'allow *' mon 'allow profile osd' -i "$dir/osd/0/keyring" >/dev/null 2>&1
+  spawn osd.0 ceph-osd -i 0 --keyring "$dir/osd/0/keyring"
+
+  ceph_ auth get-or-create mds.a mon 'allow profile mds' osd 'allow rwx' mds 'allow' \
+    -o "$dir/mds/a/keyring" >/dev/null 2>&1
+  ceph_ osd pool create cephfs_metadata 8 >/dev/null 2>&1
+  ceph_ osd pool create cephfs_data 8 >/dev/null 2>&1
+  ceph_ fs new cephfs cephfs_metadata cephfs_data >/dev/null 2>&1
+  spawn mds.a ceph-mds -i a --keyring "$dir/mds/a/keyring"
+
+  # Up when the MDS is active and the data pool takes a write.
+  local ok= deadline=$((SECONDS + 60))
+  while [ $SECONDS -lt $deadline ]; do
+    if timeout 10 ceph -c "$conf" mds stat 2>/dev/null | grep -q 'up:active'; then ok=1; break; fi
+    sleep 0.1
+  done
+  [ -n "$ok" ] || die "the MDS did not become active in 60 s; see $dir/log"
+  timeout 60 rados -c "$conf" -p cephfs_data put probe /dev/null \
+    || die "the data pool does not take writes; see $dir/log/osd.0.log"
+  timeout 30 rados -c "$conf" -p cephfs_data rm probe || true
+}
+
+case $cmd in
+  start) start ;;
+  stop)
+    stop_clients
+    stop_daemons
+    ;;
+  *) usage ;;
+esac
