@@ -82,6 +82,22 @@ impl Default for CephOptions {
 }
 
 impl CephOptions {
+    /// The options [`CephOptions::parse_option`] takes, as `name=VALUE`, for
+    /// messages that list what is known.
+    pub fn known_options() -> Vec<String> {
+        [
+            "conf=PATH",
+            "name=client.NAME",
+            "keyring=PATH",
+            "fs=NAME",
+            "path=/DIR",
+            "timeout=SECS",
+            "mount_timeout=SECS",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     /// Take one `-o` option this filesystem knows; `Ok(false)` for others.
     pub fn parse_option(&mut self, key: &str, value: Option<&str>) -> Result<bool, String> {
         let need = |v: Option<&str>| {

@@ -199,7 +199,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "cephfs")]
         FsKind::Cephfs { mountpoint, common } => {
             let mut copts = idfuse_cephfs::CephOptions::default();
-            let (mut mount, session) = settings(&common, &mut |k, v| copts.parse_option(k, v))?;
+            let (mut mount, session) = settings(
+                &common,
+                &mut |k, v| copts.parse_option(k, v),
+                &idfuse_cephfs::CephOptions::known_options(),
+            )?;
             if session.writeback_cache {
                 bail!("writeback_cache is not available for cephfs: the kernel would place appends and keep file sizes itself while other hosts change them (see docs/cephfs.md). Drop writeback_cache");
             }
@@ -213,7 +217,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // libcephfs starts threads: connect in the daemon, after the
             // fork; a failure reaches the waiting parent through the pipe.
             let make = || Ok(idfuse_cephfs::CephFs::connect(&copts)?);
-            serve(make, &mountpoint, &common, mount, session)
+            let stats = |fs: &idfuse_cephfs::CephFs| format!("inodes={}", fs.inode_count());
+            serve(make, stats, &mountpoint, &common, mount, session)
         }
     }
 }

@@ -238,11 +238,7 @@ fn diff(reference: &Value, got: &Value, path: &str, out: &mut Vec<String>) {
 
 /// Run the suite; `stop` is polled between scenarios (SIGINT). Lines are
 /// printed as results come in.
-pub fn run(
-    opts: &RunOptions,
-    out: &mut dyn Write,
-    stop: &dyn Fn() -> bool,
-) -> Vec<ScenarioResult> {
+pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> Vec<ScenarioResult> {
     remove_stale_runs();
     let base = run_dir(std::process::id());
     let cat = catalogue();
