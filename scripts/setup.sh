@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # fonts-dejavu-core: the text in `idfuse bench`'s results.png.
-# systemd-container crun lxc busybox-static: the container runtime tests.
-packages=(fuse3 uidmap acl attr bindfs fio e2fsprogs util-linux kmod mergerfs fuse-overlayfs procps fonts-dejavu-core
+# systemd-container crun lxc busybox-static: the container runtime tests;
+# stress-ng: scripts/test-under-load.sh.
+packages=(fuse3 uidmap acl attr bindfs fio stress-ng e2fsprogs util-linux kmod mergerfs fuse-overlayfs procps fonts-dejavu-core
           systemd-container crun lxc busybox-static)
 # The CephFS client (idfuse-cephfs links libcephfs) and the single-node test
 # cluster of scripts/ceph-cluster.sh (mon, memstore OSD, MDS; no mgr).

@@ -318,6 +318,8 @@ impl Mount {
         let t = match self.fs.as_ref().expect("mounted") {
             Fs::Mem(s) => s.transport(),
             Fs::Pt(s) => s.transport(),
+            #[cfg(feature = "cephfs-tests")]
+            Fs::Ceph(s) => s.transport(),
             Fs::Child(_) => idfuse::Transport::DevFuse,
         };
         match t {
