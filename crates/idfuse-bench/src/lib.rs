@@ -12,6 +12,7 @@
 //!     quick: true,
 //!     targets: vec!["native".into(), "memfs".into()],
 //!     idfuse: "target/release/idfuse".into(),
+//!     reps: None,
 //! };
 //! let report = run(&opts, &mut std::io::stderr()).expect("bench");
 //! println!("{}", markdown(&report));
