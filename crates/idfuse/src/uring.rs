@@ -10,8 +10,8 @@
 //! and waits where `/dev/fuse` needs a `writev` and a `read`.
 //!
 //! Only the transport differs: the request bytes go through the same
-//! [`process`] as a `/dev/fuse` read, and replies come back through a
-//! [`ReplySink`]. What the ring does not carry stays on `/dev/fuse`, where
+//! `session::process` as a `/dev/fuse` read, and replies come back through a
+//! `ReplySink`. What the ring does not carry stays on `/dev/fuse`, where
 //! one worker keeps reading: INTERRUPT, FORGET and BATCH_FORGET (the kernel
 //! sends them there), and notifications (written there by the session).
 //!
