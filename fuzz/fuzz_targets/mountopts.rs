@@ -12,7 +12,7 @@ fn parse(s: &str) -> Option<(String, String, PassthroughOptions)> {
     let mut mount = MountOptions::default();
     let mut session = SessionConfig::default();
     let mut fs = PassthroughOptions::default();
-    parse_options(s, &mut mount, &mut session, &mut |k, v| fs.parse_option(k, v)).ok()?;
+    parse_options(s, &mut mount, &mut session, &mut |k, v| fs.parse_option(k, v), &[]).ok()?;
     assert!((4096..=1 << 24).contains(&session.max_write), "max_write out of bounds");
     assert!(mount.max_read.is_none_or(|r| r >= 4096), "max_read below a page");
     for name in [&mount.fsname, &mount.subtype] {
