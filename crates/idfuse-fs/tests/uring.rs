@@ -283,10 +283,14 @@ fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
 }
 
 /// The client's view of a connection that went away under it.
+/// How a client's request ends when the daemon is gone: ENOTCONN once the
+/// connection is aborted, ECONNABORTED for a request the ring's teardown
+/// found in an entry, and ECANCELED for one the kernel was handing to the
+/// dead daemon's task when it exited (the ring cancels that task work).
 fn gone(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+        Some(libc::ENOTCONN) | Some(libc::ECONNABORTED) | Some(libc::ECANCELED)
     )
 }
 
