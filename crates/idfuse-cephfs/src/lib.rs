@@ -354,7 +354,7 @@ extern "C" fn dentry_cb(
     // SAFETY: libcephfs passes `len` bytes of name.
     let name = unsafe { std::slice::from_raw_parts(name as *const u8, len) };
     if let Some(n) = cb.notifier.get() {
-        let _ = n.inval_entry(cb.nodeid(dirino.ino), name);
+        let _ = n.inval_entry(cb.nodeid(dirino.ino), OsStr::from_bytes(name));
     }
 }
 

@@ -96,10 +96,20 @@ impl Scene {
         ] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
-        if std::fs::copy(busybox, root.join("bin/busybox")).is_err() {
+        if !busybox.exists() {
             println!("skipped: no /bin/busybox to build a root filesystem from; install busybox-static (scripts/setup.sh does)");
             return None;
         }
+        // Copied by cp(1), not std::fs::copy: a file this process held open
+        // for writing would be inherited by whatever another test thread
+        // forks meanwhile, and exec of it would fail with ETXTBSY until that
+        // child execs.
+        let copied = Command::new("cp")
+            .arg(busybox)
+            .arg(root.join("bin/busybox"))
+            .status()
+            .expect("run cp");
+        assert!(copied.success(), "cp /bin/busybox into the root filesystem");
         for applet in ["sh", "id", "stat", "touch", "mkdir", "ls", "cat"] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
@@ -109,15 +119,16 @@ impl Scene {
             "ID=busybox\nNAME=busybox\n",
         )
         .unwrap();
-        let ok = Command::new("chroot")
+        let ran = Command::new("chroot")
             .arg(&root)
             .args(["/bin/busybox", "true"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            println!("skipped: /bin/busybox does not run in a bare root filesystem (not statically linked?); install busybox-static");
-            return None;
-        }
+            .output()
+            .expect("run chroot");
+        assert!(
+            ran.status.success(),
+            "/bin/busybox does not run in a bare root filesystem (is it busybox-static?): {}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
         let src = dir.path().join("src");
         std::fs::create_dir(&src).unwrap();
         std::fs::write(src.join("by-host-root"), b"x").unwrap();

@@ -47,8 +47,13 @@ pub struct MountOptions {
     pub user_id: u32,
     /// The mounting group (`group_id=`); defaults to the caller's egid.
     pub group_id: u32,
-    /// Use mount(2) even where the new mount API exists (what kernels
-    /// before 5.2 get); for tests of that path.
+    /// Mount with mount(2) instead of the new mount API
+    /// (fsopen/fsconfig/fsmount/move_mount). Kernels without the new API
+    /// (before 5.2) get mount(2) by themselves; this is for sandboxes whose
+    /// seccomp filter answers the new calls with EPERM rather than ENOSYS,
+    /// where nothing can tell the two apart (`-o legacy_mount`). The mount
+    /// behaves the same;
+    /// an idmapped view of it still needs `mount_setattr` (Linux 5.12+).
     pub force_legacy: bool,
 }
 
@@ -124,6 +129,7 @@ static CORE_OPTIONS: &[CoreOption] = &[
     flag!(&["noatime"], |m, _s| m.noatime = true),
     flag!(&["writeback_cache"], |_m, s| s.writeback_cache = true),
     flag!(&["nowriteback_cache", "no_writeback_cache"], |_m, s| s.writeback_cache = false),
+    flag!(&["legacy_mount"], |m, _s| m.force_legacy = true),
     CoreOption { names: &["max_read"], value: Some("N"), apply: |m, _, v| { m.max_read = Some(number(v)?.max(4096)); Ok(()) } },
     CoreOption { names: &["max_write"], value: Some("N"), apply: |_, s, v| { s.max_write = number(v)?.clamp(4096, 1 << 24); Ok(()) } },
     CoreOption { names: &["fsname"], value: Some("NAME"), apply: |m, _, v| { m.fsname = name(v)?; Ok(()) } },
@@ -362,7 +368,7 @@ impl<F: Filesystem> Session<F> {
                 return Err(Error::Mount {
                     step: "fsopen",
                     source: Errno::PERM,
-                    hint: "mounting needs CAP_SYS_ADMIN in the user namespace that owns the mount namespace".into(),
+                    hint: "mounting needs CAP_SYS_ADMIN in the user namespace that owns the mount namespace; if this process has it, a seccomp filter may refuse the new mount API (fsopen): mount with mount(2) instead: -o legacy_mount (MountOptions::force_legacy)".into(),
                 })
             }
             Err(MountErr::Failed { step, source, log }) => {

@@ -2,8 +2,10 @@
 //! fd each, request dispatch to the [`Filesystem`], interrupts, forgets and
 //! notifications.
 
+use std::ffi::OsStr;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -187,12 +189,14 @@ impl Notifier {
         self.0.notify(&Notification::inval_inode(ino, off, len))
     }
     /// Invalidate the name `name` in `parent`.
-    pub fn inval_entry(&self, parent: u64, name: &[u8]) -> Result<()> {
-        self.0.notify(&Notification::inval_entry(parent, name, 0))
+    pub fn inval_entry(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.0
+            .notify(&Notification::inval_entry(parent, name.as_bytes(), 0))
     }
     /// Tell the kernel `name` (inode `child`) in `parent` was deleted.
-    pub fn delete(&self, parent: u64, child: u64, name: &[u8]) -> Result<()> {
-        self.0.notify(&Notification::delete(parent, child, name))
+    pub fn delete(&self, parent: u64, child: u64, name: &OsStr) -> Result<()> {
+        self.0
+            .notify(&Notification::delete(parent, child, name.as_bytes()))
     }
     /// Push data into the kernel's page cache.
     pub fn store(&self, ino: u64, offset: u64, data: &[u8]) -> Result<()> {

@@ -255,12 +255,20 @@ fn mounted(path: &Path) -> bool {
 fn legacy_mount_path_works_too() {
     let dir = tempfile::tempdir().unwrap();
     let fs = Arc::new(Recorder::default());
-    let opts = MountOptions {
-        force_legacy: true,
-        ..MountOptions::default()
-    };
-    let session =
-        Session::mount(fs.clone(), dir.path(), opts, SessionConfig::default()).expect("mount(2)");
+    // `-o legacy_mount` is how a user asks for it (a seccomp filter that
+    // refuses fsopen with EPERM); it sets MountOptions::force_legacy.
+    let mut opts = MountOptions::default();
+    let mut cfg = SessionConfig::default();
+    idfuse::parse_options(
+        "legacy_mount",
+        &mut opts,
+        &mut cfg,
+        &mut |_, _| Ok(false),
+        &[],
+    )
+    .expect("legacy_mount is an option");
+    assert!(opts.force_legacy);
+    let session = Session::mount(fs.clone(), dir.path(), opts, cfg).expect("mount(2)");
     assert_eq!(session.method(), idfuse::MountMethod::Legacy);
     assert!(session.negotiated().unwrap().idmap);
     std::fs::create_dir(dir.path().join("x")).expect("mkdir through a mount(2) mount");

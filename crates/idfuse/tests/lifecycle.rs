@@ -220,13 +220,13 @@ fn notifications_reach_the_kernel() {
     n.store(ino, 0, b"stored")
         .expect("store into the page cache");
     n.retrieve(77, ino, 0, 6).expect("retrieve");
-    n.inval_entry(1, b"data")
+    n.inval_entry(1, OsStr::new("data"))
         .expect("inval_entry of a cached name");
     drop(file);
     n.prune(&[ino]).expect("prune");
     // Deleting a name the kernel does not have is ENOENT, not a failure of
     // the session.
-    match n.delete(1, 999, b"nope") {
+    match n.delete(1, 999, OsStr::new("nope")) {
         Ok(()) | Err(Errno::NOENT) => {}
         Err(e) => panic!("delete notification: {e}"),
     }

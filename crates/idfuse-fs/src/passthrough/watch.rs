@@ -34,7 +34,9 @@
 //! cannot watch.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, RwLock};
 
 use idfuse::abi::reply::Notification;
@@ -466,16 +468,18 @@ impl Watcher {
                 continue;
             }
             let r = match &i {
-                Inval::Entry(p, name) => self.notifier.inval_entry(*p, name),
+                Inval::Entry(p, name) => self.notifier.inval_entry(*p, OsStr::from_bytes(name)),
                 // A child the kernel no longer has under that name: drop
                 // the name all the same.
                 // A child the kernel no longer has under that name, or a
                 // directory it cannot mark deleted (busy, not empty in its
                 // cache): drop the name all the same.
-                Inval::Delete(p, c, name) => match self.notifier.delete(*p, *c, name) {
-                    Ok(()) => Ok(()),
-                    Err(_) => self.notifier.inval_entry(*p, name),
-                },
+                Inval::Delete(p, c, name) => {
+                    match self.notifier.delete(*p, *c, OsStr::from_bytes(name)) {
+                        Ok(()) => Ok(()),
+                        Err(_) => self.notifier.inval_entry(*p, OsStr::from_bytes(name)),
+                    }
+                }
                 Inval::Inode(n, data) => {
                     self.notifier.inval_inode(*n, if *data { 0 } else { -1 }, 0)
                 }
@@ -519,5 +523,3 @@ fn buf_u64(b: &[u8], at: usize) -> u64 {
         .and_then(|s| s.try_into().ok())
         .map_or(0, u64::from_ne_bytes)
 }
-
-use std::os::unix::ffi::OsStrExt;
