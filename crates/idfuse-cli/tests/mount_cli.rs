@@ -396,26 +396,52 @@ fn unprivileged_user_mounts_through_fusermount3() {
 
 /// /dev/fuse is 0600 on this machine while distributions ship it 0666,
 /// which unprivileged mounts (fusermount3 opens it as the user) need. Widen
-/// it for the test and restore the old mode afterwards.
-/// Tests that widen it take turns, so the mode they restore is the original.
-struct DevFuseOpen(u32, #[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+/// it for the test and restore the original mode afterwards.
+///
+/// Other test runs on this machine (a second test command, the conformance
+/// suite's J scenarios) widen it too. All take turns under the conformance
+/// suite's machine lock, and the first to widen records the original mode
+/// beside it, so a run killed while the device was open is repaired by the
+/// next one instead of taking 0666 for the original.
+struct DevFuseOpen {
+    mode: u32,
+    _turn: std::fs::File,
+}
 
-static DEV_FUSE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+const MACHINE_LOCK: &str = "/run/lock/idfuse-conformance.lock";
+const ORIGINAL_MODE: &str = "/run/lock/idfuse-conformance.dev-fuse-mode.orig";
 
 impl DevFuseOpen {
     fn widen() -> Self {
         use std::os::unix::fs::PermissionsExt;
-        let turn = DEV_FUSE.lock().unwrap_or_else(|p| p.into_inner());
-        let old = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+        let turn = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(MACHINE_LOCK)
+            .expect("open the machine lock");
+        rustix::fs::flock(&turn, rustix::fs::FlockOperation::LockExclusive)
+            .expect("take the machine lock");
+        let now = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+        let mode = match std::fs::read_to_string(ORIGINAL_MODE) {
+            Ok(saved) => u32::from_str_radix(saved.trim(), 8).unwrap_or(now),
+            Err(_) => {
+                std::fs::write(ORIGINAL_MODE, format!("{now:o}")).expect("record /dev/fuse's mode");
+                now
+            }
+        };
         std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
-        Self(old, turn)
+        Self { mode, _turn: turn }
     }
 }
 
 impl Drop for DevFuseOpen {
     fn drop(&mut self) {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
+        if std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.mode)).is_ok()
+        {
+            let _ = std::fs::remove_file(ORIGINAL_MODE);
+        }
     }
 }
 
