@@ -29,5 +29,6 @@
 //! way.
 #![warn(missing_docs)]
 
+mod backing;
 pub mod memfs;
 pub mod passthrough;
