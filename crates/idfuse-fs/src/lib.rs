@@ -31,4 +31,5 @@
 
 mod backing;
 pub mod memfs;
+pub mod overlay;
 pub mod passthrough;
