@@ -29,5 +29,7 @@
 //! way.
 #![warn(missing_docs)]
 
+mod backing;
 pub mod memfs;
+pub mod overlay;
 pub mod passthrough;
