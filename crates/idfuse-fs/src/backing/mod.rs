@@ -300,3 +300,51 @@ pub(crate) fn set_xattr(
 pub(crate) fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
     rustix::fs::removexattr(ProcFd::path(fd).as_c_str(), name)
 }
+/// A whole xattr value, `None` when the inode has no such xattr (or the
+/// filesystem no xattrs).
+pub(crate) fn xattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> Result<Option<Vec<u8>>, Errno> {
+    let path = ProcFd::path(fd);
+    loop {
+        let n = match rustix::fs::getxattr_query(path.as_c_str(), name) {
+            Ok(n) => n,
+            Err(Errno::NODATA | Errno::OPNOTSUPP) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; n];
+        match rustix::fs::getxattr(path.as_c_str(), name, &mut buf[..]) {
+            Ok(m) => {
+                buf.truncate(m);
+                return Ok(Some(buf));
+            }
+            // Grew meanwhile: ask again.
+            Err(Errno::RANGE) => continue,
+            Err(Errno::NODATA) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Every xattr name of the inode.
+pub(crate) fn xattr_names(fd: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
+    let path = ProcFd::path(fd);
+    loop {
+        let n = match rustix::fs::listxattr_query(path.as_c_str()) {
+            Ok(n) => n,
+            Err(Errno::OPNOTSUPP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; n];
+        match rustix::fs::listxattr(path.as_c_str(), &mut buf[..]) {
+            Ok(m) => {
+                buf.truncate(m);
+                return Ok(buf
+                    .split(|b| *b == 0)
+                    .filter(|n| !n.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect());
+            }
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
