@@ -58,6 +58,10 @@ impl Fixture {
 /// Layers on a new tmpfs, filled by `fill` (given the tmpfs root) before
 /// the overlay is mounted; `writable`: with upper and work.
 fn fixture(writable: bool, fill: impl FnOnce(&Path)) -> Fixture {
+    fixture_with(writable, OverlayOptions::default(), fill)
+}
+
+fn fixture_with(writable: bool, opts: OverlayOptions, fill: impl FnOnce(&Path)) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("t");
     fs::create_dir(&root).expect("mkdir");
@@ -79,7 +83,7 @@ fn fixture(writable: bool, fill: impl FnOnce(&Path)) -> Fixture {
         upper: writable.then(|| root.join("upper")),
         work: writable.then(|| root.join("work")),
     };
-    let fs = Arc::new(Overlay::new(layout, OverlayOptions::default()).expect("overlay"));
+    let fs = Arc::new(Overlay::new(layout, opts).expect("overlay"));
     let session = Session::mount(
         fs,
         &root.join("mnt"),
@@ -781,4 +785,45 @@ fn writer_waits_for_lower_backed_readers() {
     fs::write(f.mnt("f"), b"upper").expect("write-open once the reader is gone");
     assert_eq!(fs::read(f.mnt("f")).expect("read"), b"upper");
     assert_eq!(fs::read(f.p("l1/f")).expect("lower"), b"lower");
+}
+
+/// With `userxattr`, opaque directories are read from and written to
+/// `user.overlay.opaque`, and the `user.overlay.*` xattrs are hidden.
+#[test]
+fn userxattr_keeps_marks_in_user_xattrs() {
+    let opts = OverlayOptions {
+        userxattr: true,
+        ..OverlayOptions::default()
+    };
+    let f = fixture_with(true, opts, |r| {
+        fs::create_dir_all(r.join("l2/o/hidden")).expect("mkdir");
+        fs::create_dir_all(r.join("l1/o")).expect("mkdir");
+        rustix::fs::setxattr(
+            r.join("l1/o"),
+            "user.overlay.opaque",
+            b"y",
+            XattrFlags::empty(),
+        )
+        .expect("set opaque");
+        fs::create_dir_all(r.join("l2/d/inside")).expect("mkdir");
+    });
+    assert_eq!(
+        names(&f.mnt("o")),
+        Vec::<String>::new(),
+        "user.overlay.opaque honoured"
+    );
+    assert!(
+        xattr(&f.mnt("o"), "user.overlay.opaque").is_none(),
+        "hidden"
+    );
+    fs::remove_dir(f.mnt("d/inside")).expect("rmdir");
+    fs::remove_dir(f.mnt("d")).expect("rmdir");
+    fs::create_dir(f.mnt("d")).expect("mkdir over the whiteout");
+    assert_eq!(
+        xattr(&f.upper("d"), "user.overlay.opaque").as_deref(),
+        Some(&b"y"[..]),
+        "opaque mark in the user namespace of xattrs"
+    );
+    assert_eq!(xattr(&f.upper("d"), "trusted.overlay.opaque"), None);
+    assert_eq!(names(&f.mnt("d")), Vec::<String>::new());
 }

@@ -688,6 +688,9 @@ impl Overlay {
         let pupper = self.copy_up(parent, false)?;
         let work = self.work.as_ref().ok_or(Errno::ROFS)?;
         let whiteout = self.reader.in_lowers(&players, name)?;
+        if found.upper.is_some() {
+            self.forget_copy(&found.st);
+        }
         match (&found.upper, whiteout) {
             (None, _) => rustix::fs::mknodat(
                 &*pupper,
@@ -1022,6 +1025,9 @@ impl Filesystem for Overlay {
                             .reopen(u.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
                         clear_dir(r.as_fd())?;
                     }
+                }
+                if !exchange && d.upper.is_some() {
+                    self.forget_copy(&d.st);
                 }
                 let e = self.register(&np, newname, d)?;
                 Some(self.node(e.ino)?)
@@ -1543,6 +1549,17 @@ impl Filesystem for Overlay {
 }
 
 impl Overlay {
+    /// An upper object (attributes `st`) is about to go: once its last
+    /// name is gone, its inode number may be reused by a new file, which
+    /// must not inherit its origin.
+    fn forget_copy(&self, st: &rustix::fs::Statx) {
+        if st.stx_nlink <= 1 || is_dir(st) {
+            if let Ok(mut c) = self.copied.lock() {
+                c.remove(&key_of(st));
+            }
+        }
+    }
+
     /// True for the xattrs the overlay keeps for itself.
     fn private(&self, name: &OsStr) -> bool {
         name.as_bytes().starts_with(self.private_prefix.as_bytes())
