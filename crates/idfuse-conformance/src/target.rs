@@ -129,8 +129,8 @@ pub struct Instance {
     /// own command line apply.
     pub ours: bool,
     /// What a fresh instance mounted by an unprivileged user inside a user
-    /// namespace would be (the J scenarios): "tmpfs", "memfs" or
-    /// "passthrough"; `None` when the target cannot be mounted there.
+    /// namespace would be (the J scenarios): "tmpfs", "memfs",
+    /// "passthrough" or "overlay"; `None` when the target cannot be mounted there.
     pub userns_kind: Option<&'static str>,
     /// The memfs fault switched on, if any.
     pub fault: Option<String>,
@@ -408,6 +408,7 @@ impl Target {
                     ),
                 ];
                 inst.layers = Some(layers);
+                inst.userns_kind = Some("overlay");
                 inst.daemon = Some(start_daemon(&argv, &inst.root)?);
                 inst.mounts.push(inst.root.clone());
                 inst.fuse = true;
