@@ -827,3 +827,25 @@ fn userxattr_keeps_marks_in_user_xattrs() {
     assert_eq!(xattr(&f.upper("d"), "trusted.overlay.opaque"), None);
     assert_eq!(names(&f.mnt("d")), Vec::<String>::new());
 }
+
+/// What an interrupted copy-up leaves in `WORKDIR/work` is cleared when the
+/// overlay starts, and was never visible through the mount.
+#[test]
+fn debris_of_interrupted_copy_ups_is_cleared_at_mount() {
+    let f = fixture(true, |r| {
+        fs::write(r.join("l1/big"), b"old").expect("write");
+        fs::create_dir_all(r.join("work/work/#half-dir/inner")).expect("mkdir");
+        fs::write(r.join("work/work/#half-file"), b"partial").expect("write");
+    });
+    assert_eq!(
+        names(&f.p("work/work")),
+        Vec::<String>::new(),
+        "debris cleared"
+    );
+    assert_eq!(names(&f.mnt("")), ["big"]);
+    assert_eq!(
+        fs::read(f.mnt("big")).expect("read"),
+        b"old",
+        "the old view intact"
+    );
+}
