@@ -827,3 +827,97 @@ fn userxattr_keeps_marks_in_user_xattrs() {
     assert_eq!(xattr(&f.upper("d"), "trusted.overlay.opaque"), None);
     assert_eq!(names(&f.mnt("d")), Vec::<String>::new());
 }
+
+/// What an interrupted copy-up leaves in `WORKDIR/work` is cleared when the
+/// overlay starts, and was never visible through the mount.
+#[test]
+fn debris_of_interrupted_copy_ups_is_cleared_at_mount() {
+    let f = fixture(true, |r| {
+        fs::write(r.join("l1/big"), b"old").expect("write");
+        fs::create_dir_all(r.join("work/work/#half-dir/inner")).expect("mkdir");
+        fs::write(r.join("work/work/#half-file"), b"partial").expect("write");
+    });
+    assert_eq!(
+        names(&f.p("work/work")),
+        Vec::<String>::new(),
+        "debris cleared"
+    );
+    assert_eq!(names(&f.mnt("")), ["big"]);
+    assert_eq!(
+        fs::read(f.mnt("big")).expect("read"),
+        b"old",
+        "the old view intact"
+    );
+}
+
+/// O_TMPFILE in a lower directory (copied up to hold it), linked in later;
+/// fallocate and copy_file_range on files from the lower layer.
+#[test]
+fn tmpfile_fallocate_and_copy_file_range() {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fixture(true, |r| {
+        fs::create_dir_all(r.join("l2/d")).expect("mkdir");
+        fs::write(r.join("l2/d/src"), b"0123456789").expect("write");
+    });
+    let mut tmp = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o640)
+        .open(f.mnt("d"))
+        .expect("O_TMPFILE in a lower directory");
+    tmp.write_all(b"unnamed").expect("write");
+    assert!(f.upper("d").is_dir(), "the directory was copied up");
+    let from = CString::new(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&tmp)
+    ))
+    .expect("path");
+    let to = CString::new(f.mnt("d/named").as_os_str().as_bytes()).expect("path");
+    // SAFETY: linkat with NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "link the tmpfile: {}",
+        std::io::Error::last_os_error()
+    );
+    drop(tmp);
+    assert_eq!(fs::read(f.upper("d/named")).expect("upper"), b"unnamed");
+
+    let out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(f.mnt("d/copy"))
+        .expect("create");
+    let input = fs::File::open(f.mnt("d/src")).expect("open lower file");
+    let n = rustix::fs::copy_file_range(&input, Some(&mut 2), &out, Some(&mut 0), 5)
+        .expect("copy_file_range from a lower file");
+    assert_eq!(n, 5);
+    drop((input, out));
+    assert_eq!(fs::read(f.mnt("d/copy")).expect("read"), b"23456");
+
+    let w = fs::OpenOptions::new()
+        .write(true)
+        .open(f.mnt("d/src"))
+        .expect("open for writing (copies up)");
+    rustix::fs::fallocate(&w, rustix::fs::FallocateFlags::KEEP_SIZE, 0, 1 << 20)
+        .expect("fallocate");
+    rustix::fs::fallocate(&w, rustix::fs::FallocateFlags::empty(), 0, 20).expect("fallocate");
+    drop(w);
+    assert_eq!(fs::metadata(f.mnt("d/src")).expect("stat").len(), 20);
+    assert_eq!(
+        &fs::read(f.upper("d/src")).expect("upper")[..10],
+        b"0123456789"
+    );
+    assert_eq!(fs::read(f.p("l2/d/src")).expect("lower"), b"0123456789");
+}
