@@ -83,9 +83,16 @@ fn run_one(
 ) -> (String, String, Value) {
     let dir = inst.root.join(format!("{}.{}", s.id, std::process::id()));
     let views = work.join("views");
+    // On an overlay the scratch directory is already there, from the lower
+    // layer (target::Target::Overlay): the chmod copies it up.
+    let from_lower = inst.layers.is_some();
     let prep = proc::run_as(&proc::As::root(), Duration::from_secs(15), || {
         let _ = std::fs::create_dir_all(&views);
-        match std::fs::create_dir(&dir).and_then(|_| {
+        let made = match std::fs::create_dir(&dir) {
+            Err(e) if from_lower && e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            r => r,
+        };
+        match made.and_then(|_| {
             std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
         }) {
             Ok(()) => json!("ok"),

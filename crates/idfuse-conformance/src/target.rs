@@ -29,8 +29,9 @@ pub enum Target {
     /// (scripts/ceph-cluster.sh, built in) and stopped after it.
     Cephfs,
     /// idfuse overlay over fresh tmpfs layers: a lower layer holding the
-    /// overlay scenarios' fixtures ([`LOWER_FIXTURES`]), and an upper where
-    /// everything else (the scratch directories) is made.
+    /// overlay scenarios' fixtures ([`LOWER_FIXTURES`]) and every
+    /// scenario's (empty) scratch directory, and an upper where whatever
+    /// the scenarios make lands, each time through a copy-up of its parent.
     Overlay,
 }
 
@@ -392,6 +393,16 @@ impl Target {
                     })
                     .and_then(|()| std::os::unix::fs::lchown(&p, Some(uid), Some(gid)))
                     .map_err(|e| format!("lower fixture {}: {e}", p.display()))?;
+                }
+                // Every scenario's scratch directory (ID.PID, PID being
+                // this runner's) starts in the lower layer, so whatever a
+                // scenario makes goes through a copy-up of its parent.
+                for s in crate::catalogue() {
+                    let d = layers
+                        .lower
+                        .join(format!("{}.{}", s.id, std::process::id()));
+                    std::fs::create_dir(&d)
+                        .map_err(|e| format!("lower scratch directory {}: {e}", d.display()))?;
                 }
                 let argv = vec![
                     bin,

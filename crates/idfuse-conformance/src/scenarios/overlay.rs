@@ -155,6 +155,15 @@ pub(super) fn o2(c: &Ctx<'_>) -> Outcome {
         "the lower layer got the new file: {lower_new}"
     );
     r["lower_untouched"] = json!(true);
+    // The scratch directories of all scenarios come from the lower layer
+    // and are copied up when the runner opens them to everyone.
+    let scratch = c.dir.file_name().map(PathBuf::from).unwrap_or_default();
+    let (lower, upper) = (st(&l.lower.join(&scratch)), st(&l.upper.join(&scratch)));
+    check!(
+        lower == "0:0:40755" && upper == "0:0:40777",
+        "the scratch directory {}: in the lower {lower} (want 0:0:40755), in the upper {upper} (want 0:0:40777, copied up by the chmod)",
+        scratch.display()
+    );
     Ok(r)
 }
 
