@@ -1,6 +1,7 @@
 //! `idfuse mount overlay` with real mounts: bad layouts are refused by name,
 //! an upper written by idfuse mounts under kernel overlayfs with the same
-//! view and the reverse, two containers share one image through two
+//! view and the reverse (metadata in trusted.overlay.* and, with
+//! `userxattr`, in user.overlay.*), two containers share one image through two
 //! idmapped overlays, and an overlay without an upper is read-only.
 //!
 //! Each test runs in a private mount namespace of its own thread, with its
@@ -372,9 +373,41 @@ fn check_changed(what: &str, v: &BTreeMap<String, String>) {
     }
 }
 
+/// Where an overlay keeps its own metadata: `trusted.overlay.*` (the
+/// default), or `user.overlay.*` with the `userxattr` option (kernel
+/// overlayfs's form for unprivileged mounts, which idfuse takes too).
+#[derive(Debug, Clone, Copy)]
+enum Xattrs {
+    Trusted,
+    User,
+}
+
+impl Xattrs {
+    fn opaque(self) -> &'static str {
+        match self {
+            Xattrs::Trusted => "trusted.overlay.opaque",
+            Xattrs::User => "user.overlay.opaque",
+        }
+    }
+    fn other(self) -> Xattrs {
+        match self {
+            Xattrs::Trusted => Xattrs::User,
+            Xattrs::User => Xattrs::Trusted,
+        }
+    }
+    /// The mount option, for idfuse and the kernel alike.
+    fn option(self) -> &'static str {
+        match self {
+            Xattrs::Trusted => "",
+            Xattrs::User => ",userxattr",
+        }
+    }
+}
+
 /// The on-disk form kernel overlayfs uses: a whiteout is a char device 0/0,
-/// an opaque directory has trusted.overlay.opaque = "y".
-fn check_upper_format(what: &str, upper: &Path) {
+/// an opaque directory has OVERLAY.opaque = "y" in the chosen namespace
+/// (and nothing in the other), a copy-up keeps the lower owner and mode.
+fn check_upper_format(what: &str, upper: &Path, x: Xattrs) {
     let m = std::fs::symlink_metadata(upper.join("gone"))
         .unwrap_or_else(|e| panic!("{what}: no whiteout for gone in the upper: {e}"));
     assert!(
@@ -384,12 +417,15 @@ fn check_upper_format(what: &str, upper: &Path) {
         m.rdev()
     );
     let mut buf = [0u8; 8];
-    let n = rustix::fs::lgetxattr(upper.join("dir"), "trusted.overlay.opaque", &mut buf)
-        .unwrap_or_else(|e| panic!("{what}: upper/dir has no trusted.overlay.opaque: {e}"));
+    let n = rustix::fs::lgetxattr(upper.join("dir"), x.opaque(), &mut buf)
+        .unwrap_or_else(|e| panic!("{what}: upper/dir has no {}: {e}", x.opaque()));
+    assert_eq!(&buf[..n], b"y", "{what}: {} of upper/dir", x.opaque());
+    let other = rustix::fs::lgetxattr(upper.join("dir"), x.other().opaque(), &mut buf);
     assert_eq!(
-        &buf[..n],
-        b"y",
-        "{what}: trusted.overlay.opaque of upper/dir"
+        other.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(rustix::io::Errno::NODATA),
+        "{what}: upper/dir should have no {}",
+        x.other().opaque()
     );
     let m = std::fs::metadata(upper.join("mod")).expect("copied-up mod in the upper");
     assert_eq!(
@@ -401,13 +437,14 @@ fn check_upper_format(what: &str, upper: &Path) {
 
 /// Kernel overlayfs on the same layers. metacopy stays off: a metadata-only
 /// copy-up is a kernel format idfuse does not read.
-fn kernel_overlay(lowers: &[&Path], upper: &Path, work: &Path, mnt: &Path) {
+fn kernel_overlay(lowers: &[&Path], upper: &Path, work: &Path, mnt: &Path, x: Xattrs) {
     let lowerdir: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={},metacopy=off,index=off",
+        "lowerdir={},upperdir={},workdir={},metacopy=off,index=off{}",
         lowerdir.join(":"),
         upper.display(),
-        work.display()
+        work.display(),
+        x.option()
     );
     run_ok(
         Command::new("mount")
@@ -426,25 +463,27 @@ fn idfuse_opts(lowers: &[&Path], upper: &Path, work: &Path) -> String {
     )
 }
 
-#[test]
-fn an_upper_written_by_idfuse_mounts_under_kernel_overlayfs() {
+/// Layers and an upper written through idfuse, then mounted by kernel
+/// overlayfs: the same listing, contents, owners and modes.
+fn idfuse_then_kernel(x: Xattrs) {
     let mut s = Scratch::new();
     let (l1, l2) = image(&s);
     let (upper, work) = (s.mkdir("fs/upper"), s.mkdir("fs/work"));
     let mnt = s.mkdir("mnt");
-    s.overlay(&mnt, &idfuse_opts(&[&l1, &l2], &upper, &work), &[]);
+    let opts = idfuse_opts(&[&l1, &l2], &upper, &work) + x.option();
+    s.overlay(&mnt, &opts, &[]);
     change(&mnt);
     let ours = walk(&mnt);
     check_changed("idfuse overlay", &ours);
     s.unmount(&mnt);
-    check_upper_format("upper written by idfuse", &upper);
+    check_upper_format("upper written by idfuse", &upper, x);
     assert_eq!(
         std::fs::read_to_string(l1.join("mod")).unwrap(),
         "original\n",
         "the lower file is untouched"
     );
 
-    kernel_overlay(&[&l1, &l2], &upper, &work, &mnt);
+    kernel_overlay(&[&l1, &l2], &upper, &work, &mnt, x);
     let kernel = walk(&mnt);
     run_ok(Command::new("umount").arg(&mnt));
     assert_same_view(
@@ -454,20 +493,21 @@ fn an_upper_written_by_idfuse_mounts_under_kernel_overlayfs() {
     );
 }
 
-#[test]
-fn an_upper_written_by_kernel_overlayfs_mounts_under_idfuse() {
+/// The reverse: an upper written by kernel overlayfs, mounted by idfuse.
+fn kernel_then_idfuse(x: Xattrs) {
     let mut s = Scratch::new();
     let (l1, l2) = image(&s);
     let (upper, work) = (s.mkdir("fs/upper"), s.mkdir("fs/work"));
     let mnt = s.mkdir("mnt");
-    kernel_overlay(&[&l1, &l2], &upper, &work, &mnt);
+    kernel_overlay(&[&l1, &l2], &upper, &work, &mnt, x);
     change(&mnt);
     let kernel = walk(&mnt);
     check_changed("kernel overlayfs", &kernel);
     run_ok(Command::new("umount").arg(&mnt));
-    check_upper_format("upper written by kernel overlayfs", &upper);
+    check_upper_format("upper written by kernel overlayfs", &upper, x);
 
-    s.overlay(&mnt, &idfuse_opts(&[&l1, &l2], &upper, &work), &[]);
+    let opts = idfuse_opts(&[&l1, &l2], &upper, &work) + x.option();
+    s.overlay(&mnt, &opts, &[]);
     let ours = walk(&mnt);
     s.unmount(&mnt);
     assert_same_view(
@@ -475,6 +515,26 @@ fn an_upper_written_by_kernel_overlayfs_mounts_under_idfuse() {
         &kernel,
         &ours,
     );
+}
+
+#[test]
+fn an_upper_written_by_idfuse_mounts_under_kernel_overlayfs() {
+    idfuse_then_kernel(Xattrs::Trusted);
+}
+
+#[test]
+fn an_upper_written_by_kernel_overlayfs_mounts_under_idfuse() {
+    kernel_then_idfuse(Xattrs::Trusted);
+}
+
+#[test]
+fn with_userxattr_an_upper_written_by_idfuse_mounts_under_kernel_overlayfs() {
+    idfuse_then_kernel(Xattrs::User);
+}
+
+#[test]
+fn with_userxattr_an_upper_written_by_kernel_overlayfs_mounts_under_idfuse() {
+    kernel_then_idfuse(Xattrs::User);
 }
 
 #[test]
