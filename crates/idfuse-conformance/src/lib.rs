@@ -310,7 +310,7 @@ pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> V
                             // Keys only the target has come out as ".key".
                             let line = line.strip_prefix('.').unwrap_or(line);
                             documented.iter().any(|k| {
-                                k.target == target
+                                k.applies_to(&target)
                                     && k.scenario == s.id
                                     && line.starts_with(k.key)
                                     && line[k.key.len()..].starts_with([':', '.'])
@@ -322,7 +322,7 @@ pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> V
                     } else if !known.is_empty() {
                         let why: Vec<&str> = documented
                             .iter()
-                            .filter(|k| k.target == target && k.scenario == s.id)
+                            .filter(|k| k.applies_to(&target) && k.scenario == s.id)
                             .map(|k| k.why)
                             .collect::<std::collections::BTreeSet<_>>()
                             .into_iter()

@@ -1608,7 +1608,8 @@ pub fn catalogue() -> Vec<Scenario> {
 /// fail the scenario.
 #[derive(Debug, Clone, Copy)]
 pub struct Difference {
-    /// The target's name as it is spelled on the command line.
+    /// The target's name as it is spelled on the command line; it covers
+    /// the same target with options (`overlay` covers `overlay:userxattr`).
     pub target: &'static str,
     /// The scenario id.
     pub scenario: &'static str,
@@ -1616,6 +1617,16 @@ pub struct Difference {
     pub key: &'static str,
     /// Why, in words.
     pub why: &'static str,
+}
+
+impl Difference {
+    /// Whether it is documented for `target` (a target's display name).
+    pub fn applies_to(&self, target: &str) -> bool {
+        target == self.target
+            || target
+                .strip_prefix(self.target)
+                .is_some_and(|rest| rest.starts_with(':'))
+    }
 }
 
 /// Every documented difference from the reference.

@@ -32,7 +32,8 @@ pub enum Target {
     /// overlay scenarios' fixtures ([`LOWER_FIXTURES`]) and every
     /// scenario's (empty) scratch directory, and an upper where whatever
     /// the scenarios make lands, each time through a copy-up of its parent.
-    Overlay,
+    /// `overlay:OPTIONS` adds `-o OPTIONS` (`overlay:userxattr`).
+    Overlay(Option<String>),
 }
 
 /// The layers of an overlay target, for scenarios that check what lands
@@ -45,6 +46,9 @@ pub struct Layers {
     pub upper: PathBuf,
     /// The work directory.
     pub work: PathBuf,
+    /// Where the overlay keeps its metadata: `trusted.overlay.`, or
+    /// `user.overlay.` with the `userxattr` option.
+    pub xattr_prefix: &'static str,
 }
 
 /// What an overlay target's lower layer holds before the mount: for each
@@ -81,7 +85,8 @@ impl std::str::FromStr for Target {
             "memfs" => Target::Memfs(None),
             "passthrough" => Target::Passthrough,
             "cephfs" => Target::Cephfs,
-            "overlay" => Target::Overlay,
+            "overlay" => Target::Overlay(None),
+            _ if s.starts_with("overlay:") => Target::Overlay(Some(s["overlay:".len()..].to_string())),
             _ if s.starts_with("memfs:fault=") => Target::Memfs(Some(s["memfs:fault=".len()..].to_string())),
             _ if s.starts_with("passthrough:") => {
                 Target::PassthroughWith(s["passthrough:".len()..].to_string())
@@ -96,7 +101,7 @@ impl std::str::FromStr for Target {
             }
             _ => {
                 return Err(format!(
-                    "unknown target `{s}`; use tmpfs, ext4, memfs, passthrough, passthrough:OPTIONS, overlay, cephfs, path:DIR or cmd:'COMMAND {{mnt}}'"
+                    "unknown target `{s}`; use tmpfs, ext4, memfs, passthrough, passthrough:OPTIONS, overlay, overlay:OPTIONS, cephfs, path:DIR or cmd:'COMMAND {{mnt}}'"
                 ))
             }
         })
@@ -115,7 +120,8 @@ impl std::fmt::Display for Target {
             Target::Path(p) => write!(f, "path:{}", p.display()),
             Target::Cmd(c) => write!(f, "cmd:{c}"),
             Target::Cephfs => f.write_str("cephfs"),
-            Target::Overlay => f.write_str("overlay"),
+            Target::Overlay(None) => f.write_str("overlay"),
+            Target::Overlay(Some(o)) => write!(f, "overlay:{o}"),
         }
     }
 }
@@ -356,17 +362,25 @@ impl Target {
                 inst.fuse = true;
                 inst.ours = true;
             }
-            Target::Overlay => {
+            Target::Overlay(extra) => {
                 // One tmpfs for all three, so upper and work share a
                 // filesystem as the overlay requires.
                 let fs = work.join("layers");
                 std::fs::create_dir_all(&fs).map_err(|e| e.to_string())?;
                 mount_tmpfs(&fs)?;
                 inst.mounts.push(fs.clone());
+                let userxattr = extra
+                    .as_deref()
+                    .is_some_and(|o| o.split(',').any(|x| x == "userxattr"));
                 let layers = Layers {
                     lower: fs.join("lower"),
                     upper: fs.join("upper"),
                     work: fs.join("work"),
+                    xattr_prefix: if userxattr {
+                        "user.overlay."
+                    } else {
+                        "trusted.overlay."
+                    },
                 };
                 for d in [&layers.lower, &layers.upper, &layers.work] {
                     std::fs::create_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
@@ -412,10 +426,14 @@ impl Target {
                     "--foreground".into(),
                     "-o".into(),
                     format!(
-                        "lowerdir={},upperdir={},workdir={},suid,dev",
+                        "lowerdir={},upperdir={},workdir={},suid,dev{}",
                         layers.lower.display(),
                         layers.upper.display(),
-                        layers.work.display()
+                        layers.work.display(),
+                        extra
+                            .as_deref()
+                            .map(|o| format!(",{o}"))
+                            .unwrap_or_default()
                     ),
                 ];
                 inst.layers = Some(layers);

@@ -57,9 +57,10 @@ fn whiteout(p: &Path) -> String {
     }
 }
 
-fn opaque_xattr(p: &Path) -> String {
+/// The overlay's opaque mark on `p`, in the namespace the target uses.
+fn opaque_xattr(l: &Layers, p: &Path) -> String {
     let mut buf = [0u8; 16];
-    match rustix::fs::lgetxattr(p, "trusted.overlay.opaque", &mut buf) {
+    match rustix::fs::lgetxattr(p, format!("{}opaque", l.xattr_prefix), &mut buf) {
         Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
         Err(e) => crate::proc::errno_name(e.raw_os_error()),
     }
@@ -214,7 +215,8 @@ pub(super) fn o3(c: &Ctx<'_>) -> Outcome {
 }
 
 /// O4: a lower directory emptied, removed and made again through the view
-/// is an opaque directory in the upper (trusted.overlay.opaque=y): the
+/// is an opaque directory in the upper (trusted.overlay.opaque=y, or
+/// user.overlay.opaque with userxattr): the
 /// lower entries do not come back.
 pub(super) fn o4(c: &Ctx<'_>) -> Outcome {
     let l = layers(c)?;
@@ -235,7 +237,7 @@ pub(super) fn o4(c: &Ctx<'_>) -> Outcome {
     );
     let r = rec(vec![
         ("ops", ops),
-        ("opaque", json!(opaque_xattr(&l.upper.join("O4/d")))),
+        ("opaque", json!(opaque_xattr(l, &l.upper.join("O4/d")))),
         ("upper_dir", json!(st(&l.upper.join("O4/d")))),
         ("view_dir", json!(st(&v.path.join("d")))),
         ("listing", json!(names(&fixture(c, "O4").join("d")))),
@@ -244,7 +246,8 @@ pub(super) fn o4(c: &Ctx<'_>) -> Outcome {
     ]);
     check!(
         r["opaque"] == "y",
-        "trusted.overlay.opaque on upper/O4/d: {} (want y)",
+        "{}opaque on upper/O4/d: {} (want y)",
+        l.xattr_prefix,
         r["opaque"]
     );
     check!(
