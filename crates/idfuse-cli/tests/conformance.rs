@@ -56,33 +56,39 @@ fn default_run_passes_with_no_differences() {
 /// (O5: a lower directory does not rename) may show, as passes with reasons.
 #[test]
 fn overlay_target_passes_with_only_documented_differences() {
-    let (ok, text) = conformance(&["--target", "overlay"]);
-    assert!(
-        !text.contains("target did not start"),
-        "the overlay target did not start:\n{text}"
-    );
-    assert!(ok, "{text}");
-    let last = text
-        .lines()
-        .rfind(|l| l.contains(" passed, "))
-        .unwrap_or("");
-    assert!(last.contains(" 0 failed"), "{last}");
-    for id in ["B1", "K1", "O1", "O2", "O3", "O4", "O5"] {
+    // The overlay's metadata in trusted.overlay.*, and in user.overlay.*.
+    for target in ["overlay", "overlay:userxattr"] {
+        let (ok, text) = conformance(&["--target", target]);
         assert!(
-            text.lines()
-                .any(|l| l.starts_with(&format!("pass  {id} ")) && l.contains("overlay ")),
-            "{id} on overlay:\n{text}"
+            !text.contains("target did not start"),
+            "the {target} target did not start:\n{text}"
         );
+        assert!(ok, "{target}: {text}");
+        let last = text
+            .lines()
+            .rfind(|l| l.contains(" passed, "))
+            .unwrap_or("");
+        assert!(last.contains(" 0 failed"), "{target}: {last}");
+        let on_target = |l: &&str| l.contains(&format!(" {target} "));
+        for id in ["B1", "J1", "K1", "O1", "O2", "O3", "O4", "O5"] {
+            assert!(
+                text.lines()
+                    .filter(on_target)
+                    .any(|l| l.starts_with(&format!("pass  {id} "))),
+                "{id} on {target}:\n{text}"
+            );
+        }
+        let o5 = text
+            .lines()
+            .filter(on_target)
+            .find(|l| l.starts_with("pass  O5 "))
+            .unwrap_or("");
+        assert!(
+            o5.contains("documented difference") && o5.contains("EXDEV"),
+            "O5 on {target} should pass as a documented difference: {o5}"
+        );
+        assert!(leftovers().is_empty());
     }
-    let o5 = text
-        .lines()
-        .find(|l| l.starts_with("pass  O5 ") && l.contains("overlay "))
-        .unwrap_or("");
-    assert!(
-        o5.contains("documented difference") && o5.contains("EXDEV"),
-        "O5 on overlay should pass as a documented difference: {o5}"
-    );
-    assert!(leftovers().is_empty());
 }
 
 #[test]
