@@ -34,9 +34,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use idfuse::{
-    AttrReply, BackingId, Context, CreateMode, DirBuf, Entry, Errno, Filesystem, InitFlags,
-    Kstatfs, Negotiated, OpenOutFlags, Opened, Owner, SetAttr, SetxattrFlags, Statx, WriteFlags,
-    Xattr,
+    AttrReply, BackingId, Context, CreateMode, DirBuf, DirPlusBuf, Entry, Errno, Filesystem,
+    InitFlags, Kstatfs, Negotiated, OpenOutFlags, Opened, Owner, SetAttr, SetxattrFlags, Statx,
+    WriteFlags, Xattr,
 };
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, StatxFlags};
 
@@ -130,6 +130,10 @@ impl OverlayOptions {
         .collect()
     }
 }
+
+/// Receives one listed entry: (directory node, d_ino, offset of the next
+/// entry, DT_*, name); answers whether to go on.
+type Emit<'a> = dyn FnMut(&Arc<Node>, u64, u64, u32, &[u8]) -> Result<bool, Errno> + 'a;
 
 /// An open file or directory.
 struct Handle {
@@ -722,6 +726,8 @@ impl Filesystem for Overlay {
         InitFlags::POSIX_ACL
             | InitFlags::DONT_MASK
             | InitFlags::HANDLE_KILLPRIV_V2
+            | InitFlags::DO_READDIRPLUS
+            | InitFlags::READDIRPLUS_AUTO
             | InitFlags::SETXATTR_EXT
             | InitFlags::CREATE_SUPP_GROUP
             | InitFlags::CACHE_SYMLINKS
@@ -1344,40 +1350,48 @@ impl Filesystem for Overlay {
         offset: u64,
         out: &mut DirBuf,
     ) -> idfuse::Result<()> {
-        let h = self.handle(fh)?;
-        let node = self.node(ino)?;
-        let mut listing = h
-            .listing
-            .as_ref()
-            .ok_or(Errno::NOTDIR)?
-            .lock()
-            .map_err(|_| Errno::IO)?;
-        if offset == 0 {
-            // rewinddir(3) must show changes made since opendir.
-            *listing = self.listing(&node.layers())?;
-        }
-        let parent_ino = node.layers().parent.map_or(node.ino, |(p, _)| p.ino);
-        let dt_dir = libc::S_IFDIR >> 12;
-        // Offsets: 1 is past ".", 2 past "..", 2 + i + 1 past entry i.
-        let mut off = offset;
-        while off < 2 {
-            let (name, i): (&[u8], u64) = if off == 0 {
-                (b".", node.ino)
-            } else {
-                (b"..", parent_ino)
+        self.walk(ino, fh, offset, &mut |_, ino, next, typ, name| {
+            Ok(out.push(ino, next, typ, name))
+        })
+    }
+
+    fn readdirplus(
+        &self,
+        _ctx: &Context<'_>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        out: &mut DirPlusBuf<'_>,
+    ) -> idfuse::Result<()> {
+        self.walk(ino, fh, offset, &mut |dir, ino, next, typ, name| {
+            let name = OsStr::from_bytes(name);
+            if name == "." || name == ".." {
+                // The kernel ignores these; they carry no lookup.
+                let entry = Entry {
+                    ino: 0,
+                    generation: 0,
+                    attr: idfuse::Attr {
+                        ino,
+                        mode: libc::S_IFDIR,
+                        ..idfuse::Attr::default()
+                    },
+                    entry_timeout: Duration::ZERO,
+                    attr_timeout: Duration::ZERO,
+                };
+                return Ok(out.push(&entry, next, typ, name));
+            }
+            let entry = match self.lookup_in(dir, name) {
+                Ok(Some(e)) => e,
+                // Gone since the listing was made: skip it.
+                Ok(None) | Err(_) => return Ok(true),
             };
-            if !out.push(i, off + 1, dt_dir, name) {
-                return Ok(());
+            if !out.push(&entry, next, typ, name) {
+                // Not sent: undo the lookup it counted.
+                self.forget(entry.ino, 1);
+                return Ok(false);
             }
-            off += 1;
-        }
-        let start = usize::try_from(off - 2).map_err(|_| Errno::INVAL)?;
-        for (i, e) in listing.iter().enumerate().skip(start) {
-            if !out.push(e.ino, (i + 3) as u64, e.typ, &e.name) {
-                break;
-            }
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 
     fn releasedir(&self, _ctx: &Context<'_>, _ino: u64, fh: u64, _f: u32) -> idfuse::Result<()> {
@@ -1563,6 +1577,46 @@ impl Overlay {
     /// True for the xattrs the overlay keeps for itself.
     fn private(&self, name: &OsStr) -> bool {
         name.as_bytes().starts_with(self.private_prefix.as_bytes())
+    }
+
+    /// Hand `emit` the entries of the open directory `fh` (node `ino`)
+    /// after `offset`, `.` and `..` first: (directory node, d_ino, offset
+    /// of the next entry, DT_*, name), until it answers false.
+    fn walk(&self, ino: u64, fh: u64, offset: u64, emit: &mut Emit<'_>) -> Result<(), Errno> {
+        let h = self.handle(fh)?;
+        let node = self.node(ino)?;
+        let mut listing = h
+            .listing
+            .as_ref()
+            .ok_or(Errno::NOTDIR)?
+            .lock()
+            .map_err(|_| Errno::IO)?;
+        if offset == 0 {
+            // rewinddir(3) must show changes made since opendir.
+            *listing = self.listing(&node.layers())?;
+        }
+        let parent_ino = node.layers().parent.map_or(node.ino, |(p, _)| p.ino);
+        let dt_dir = libc::S_IFDIR >> 12;
+        // Offsets: 1 is past ".", 2 past "..", 2 + i + 1 past entry i.
+        let mut off = offset;
+        while off < 2 {
+            let (name, i): (&[u8], u64) = if off == 0 {
+                (b".", node.ino)
+            } else {
+                (b"..", parent_ino)
+            };
+            if !emit(&node, i, off + 1, dt_dir, name)? {
+                return Ok(());
+            }
+            off += 1;
+        }
+        let start = usize::try_from(off - 2).map_err(|_| Errno::INVAL)?;
+        for (i, e) in listing.iter().enumerate().skip(start) {
+            if !emit(&node, e.ino, (i + 3) as u64, e.typ, &e.name)? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The merged listing of a directory with `layers`.
