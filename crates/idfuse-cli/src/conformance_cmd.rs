@@ -10,7 +10,7 @@ use idfuse_conformance::{RunOptions, Target};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Targets: tmpfs (the reference), ext4 (loop device), memfs, passthrough (over a fresh tmpfs), passthrough:OPTIONS (the same with -o OPTIONS, e.g. passthrough:cache=never), path:DIR (an existing mount), cmd:'COMMAND {mnt}' (any FUSE daemon on a scratch mountpoint).
+    after_help = "Targets: tmpfs (the reference), ext4 (loop device), memfs, passthrough (over a fresh tmpfs), passthrough:OPTIONS (the same with -o OPTIONS, e.g. passthrough:cache=never), overlay (idfuse overlay over fresh tmpfs layers; always differential, with its documented differences from tmpfs reported), overlay:OPTIONS (the same with -o OPTIONS, e.g. overlay:userxattr), path:DIR (an existing mount), cmd:'COMMAND {mnt}' (any FUSE daemon on a scratch mountpoint).
 With no --target: tmpfs, memfs and passthrough, differential against tmpfs.
 
 Examples:
@@ -49,7 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|t| t.parse::<Target>().map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<_>>()?
     };
-    let differential = args.differential || default;
+    // An overlay is judged against tmpfs: its differences by design are
+    // documented, any other is a failure.
+    let differential =
+        args.differential || default || targets.iter().any(|t| matches!(t, Target::Overlay(_)));
     if differential && !targets.contains(&Target::Tmpfs) {
         targets.insert(0, Target::Tmpfs);
     }

@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Mount an idfuse filesystem (memfs, passthrough).
+    /// Mount an idfuse filesystem (memfs, passthrough, overlay).
     Mount(mount_cmd::Args),
     /// Make idmapped mounts, probe whether a mount can be idmapped, show a mount's idmap.
     Idmap(idmap_cmd::Args),

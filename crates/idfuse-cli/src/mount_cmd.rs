@@ -1,4 +1,4 @@
-//! `idfuse mount memfs|passthrough`: option handling, daemonizing, the
+//! `idfuse mount memfs|passthrough|overlay`: option handling, daemonizing, the
 //! idmap-before-attach sequence and signal handling. The mechanics live in
 //! the libraries.
 
@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context as _};
 use idfuse::{Caller, Filesystem, MountOptions, Session, SessionConfig};
 use idfuse_fs::memfs::{Fault, MemFs, MemFsOptions};
+use idfuse_fs::overlay::{Layout, Overlay, OverlayOptions};
 use idfuse_fs::passthrough::{Passthrough, PassthroughOptions};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  idfuse mount memfs /mnt/mem\n  idfuse mount passthrough /srv/data /mnt/view --idmap b:0:100000:65536\n  idfuse mount passthrough /srv/data /mnt/view -o entry_timeout=0.1,attr_timeout=0.1 --foreground\n\nThrough mount(8), fstab and systemd (SOURCE memfs or passthrough:DIR; idmap=SPEC and threads=N as options; mount-only options such as nofail, _netdev, noauto, x-systemd.* are ignored):\n  mount -t fuse.idfuse passthrough:/srv/data /mnt/view -o idmap=b:0:100000:65536\n  umount /mnt/view"
+    after_help = "Examples:\n  idfuse mount memfs /mnt/mem\n  idfuse mount passthrough /srv/data /mnt/view --idmap b:0:100000:65536\n  idfuse mount passthrough /srv/data /mnt/view -o entry_timeout=0.1,attr_timeout=0.1 --foreground\n  idfuse mount overlay /mnt/root -o lowerdir=/img/l1:/img/l0,upperdir=/c1/upper,workdir=/c1/work --idmap b:0:100000:65536\n\nThrough mount(8), fstab and systemd (SOURCE memfs or passthrough:DIR; idmap=SPEC and threads=N as options; mount-only options such as nofail, _netdev, noauto, x-systemd.* are ignored):\n  mount -t fuse.idfuse passthrough:/srv/data /mnt/view -o idmap=b:0:100000:65536\n  umount /mnt/view"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -41,6 +42,23 @@ enum FsKind {
         /// The directory to mirror.
         source: PathBuf,
         /// Where to mount the mirror (an existing directory outside SOURCE).
+        mountpoint: PathBuf,
+        #[command(flatten)]
+        common: Common,
+        /// Use FUSE passthrough (kernel-to-kernel I/O on backing files) when
+        /// the daemon has the privilege for it.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        passthrough: bool,
+    },
+    /// Layers LOWERDIRs (leftmost on top) under UPPERDIR as kernel overlayfs
+    /// does: -o lowerdir=L1:L2[,upperdir=U,workdir=W] (without upperdir and
+    /// workdir, read-only), also userxattr (keep whiteout and opaque marks
+    /// in user.overlay.* xattrs, for a daemon in a user namespace) and
+    /// entry_timeout/attr_timeout/timeout=SECS for upper objects
+    /// (lower-only ones are cached for a day: lowers are immutable).
+    Overlay {
+        /// Where to mount the overlay (an existing directory outside the
+        /// layers).
         mountpoint: PathBuf,
         #[command(flatten)]
         common: Common,
@@ -194,6 +212,66 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     fs.inode_fd_count()
                 )
             };
+            serve(make, stats, &mountpoint, &common, mount, session)
+        }
+        FsKind::Overlay {
+            mountpoint,
+            common,
+            passthrough,
+        } => {
+            let mut oopts = OverlayOptions {
+                passthrough_io: passthrough,
+                ..OverlayOptions::default()
+            };
+            let (mut lower, mut upper, mut work) = (None, None, None);
+            let mut known = vec![
+                "lowerdir=DIR[:DIR…]".to_string(),
+                "upperdir=DIR".to_string(),
+                "workdir=DIR".to_string(),
+            ];
+            known.extend(OverlayOptions::known_options());
+            let (mut mount, mut session) = settings(
+                &common,
+                &mut |k, v| {
+                    let slot = match k {
+                        "lowerdir" => &mut lower,
+                        "upperdir" => &mut upper,
+                        "workdir" => &mut work,
+                        _ => return oopts.parse_option(k, v),
+                    };
+                    match v {
+                        Some(v) if !v.is_empty() => {
+                            *slot = Some(v.to_string());
+                            Ok(true)
+                        }
+                        _ => Err(format!("`{k}` needs a directory: {k}=DIR")),
+                    }
+                },
+                &known,
+            )?;
+            if session.writeback_cache {
+                bail!("writeback_cache is not available for overlay: it keeps files on FUSE passthrough and copies them up underneath the kernel's cache. Drop writeback_cache");
+            }
+            session.passthrough = oopts.passthrough_io;
+            let Some(lower) = lower else {
+                bail!("overlay needs its layers: -o lowerdir=DIR[:DIR…] (leftmost on top), and upperdir=DIR,workdir=DIR for a writable overlay");
+            };
+            if mount.fsname.is_empty() || mount.fsname == MountOptions::default().fsname {
+                mount.fsname = "overlay".into();
+            }
+            idfuse::check_mountpoint(&mountpoint)?;
+            refuse_stacking(&mountpoint, common.stack)?;
+            let layout = Layout::from_options(
+                &lower,
+                upper.as_deref().map(Path::new),
+                work.as_deref().map(Path::new),
+                &mountpoint,
+            )?;
+            // Fail early on unusable layers, before detaching; the daemon
+            // opens them again after the fork.
+            drop(Overlay::new(layout.clone(), oopts.clone()).context("cannot set up the overlay")?);
+            let make = || Overlay::new(layout, oopts).context("cannot set up the overlay");
+            let stats = |fs: &Overlay| format!("inodes={}", fs.inode_count());
             serve(make, stats, &mountpoint, &common, mount, session)
         }
         #[cfg(feature = "cephfs")]

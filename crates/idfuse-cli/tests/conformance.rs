@@ -1,7 +1,8 @@
 //! The conformance suite as CI runs it: the default run passes on tmpfs,
 //! memfs and passthrough with no differences; each deliberate memfs fault
 //! makes a named scenario fail; a server that does not opt in gets A1's
-//! explanation and skips; and an interrupted run leaves nothing behind.
+//! explanation and skips; the overlay target passes with only its
+//! documented differences; and an interrupted run leaves nothing behind.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,6 +49,46 @@ fn default_run_passes_with_no_differences() {
         );
     }
     assert!(leftovers().is_empty());
+}
+
+/// `--target overlay`: every scenario on an idfuse overlay over fresh tmpfs
+/// layers, differential against tmpfs; only the documented differences
+/// (O5: a lower directory does not rename) may show, as passes with reasons.
+#[test]
+fn overlay_target_passes_with_only_documented_differences() {
+    // The overlay's metadata in trusted.overlay.*, and in user.overlay.*.
+    for target in ["overlay", "overlay:userxattr"] {
+        let (ok, text) = conformance(&["--target", target]);
+        assert!(
+            !text.contains("target did not start"),
+            "the {target} target did not start:\n{text}"
+        );
+        assert!(ok, "{target}: {text}");
+        let last = text
+            .lines()
+            .rfind(|l| l.contains(" passed, "))
+            .unwrap_or("");
+        assert!(last.contains(" 0 failed"), "{target}: {last}");
+        let on_target = |l: &&str| l.contains(&format!(" {target} "));
+        for id in ["B1", "J1", "K1", "O1", "O2", "O3", "O4", "O5"] {
+            assert!(
+                text.lines()
+                    .filter(on_target)
+                    .any(|l| l.starts_with(&format!("pass  {id} "))),
+                "{id} on {target}:\n{text}"
+            );
+        }
+        let o5 = text
+            .lines()
+            .filter(on_target)
+            .find(|l| l.starts_with("pass  O5 "))
+            .unwrap_or("");
+        assert!(
+            o5.contains("documented difference") && o5.contains("EXDEV"),
+            "O5 on {target} should pass as a documented difference: {o5}"
+        );
+        assert!(leftovers().is_empty());
+    }
 }
 
 #[test]

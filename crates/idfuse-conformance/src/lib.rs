@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-pub use scenarios::{catalogue, Scenario, Stop};
+pub use scenarios::{catalogue, documented_differences, Difference, Scenario, Stop};
 pub use target::Target;
 
 /// One scenario on one target.
@@ -83,9 +83,16 @@ fn run_one(
 ) -> (String, String, Value) {
     let dir = inst.root.join(format!("{}.{}", s.id, std::process::id()));
     let views = work.join("views");
+    // On an overlay the scratch directory is already there, from the lower
+    // layer (target::Target::Overlay): the chmod copies it up.
+    let from_lower = inst.layers.is_some();
     let prep = proc::run_as(&proc::As::root(), Duration::from_secs(15), || {
         let _ = std::fs::create_dir_all(&views);
-        match std::fs::create_dir(&dir).and_then(|_| {
+        let made = match std::fs::create_dir(&dir) {
+            Err(e) if from_lower && e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            r => r,
+        };
+        match made.and_then(|_| {
             std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
         }) {
             Ok(()) => json!("ok"),
@@ -296,13 +303,45 @@ pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> V
                 {
                     let mut d = Vec::new();
                     diff(&reference.record, &record, "", &mut d);
-                    if !d.is_empty() {
+                    let target = t.to_string();
+                    let documented = documented_differences();
+                    let (known, unknown): (Vec<String>, Vec<String>) =
+                        d.into_iter().partition(|line| {
+                            // Keys only the target has come out as ".key".
+                            let line = line.strip_prefix('.').unwrap_or(line);
+                            documented.iter().any(|k| {
+                                k.applies_to(&target)
+                                    && k.scenario == s.id
+                                    && line.starts_with(k.key)
+                                    && line[k.key.len()..].starts_with([':', '.'])
+                            })
+                        });
+                    if !unknown.is_empty() {
                         status = "fail".into();
-                        detail = format!("differs from tmpfs: {}", d.join("; "));
+                        detail = format!("differs from tmpfs: {}", unknown.join("; "));
+                    } else if !known.is_empty() {
+                        let why: Vec<&str> = documented
+                            .iter()
+                            .filter(|k| k.applies_to(&target) && k.scenario == s.id)
+                            .map(|k| k.why)
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .collect();
+                        detail = format!(
+                            "documented difference from tmpfs ({}): {}",
+                            known.join("; "),
+                            why.join("; ")
+                        );
                     }
                 }
             }
             let line = match status.as_str() {
+                "pass" if !detail.is_empty() => format!(
+                    "pass  {:<3} {:<12} {} ({detail})",
+                    s.id,
+                    t.to_string(),
+                    s.title
+                ),
                 "pass" => format!("pass  {:<3} {:<12} {}", s.id, t.to_string(), s.title),
                 "skip" => format!(
                     "skip  {:<3} {:<12} {} ({detail})",

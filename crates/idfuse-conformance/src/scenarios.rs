@@ -72,6 +72,7 @@ macro_rules! check {
 
 // Scenario groups in their own files; after `check!` so they can use it.
 mod ns;
+mod overlay;
 mod unpriv;
 mod uring;
 
@@ -1573,5 +1574,79 @@ pub fn catalogue() -> Vec<Scenario> {
             title: "a clean unmount ends the daemon with status 0",
             run: l2,
         },
+        Scenario {
+            id: "O1",
+            title: "overlay: copy-up through an idmapped view keeps the lower owner",
+            run: overlay::o1,
+        },
+        Scenario {
+            id: "O2",
+            title: "overlay: created through the view by mapped uid X, in the upper as X's fs id",
+            run: overlay::o2,
+        },
+        Scenario {
+            id: "O3",
+            title: "overlay: unlink of a lower file leaves a kernel-format whiteout",
+            run: overlay::o3,
+        },
+        Scenario {
+            id: "O4",
+            title: "overlay: rmdir + mkdir of a lower directory makes it opaque",
+            run: overlay::o4,
+        },
+        Scenario {
+            id: "O5",
+            title: "rename of a directory (a lower one on overlay: EXDEV)",
+            run: overlay::o5,
+        },
     ]
+}
+
+/// Where a target differs from the reference (tmpfs) by design: in a
+/// differential run a difference at `key` (a record path, or a prefix of
+/// one) of `scenario` on `target` is reported, with `why`, and does not
+/// fail the scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct Difference {
+    /// The target's name as it is spelled on the command line; it covers
+    /// the same target with options (`overlay` covers `overlay:userxattr`).
+    pub target: &'static str,
+    /// The scenario id.
+    pub scenario: &'static str,
+    /// The record path that differs.
+    pub key: &'static str,
+    /// Why, in words.
+    pub why: &'static str,
+}
+
+impl Difference {
+    /// Whether it is documented for `target` (a target's display name).
+    pub fn applies_to(&self, target: &str) -> bool {
+        target == self.target
+            || target
+                .strip_prefix(self.target)
+                .is_some_and(|rest| rest.starts_with(':'))
+    }
+}
+
+/// Every documented difference from the reference.
+pub fn documented_differences() -> Vec<Difference> {
+    const EXDEV: &str = "overlay: a directory from a lower layer cannot be renamed (EXDEV, \
+        like kernel overlayfs without redirect_dir; mv copies instead), and the \
+        upper then holds a whiteout for the renamed lower file";
+    [
+        "rename_dir_plain",
+        "rename_dir_view",
+        "listing",
+        "upper_f",
+        "upper_g",
+    ]
+    .into_iter()
+    .map(|key| Difference {
+        target: "overlay",
+        scenario: "O5",
+        key,
+        why: EXDEV,
+    })
+    .collect()
 }

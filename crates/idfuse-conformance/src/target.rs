@@ -28,7 +28,49 @@ pub enum Target {
     /// idfuse cephfs on a single-node Ceph cluster started for the run
     /// (scripts/ceph-cluster.sh, built in) and stopped after it.
     Cephfs,
+    /// idfuse overlay over fresh tmpfs layers: a lower layer holding the
+    /// overlay scenarios' fixtures ([`LOWER_FIXTURES`]) and every
+    /// scenario's (empty) scratch directory, and an upper where whatever
+    /// the scenarios make lands, each time through a copy-up of its parent.
+    /// `overlay:OPTIONS` adds `-o OPTIONS` (`overlay:userxattr`).
+    Overlay(Option<String>),
 }
+
+/// The layers of an overlay target, for scenarios that check what lands
+/// on disk.
+#[derive(Debug, Clone)]
+pub struct Layers {
+    /// The (single) lower layer.
+    pub lower: PathBuf,
+    /// The upper layer: the overlay's root directory.
+    pub upper: PathBuf,
+    /// The work directory.
+    pub work: PathBuf,
+    /// Where the overlay keeps its metadata: `trusted.overlay.`, or
+    /// `user.overlay.` with the `userxattr` option.
+    pub xattr_prefix: &'static str,
+}
+
+/// What an overlay target's lower layer holds before the mount: for each
+/// overlay scenario a directory named after it, with the objects it works
+/// on. (path, kind, mode, uid, gid): kind is `d` (directory) or the
+/// contents of a regular file.
+pub const LOWER_FIXTURES: &[(&str, &str, u32, u32, u32)] = &[
+    ("O1", "d", 0o777, 1003, 1003),
+    ("O1/f", "lower\n", 0o666, 1002, 1002),
+    ("O2", "d", 0o777, 0, 0),
+    ("O3", "d", 0o777, 0, 0),
+    ("O3/gone", "lower\n", 0o644, 1002, 1002),
+    ("O3/kept", "lower\n", 0o644, 1002, 1002),
+    ("O4", "d", 0o777, 0, 0),
+    ("O4/d", "d", 0o777, 1002, 1002),
+    ("O4/d/a", "lower\n", 0o666, 1002, 1002),
+    ("O4/d/b", "lower\n", 0o666, 1002, 1002),
+    ("O5", "d", 0o777, 0, 0),
+    ("O5/dir", "d", 0o777, 1002, 1002),
+    ("O5/dir/inner", "lower\n", 0o666, 1002, 1002),
+    ("O5/f", "lower\n", 0o666, 1002, 1002),
+];
 
 /// The test-cluster script (scripts/ceph-cluster.sh), built in so the
 /// target works from any directory.
@@ -43,6 +85,8 @@ impl std::str::FromStr for Target {
             "memfs" => Target::Memfs(None),
             "passthrough" => Target::Passthrough,
             "cephfs" => Target::Cephfs,
+            "overlay" => Target::Overlay(None),
+            _ if s.starts_with("overlay:") => Target::Overlay(Some(s["overlay:".len()..].to_string())),
             _ if s.starts_with("memfs:fault=") => Target::Memfs(Some(s["memfs:fault=".len()..].to_string())),
             _ if s.starts_with("passthrough:") => {
                 Target::PassthroughWith(s["passthrough:".len()..].to_string())
@@ -57,7 +101,7 @@ impl std::str::FromStr for Target {
             }
             _ => {
                 return Err(format!(
-                    "unknown target `{s}`; use tmpfs, ext4, memfs, passthrough, passthrough:OPTIONS, cephfs, path:DIR or cmd:'COMMAND {{mnt}}'"
+                    "unknown target `{s}`; use tmpfs, ext4, memfs, passthrough, passthrough:OPTIONS, overlay, overlay:OPTIONS, cephfs, path:DIR or cmd:'COMMAND {{mnt}}'"
                 ))
             }
         })
@@ -76,6 +120,8 @@ impl std::fmt::Display for Target {
             Target::Path(p) => write!(f, "path:{}", p.display()),
             Target::Cmd(c) => write!(f, "cmd:{c}"),
             Target::Cephfs => f.write_str("cephfs"),
+            Target::Overlay(None) => f.write_str("overlay"),
+            Target::Overlay(Some(o)) => write!(f, "overlay:{o}"),
         }
     }
 }
@@ -90,11 +136,13 @@ pub struct Instance {
     /// own command line apply.
     pub ours: bool,
     /// What a fresh instance mounted by an unprivileged user inside a user
-    /// namespace would be (the J scenarios): "tmpfs", "memfs" or
-    /// "passthrough"; `None` when the target cannot be mounted there.
+    /// namespace would be (the J scenarios): "tmpfs", "memfs",
+    /// "passthrough" or "overlay"; `None` when the target cannot be mounted there.
     pub userns_kind: Option<&'static str>,
     /// The memfs fault switched on, if any.
     pub fault: Option<String>,
+    /// The layers, on an overlay target.
+    pub layers: Option<Layers>,
     mounts: Vec<PathBuf>,
     daemon: Option<Child>,
     loopdev: Option<String>,
@@ -209,6 +257,7 @@ impl Target {
             ours: false,
             userns_kind: None,
             fault: None,
+            layers: None,
             mounts: Vec::new(),
             daemon: None,
             loopdev: None,
@@ -308,6 +357,87 @@ impl Target {
                     opts,
                 ];
                 inst.userns_kind = Some("passthrough");
+                inst.daemon = Some(start_daemon(&argv, &inst.root)?);
+                inst.mounts.push(inst.root.clone());
+                inst.fuse = true;
+                inst.ours = true;
+            }
+            Target::Overlay(extra) => {
+                // One tmpfs for all three, so upper and work share a
+                // filesystem as the overlay requires.
+                let fs = work.join("layers");
+                std::fs::create_dir_all(&fs).map_err(|e| e.to_string())?;
+                mount_tmpfs(&fs)?;
+                inst.mounts.push(fs.clone());
+                let userxattr = extra
+                    .as_deref()
+                    .is_some_and(|o| o.split(',').any(|x| x == "userxattr"));
+                let layers = Layers {
+                    lower: fs.join("lower"),
+                    upper: fs.join("upper"),
+                    work: fs.join("work"),
+                    xattr_prefix: if userxattr {
+                        "user.overlay."
+                    } else {
+                        "trusted.overlay."
+                    },
+                };
+                for d in [&layers.lower, &layers.upper, &layers.work] {
+                    std::fs::create_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
+                }
+                // The overlay's root is the upper's root: open to every
+                // scenario's callers, like the other targets' roots.
+                std::fs::set_permissions(
+                    &layers.upper,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o777),
+                )
+                .map_err(|e| e.to_string())?;
+                for &(rel, kind, mode, uid, gid) in LOWER_FIXTURES {
+                    let p = layers.lower.join(rel);
+                    let made = if kind == "d" {
+                        std::fs::create_dir(&p)
+                    } else {
+                        std::fs::write(&p, kind)
+                    };
+                    made.and_then(|()| {
+                        std::fs::set_permissions(
+                            &p,
+                            std::os::unix::fs::PermissionsExt::from_mode(mode),
+                        )
+                    })
+                    .and_then(|()| std::os::unix::fs::lchown(&p, Some(uid), Some(gid)))
+                    .map_err(|e| format!("lower fixture {}: {e}", p.display()))?;
+                }
+                // Every scenario's scratch directory (ID.PID, PID being
+                // this runner's) starts in the lower layer, so whatever a
+                // scenario makes goes through a copy-up of its parent.
+                for s in crate::catalogue() {
+                    let d = layers
+                        .lower
+                        .join(format!("{}.{}", s.id, std::process::id()));
+                    std::fs::create_dir(&d)
+                        .map_err(|e| format!("lower scratch directory {}: {e}", d.display()))?;
+                }
+                let argv = vec![
+                    bin,
+                    "mount".into(),
+                    "overlay".into(),
+                    inst.root.to_string_lossy().into(),
+                    "--foreground".into(),
+                    "-o".into(),
+                    format!(
+                        "lowerdir={},upperdir={},workdir={},suid,dev{}",
+                        layers.lower.display(),
+                        layers.upper.display(),
+                        layers.work.display(),
+                        extra
+                            .as_deref()
+                            .map(|o| format!(",{o}"))
+                            .unwrap_or_default()
+                    ),
+                ];
+                inst.layers = Some(layers);
+                inst.userns_kind = Some("overlay");
                 inst.daemon = Some(start_daemon(&argv, &inst.root)?);
                 inst.mounts.push(inst.root.clone());
                 inst.fuse = true;

@@ -1,6 +1,7 @@
 //! Filesystems built on idfuse: [`memfs`], a complete in-memory
-//! filesystem, and [`passthrough`], a mirror of a directory that is correct
-//! on idmapped mounts. Both opt in to idmap: they store the [`idfuse::Owner`]
+//! filesystem, [`passthrough`], a mirror of a directory that is correct
+//! on idmapped mounts, and [`overlay`], layers as kernel overlayfs stacks
+//! them. All opt in to idmap: they store the [`idfuse::Owner`]
 //! the kernel sends on creates and leave permission checks to the kernel.
 //!
 //! Mounting a mirror of `/srv/data` at `/mnt/data` (as root):
@@ -29,5 +30,7 @@
 //! way.
 #![warn(missing_docs)]
 
+mod backing;
 pub mod memfs;
+pub mod overlay;
 pub mod passthrough;

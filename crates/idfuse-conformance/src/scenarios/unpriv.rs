@@ -183,6 +183,32 @@ fn mount_kind(
             }
             v
         }
+        "overlay" => {
+            // Layers made by the namespace's root; metadata in user.*
+            // xattrs, as kernel overlayfs's userxattr (trusted.* is out of
+            // reach in a user namespace).
+            let layer = |n: &str| {
+                let p = src.join(n);
+                std::fs::create_dir_all(&p)
+                    .map(|()| p.to_string_lossy().into_owned())
+                    .map_err(|e| format!("{}: {e}", p.display()))
+            };
+            let opts = format!(
+                "lowerdir={},upperdir={},workdir={},userxattr",
+                layer("lower")?,
+                layer("upper")?,
+                layer("work")?
+            );
+            vec![
+                b,
+                "mount".into(),
+                "overlay".into(),
+                m,
+                "--foreground".into(),
+                "-o".into(),
+                opts,
+            ]
+        }
         _ => vec![
             b,
             "mount".into(),
@@ -218,12 +244,12 @@ fn stop_kind(mnt: &Path, daemon: Option<std::process::Child>) -> String {
 }
 
 /// What the J scenarios share: the setup as root, the namespace work as
-/// the throwaway user, and, for the passthrough, the backing directory as
-/// the host sees it.
+/// the throwaway user, and, for the passthrough and the overlay, the
+/// backing directory (the overlay's upper layer) as the host sees it.
 fn unprivileged(c: &Ctx<'_>, body: fn(&Places) -> Value) -> Result<(Value, Option<PathBuf>), Stop> {
     let Some(kind) = c.inst.userns_kind else {
         return Err(Stop::Skip(
-            "needs a fresh instance of the target's filesystem mounted by an unprivileged user in a user namespace, which only the tmpfs, memfs and passthrough targets provide"
+            "needs a fresh instance of the target's filesystem mounted by an unprivileged user in a user namespace, which only the tmpfs, memfs, passthrough and overlay targets provide"
                 .into(),
         ));
     };
@@ -294,7 +320,13 @@ fn unprivileged(c: &Ctx<'_>, body: fn(&Places) -> Value) -> Result<(Value, Optio
         "unmounting inside the namespace: {stopped}"
     );
     drop(user);
-    Ok((out["body"].clone(), (kind == "passthrough").then_some(src)))
+    let backing = match kind {
+        "passthrough" => Some(src),
+        // What the overlay makes lands in its upper layer.
+        "overlay" => Some(src.join("upper")),
+        _ => None,
+    };
+    Ok((out["body"].clone(), backing))
 }
 
 /// As `uid`:`gid` inside the namespace, in a child.

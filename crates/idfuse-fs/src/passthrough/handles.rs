@@ -198,7 +198,7 @@ impl Mounts {
         }
         // Try this kind on this mount once: decode and compare.
         let ok = self.open(&h).is_ok_and(|back| {
-            crate::passthrough::statx_fd(back.as_fd()).is_ok_and(|b| {
+            crate::backing::statx_fd(back.as_fd()).is_ok_and(|b| {
                 (b.stx_dev_major, b.stx_dev_minor, b.stx_ino)
                     == (st.stx_dev_major, st.stx_dev_minor, st.stx_ino)
             })
@@ -225,8 +225,8 @@ impl Mounts {
     pub(super) fn probe(&self, root: BorrowedFd<'_>, root_dir: &OwnedFd) -> Result<(), Errno> {
         let h = FileHandle::of(root)?;
         let back = h.open(root_dir.as_fd())?;
-        let a = crate::passthrough::statx_fd(root)?;
-        let b = crate::passthrough::statx_fd(back.as_fd())?;
+        let a = crate::backing::statx_fd(root)?;
+        let b = crate::backing::statx_fd(back.as_fd())?;
         if (a.stx_dev_major, a.stx_dev_minor, a.stx_ino)
             != (b.stx_dev_major, b.stx_dev_minor, b.stx_ino)
         {

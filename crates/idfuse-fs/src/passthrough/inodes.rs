@@ -19,7 +19,7 @@ use idfuse::BackingId;
 use super::handles::FileHandle;
 
 /// `(st_dev, st_ino)` of a backing inode.
-pub(super) type Key = (u64, u64);
+pub(super) use crate::backing::Key;
 
 /// The root's node id, fixed by the protocol.
 pub(super) const ROOT: u64 = 1;

@@ -27,15 +27,14 @@
 //! the kernel identifies inodes by node id, so a filesystem mounted inside
 //! SOURCE with clashing inode numbers confuses only tools that compare them.
 
-mod creds;
 mod handles;
 mod inodes;
 #[cfg(test)]
 mod tests;
 mod watch;
 
-use std::ffi::{CString, OsStr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,14 +43,17 @@ use std::time::Duration;
 
 use idfuse::{
     Attr, AttrReply, BackingId, Context, CreateMode, DirBuf, DirPlusBuf, Entry, Errno, Filesystem,
-    InitFlags, Kstatfs, Negotiated, OpenOutFlags, Opened, Owner, SetAttr, SetTime, SetxattrFlags,
-    Statx, WriteFlags, Xattr,
+    InitFlags, Kstatfs, Negotiated, OpenOutFlags, Opened, Owner, SetAttr, SetxattrFlags, Statx,
+    WriteFlags, Xattr,
 };
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
 
-use creds::AsOwner;
+use crate::backing::{
+    check_name, key_of, open_child, rdev_from_fuse, set_time, statx_fd, statx_reply, to_attr,
+    AsOwner, ProcFd, BENEATH,
+};
 use handles::{FdCache, FileHandle, Mounts};
-use inodes::{FileIo, Held, Inode, InodeTable, Key, ROOT};
+use inodes::{FileIo, Held, Inode, InodeTable, ROOT};
 
 /// How the passthrough holds the backing inodes the kernel has looked up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -300,7 +302,7 @@ pub struct Passthrough {
     handles: RwLock<std::collections::HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     /// `/proc/self/fd`, to reopen `O_PATH` fds with real access modes.
-    proc_self_fd: OwnedFd,
+    proc: ProcFd,
     /// The source, readable, for syncfs.
     root_dir: OwnedFd,
     opts: PassthroughOptions,
@@ -314,95 +316,6 @@ fn io_err(what: String) -> impl FnOnce(rustix::io::Errno) -> Error {
     move |e| Error::Io {
         what,
         source: e.into(),
-    }
-}
-
-/// A name the kernel gave us: one component, never `.`/`..`.
-fn check_name(name: &OsStr) -> Result<(), Errno> {
-    let b = name.as_bytes();
-    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
-        return Err(Errno::INVAL);
-    }
-    if b.len() > 255 {
-        return Err(Errno::NAMETOOLONG);
-    }
-    Ok(())
-}
-
-fn statx_fd(fd: BorrowedFd<'_>) -> Result<rustix::fs::Statx, Errno> {
-    rustix::fs::statx(
-        fd,
-        "",
-        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-        StatxFlags::BASIC_STATS | StatxFlags::BTIME,
-    )
-}
-
-fn key_of(st: &rustix::fs::Statx) -> Key {
-    (
-        libc::makedev(st.stx_dev_major, st.stx_dev_minor),
-        st.stx_ino,
-    )
-}
-
-/// A device number as FUSE carries it (the kernel's `new_encode_dev`).
-fn rdev_to_fuse(major: u32, minor: u32) -> u32 {
-    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
-}
-
-/// A FUSE device number (`new_decode_dev`) as mknod(2) takes it.
-fn rdev_from_fuse(rdev: u32) -> u64 {
-    let major = (rdev & 0xfff00) >> 8;
-    let minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
-    libc::makedev(major, minor)
-}
-
-/// Attributes as the backing filesystem has them, inode number included
-/// (so stat and readdir agree with each other and with the source).
-fn to_attr(st: &rustix::fs::Statx) -> Attr {
-    Attr {
-        ino: st.stx_ino,
-        size: st.stx_size,
-        blocks: st.stx_blocks,
-        // FUSE carries times as u64 and reads them back as signed.
-        atime: st.stx_atime.tv_sec as u64,
-        mtime: st.stx_mtime.tv_sec as u64,
-        ctime: st.stx_ctime.tv_sec as u64,
-        atimensec: st.stx_atime.tv_nsec,
-        mtimensec: st.stx_mtime.tv_nsec,
-        ctimensec: st.stx_ctime.tv_nsec,
-        mode: u32::from(st.stx_mode),
-        nlink: st.stx_nlink,
-        uid: st.stx_uid,
-        gid: st.stx_gid,
-        rdev: rdev_to_fuse(st.stx_rdev_major, st.stx_rdev_minor),
-        blksize: st.stx_blksize,
-        flags: 0,
-    }
-}
-
-fn sx(t: rustix::fs::StatxTimestamp) -> idfuse::abi::SxTime {
-    idfuse::abi::SxTime {
-        tv_sec: t.tv_sec,
-        tv_nsec: t.tv_nsec,
-        __reserved: 0,
-    }
-}
-
-fn set_time(t: Option<SetTime>) -> rustix::fs::Timespec {
-    match t {
-        None => rustix::fs::Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_OMIT,
-        },
-        Some(SetTime::Now) => rustix::fs::Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_NOW,
-        },
-        Some(SetTime::At { sec, nsec }) => rustix::fs::Timespec {
-            tv_sec: sec,
-            tv_nsec: i64::from(nsec),
-        },
     }
 }
 
@@ -450,12 +363,7 @@ impl Passthrough {
             "opening source {} for reading",
             source.display()
         )))?;
-        let proc_self_fd = rustix::fs::open(
-            "/proc/self/fd",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io_err(
+        let proc = ProcFd::open().map_err(io_err(
             "opening /proc/self/fd (passthrough reopens files through it; mount /proc)".into(),
         ))?;
         let st = statx_fd(root.as_fd()).map_err(io_err(format!("stat {}", source.display())))?;
@@ -510,7 +418,7 @@ impl Passthrough {
             fds_max,
             handles: RwLock::new(std::collections::HashMap::new()),
             next_fh: AtomicU64::new(1),
-            proc_self_fd,
+            proc,
             root_dir,
             opts,
             pt_active: AtomicBool::new(false),
@@ -585,28 +493,9 @@ impl Passthrough {
         h.get(&fh).cloned().ok_or(Errno::BADF)
     }
 
-    /// The name of `fd` in `/proc/self/fd`.
-    fn proc_name(fd: BorrowedFd<'_>) -> CString {
-        // A decimal number never holds a NUL.
-        CString::new(fd.as_raw_fd().to_string()).unwrap_or_default()
-    }
-
-    /// The path of an inode through /proc, for the calls that take no fd
-    /// (xattrs: `fgetxattr` refuses `O_PATH` fds). Following the magic link
-    /// lands on the inode itself, even a symlink, and goes no further.
-    fn proc_path(fd: BorrowedFd<'_>) -> CString {
-        CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
-    }
-
-    /// Reopen an inode's `O_PATH` fd with real access flags. The magic link
-    /// resolves to exactly that inode; a symlink refuses with ELOOP.
+    /// Reopen an inode's `O_PATH` fd with real access flags.
     fn reopen(&self, fd: BorrowedFd<'_>, flags: OFlags) -> Result<OwnedFd, Errno> {
-        rustix::fs::openat(
-            &self.proc_self_fd,
-            Self::proc_name(fd).as_c_str(),
-            (flags & !(OFlags::CREATE | OFlags::EXCL)) | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
+        self.proc.reopen(fd, flags)
     }
 
     /// Count a lookup of the inode behind `fd` (an `O_PATH` fd of a new or
@@ -693,24 +582,10 @@ impl Passthrough {
         self.watching.lock().is_ok_and(|w| w.is_some())
     }
 
-    /// Open `name` in `parent` as `O_PATH` without following anything out
-    /// of the parent: a single component, no symlink (a symlink at the end
-    /// is opened as itself), no `..`, no absolute path, no magic link.
-    fn open_child(parent: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, Errno> {
-        check_name(name)?;
-        rustix::fs::openat2(
-            parent,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
-        )
-    }
-
     fn lookup_name(&self, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
-        let fd = Self::open_child(pfd.as_fd(), name)?;
+        let fd = open_child(pfd.as_fd(), name)?;
         self.register(pfd.as_fd(), fd)
     }
 
@@ -769,12 +644,7 @@ impl Passthrough {
     }
 
     fn chmod(&self, fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
-        rustix::fs::chmodat(
-            &self.proc_self_fd,
-            Self::proc_name(fd).as_c_str(),
-            Mode::from_raw_mode(mode),
-            AtFlags::empty(),
-        )
+        self.proc.chmod(fd, mode)
     }
 
     fn add_handle(&self, h: Handle) -> Result<u64, Errno> {
@@ -1092,34 +962,7 @@ impl Filesystem for Passthrough {
             (None, Some(fd)) => fd.as_fd(),
             (None, None) => return Err(Errno::IO),
         };
-        let st = rustix::fs::statx(
-            fd,
-            "",
-            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-            want,
-        )?;
-        let out = Statx {
-            mask: st.stx_mask,
-            blksize: st.stx_blksize,
-            attributes: st.stx_attributes.bits(),
-            nlink: st.stx_nlink,
-            uid: st.stx_uid,
-            gid: st.stx_gid,
-            mode: st.stx_mode,
-            ino: st.stx_ino,
-            size: st.stx_size,
-            blocks: st.stx_blocks,
-            attributes_mask: st.stx_attributes_mask.bits(),
-            atime: sx(st.stx_atime),
-            btime: sx(st.stx_btime),
-            ctime: sx(st.stx_ctime),
-            mtime: sx(st.stx_mtime),
-            rdev_major: st.stx_rdev_major,
-            rdev_minor: st.stx_rdev_minor,
-            dev_major: st.stx_dev_major,
-            dev_minor: st.stx_dev_minor,
-            ..Statx::default()
-        };
+        let (_, out) = statx_reply(fd, want)?;
         Ok((out, self.attr_ttl(i.dev)))
     }
 
@@ -1159,12 +1002,7 @@ impl Filesystem for Passthrough {
                 last_modification: set_time(a.mtime),
             };
             // Through the magic link: lands on the inode, even a symlink.
-            rustix::fs::utimensat(
-                &self.proc_self_fd,
-                Self::proc_name(fd).as_c_str(),
-                &times,
-                AtFlags::empty(),
-            )?;
+            self.proc.utimes(fd, &times)?;
         }
         self.attr_of(ino)
     }
@@ -1299,13 +1137,7 @@ impl Filesystem for Passthrough {
         // The documented O_PATH idiom; unlike AT_EMPTY_PATH it needs no
         // CAP_DAC_READ_SEARCH, so it works in a user namespace too. The
         // magic link lands on the inode, a symlink included.
-        rustix::fs::linkat(
-            &self.proc_self_fd,
-            Self::proc_name(ifd.as_fd()).as_c_str(),
-            &npfd,
-            newname,
-            AtFlags::SYMLINK_FOLLOW,
-        )?;
+        self.proc.link(ifd.as_fd(), npfd.as_fd(), newname)?;
         self.lookup_name(newparent, newname)
     }
 
@@ -1357,7 +1189,7 @@ impl Filesystem for Passthrough {
                 name,
                 oflags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(mode.mode & 0o7777),
-                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
+                BENEATH,
             )?
         };
         self.created(ctx, pfd.as_fd(), file, oflags, kill_suidgid)
@@ -1380,8 +1212,8 @@ impl Filesystem for Passthrough {
         let file = {
             let _as = AsOwner::new(owner, mode.umask)?;
             rustix::fs::openat(
-                &self.proc_self_fd,
-                Self::proc_name(pfd.as_fd()).as_c_str(),
+                self.proc.dir(),
+                ProcFd::name(pfd.as_fd()).as_c_str(),
                 f | OFlags::CLOEXEC,
                 Mode::from_raw_mode(mode.mode & 0o7777),
             )?
@@ -1610,10 +1442,9 @@ impl Filesystem for Passthrough {
     ) -> idfuse::Result<()> {
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
-        let path = Self::proc_path(ifd.as_fd());
         let flags = rustix::fs::XattrFlags::from_bits(flags).ok_or(Errno::INVAL)?;
         // Verbatim: ACLs and capabilities arrive in the filesystem's ids.
-        rustix::fs::setxattr(path.as_c_str(), name, value, flags)?;
+        crate::backing::set_xattr(ifd.as_fd(), name, value, flags)?;
         if sf.contains(SetxattrFlags::ACL_KILL_SGID) {
             // The backing fs updated the mode from the ACL but, the daemon
             // holding CAP_FSETID, kept S_ISGID the caller must lose.
@@ -1635,36 +1466,19 @@ impl Filesystem for Passthrough {
     ) -> idfuse::Result<Xattr> {
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
-        let path = Self::proc_path(ifd.as_fd());
-        if size == 0 {
-            let n = rustix::fs::getxattr_query(path.as_c_str(), name)?;
-            return Ok(Xattr::Size(u32::try_from(n).map_err(|_| Errno::TOOBIG)?));
-        }
-        let mut buf = vec![0u8; size as usize];
-        let n = rustix::fs::getxattr(path.as_c_str(), name, &mut buf[..])?;
-        buf.truncate(n);
-        Ok(Xattr::Data(buf))
+        crate::backing::get_xattr(ifd.as_fd(), name, size)
     }
 
     fn listxattr(&self, _ctx: &Context<'_>, ino: u64, size: u32) -> idfuse::Result<Xattr> {
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
-        let path = Self::proc_path(ifd.as_fd());
-        if size == 0 {
-            let n = rustix::fs::listxattr_query(path.as_c_str())?;
-            return Ok(Xattr::Size(u32::try_from(n).map_err(|_| Errno::TOOBIG)?));
-        }
-        let mut buf = vec![0u8; size as usize];
-        let n = rustix::fs::listxattr(path.as_c_str(), &mut buf[..])?;
-        buf.truncate(n);
-        Ok(Xattr::Data(buf))
+        crate::backing::list_xattr(ifd.as_fd(), size)
     }
 
     fn removexattr(&self, _ctx: &Context<'_>, ino: u64, name: &OsStr) -> idfuse::Result<()> {
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
-        let path = Self::proc_path(ifd.as_fd());
-        rustix::fs::removexattr(path.as_c_str(), name)
+        crate::backing::remove_xattr(ifd.as_fd(), name)
     }
 
     fn fallocate(

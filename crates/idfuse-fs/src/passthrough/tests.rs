@@ -162,7 +162,7 @@ fn xattrs_of_a_symlink_act_on_the_symlink() {
         let e = t.pt.lookup_name(ROOT, OsStr::new("up")).expect("up");
         let i = t.pt.inode(e.ino).expect("inode");
         let fd = t.pt.fd(&i).expect("fd");
-        let path = Passthrough::proc_path(fd.as_fd());
+        let path = crate::backing::ProcFd::path(fd.as_fd());
         rustix::fs::setxattr(
             path.as_c_str(),
             "trusted.idfuse",
@@ -184,7 +184,7 @@ fn xattrs_of_a_symlink_act_on_the_symlink() {
 #[test]
 fn device_numbers_round_trip() {
     for (major, minor) in [(1, 3), (8, 17), (259, 0x1_2345), (0xfff, 0xff)] {
-        let fuse = rdev_to_fuse(major, minor);
+        let fuse = crate::backing::rdev_to_fuse(major, minor);
         let dev = rdev_from_fuse(fuse);
         assert_eq!(
             (libc::major(dev), libc::minor(dev)),

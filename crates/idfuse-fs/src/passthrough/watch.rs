@@ -44,7 +44,7 @@ use idfuse::{Errno, Notifier};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::inodes::{InodeTable, Key};
-use super::{check_name, key_of, statx_fd};
+use crate::backing::{check_name, key_of, statx_fd};
 
 /// The events that change what the kernel may have cached.
 const MASK: u64 = libc::FAN_CREATE

@@ -96,7 +96,7 @@ const ACCESS_CAPS: CapabilitySet =
 
 /// Acts as an `Owner` until dropped; restores the thread's fs ids, groups,
 /// capabilities and umask.
-pub(super) struct AsOwner {
+pub(crate) struct AsOwner {
     uid: u32,
     gid: u32,
     groups: Option<Vec<Gid>>,
@@ -107,7 +107,7 @@ pub(super) struct AsOwner {
 
 impl AsOwner {
     /// Switch to `owner` with `umask` (already 0 when the kernel applied it).
-    pub(super) fn new(owner: &Owner, umask: u32) -> Result<Self, Errno> {
+    pub(crate) fn new(owner: &Owner, umask: u32) -> Result<Self, Errno> {
         private_fs()?;
         let base = baseline()?;
         let caps = base.caps;

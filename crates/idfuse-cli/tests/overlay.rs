@@ -1,0 +1,825 @@
+//! `idfuse mount overlay` with real mounts: bad layouts are refused by name,
+//! an upper written by idfuse mounts under kernel overlayfs with the same
+//! view and the reverse (metadata in trusted.overlay.* and, with
+//! `userxattr`, in user.overlay.*), two containers share one image through two
+//! idmapped overlays, and an overlay without an upper is read-only.
+//!
+//! Each test runs in a private mount namespace of its own thread, with its
+//! layers on a tmpfs in a temp directory (kernel overlayfs keeps
+//! `trusted.overlay.*` xattrs on the upper, which tmpfs stores for root).
+//! Daemons run in the foreground and get SIGKILL when the test's thread
+//! ends; everything mounted is detached and the directory removed on drop.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_idfuse");
+
+/// Hang detection only: a busy machine may take its time.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A private mount namespace for this test's thread and a scratch directory
+/// with a tmpfs for the layers. Drop detaches every mount under it, kills
+/// the daemons still running and removes the directory.
+struct Scratch {
+    _dir: tempfile::TempDir,
+    /// `dir`, canonical: the refusals name canonical paths.
+    root: PathBuf,
+    daemons: Vec<Child>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        // SAFETY: unshare(CLONE_NEWNS) gives this thread its own fs_struct
+        // and mount namespace; nothing else in the process relies on them.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+            .expect("unshare(CLONE_NEWNS)");
+        rustix::mount::mount_change(
+            "/",
+            rustix::mount::MountPropagationFlags::PRIVATE
+                | rustix::mount::MountPropagationFlags::REC,
+        )
+        .expect("make mounts private");
+        let dir = tempfile::Builder::new()
+            .prefix("idfuse-overlay.")
+            .tempdir()
+            .expect("temp dir");
+        // Callers with mapped uids walk down to the mount points.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod scratch");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical temp dir");
+        let s = Scratch {
+            _dir: dir,
+            root,
+            daemons: Vec::new(),
+        };
+        s.tmpfs("fs");
+        s
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// A directory (with its parents) under the scratch directory.
+    fn mkdir(&self, rel: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        p
+    }
+
+    /// A fresh tmpfs at `rel`.
+    fn tmpfs(&self, rel: &str) -> PathBuf {
+        let p = self.mkdir(rel);
+        rustix::mount::mount(
+            "tmpfs",
+            &p,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            Some(c"mode=0755"),
+        )
+        .unwrap_or_else(|e| panic!("mount tmpfs at {}: {e}", p.display()));
+        p
+    }
+
+    /// Start `idfuse mount overlay MNT -o OPTS [extra]` in the foreground
+    /// and wait until MNT is mounted; the daemon's stderr goes to a file
+    /// that is shown if it ends early.
+    fn overlay(&mut self, mnt: &Path, opts: &str, extra: &[&str]) {
+        let log = self.path(&format!(
+            "daemon-{}.log",
+            mnt.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        let err = File::create(&log).expect("daemon log");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["mount", "overlay"])
+            .arg(mnt)
+            .args(["-o", opts])
+            .args(extra)
+            .arg("--foreground")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err);
+        // SAFETY: prctl in the child before exec is async-signal-safe; the
+        // daemon dies with the thread that started it (this test).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn idfuse mount overlay");
+        let start = Instant::now();
+        while !is_mounted(mnt) {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "idfuse mount overlay {} -o {opts} {extra:?} ended ({st}) before mounting: {}",
+                    mnt.display(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{} was not mounted",
+                mnt.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.daemons.push(child);
+    }
+
+    /// Unmount `mnt` and wait for its daemon to end with status 0.
+    fn unmount(&mut self, mnt: &Path) {
+        run_ok(Command::new("umount").arg(mnt));
+        assert!(
+            !is_mounted(mnt),
+            "{} still mounted after umount",
+            mnt.display()
+        );
+        let want = mnt.as_os_str().as_encoded_bytes();
+        let Some(i) = self.daemons.iter().position(|c| {
+            std::fs::read(format!("/proc/{}/cmdline", c.id()))
+                .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|a| a == want))
+        }) else {
+            return;
+        };
+        let mut child = self.daemons.remove(i);
+        let start = Instant::now();
+        let st = loop {
+            if let Some(st) = child.try_wait().expect("wait for the daemon") {
+                break st;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "the daemon of {} did not end",
+                mnt.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            st.success(),
+            "the daemon of {} ended with {st}",
+            mnt.display()
+        );
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let info = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap_or_default();
+        let root = self.root.to_string_lossy().into_owned();
+        for line in info.lines().rev() {
+            if let Some(target) = line.split(' ').nth(4) {
+                if target.starts_with(&root) {
+                    let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
+                }
+            }
+        }
+        for c in &mut self.daemons {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap_or_default();
+    let p = path.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(&*p))
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Run a shell command as `uid:gid` (no supplementary groups).
+fn sh_as(uid: u32, gid: u32, script: &str) -> Output {
+    run_ok(
+        Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .args(["--clear-groups", "sh", "-c", script]),
+    )
+}
+
+fn write(p: &Path, data: &str, mode: u32, uid: u32, gid: u32) {
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(p, data).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).unwrap();
+}
+
+fn dir(p: &Path, mode: u32, uid: u32, gid: u32) {
+    std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).unwrap();
+}
+
+/// What a tree shows: for every path (relative, "." for the root), its
+/// type, mode, owner and content (file bytes, link target, device).
+fn walk(root: &Path) -> BTreeMap<String, String> {
+    fn go(root: &Path, rel: &Path, out: &mut BTreeMap<String, String>) {
+        let p = root.join(rel);
+        let m =
+            std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+        let ft = m.file_type();
+        let what = if ft.is_dir() {
+            "dir".to_string()
+        } else if ft.is_file() {
+            format!(
+                "file {:?}",
+                String::from_utf8_lossy(
+                    &std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+                )
+            )
+        } else if ft.is_symlink() {
+            format!("symlink -> {}", std::fs::read_link(&p).unwrap().display())
+        } else if ft.is_char_device() {
+            format!("chr {:x}", m.rdev())
+        } else {
+            "other".to_string()
+        };
+        let key = if rel.as_os_str().is_empty() {
+            ".".to_string()
+        } else {
+            rel.display().to_string()
+        };
+        out.insert(
+            key,
+            format!("{what} {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid()),
+        );
+        if ft.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(&p)
+                .unwrap_or_else(|e| panic!("readdir {}: {e}", p.display()))
+                .map(|e| e.expect("readdir entry").file_name())
+                .collect();
+            names.sort();
+            for n in names {
+                go(root, &rel.join(n), out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    go(root, Path::new(""), &mut out);
+    out
+}
+
+fn assert_same_view(what: &str, a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) {
+    let mut diffs = Vec::new();
+    for (k, va) in a {
+        match b.get(k) {
+            Some(vb) if vb == va => {}
+            Some(vb) => diffs.push(format!("{k}: {va} / {vb}")),
+            None => diffs.push(format!("{k}: {va} / missing")),
+        }
+    }
+    for (k, vb) in b.iter().filter(|(k, _)| !a.contains_key(*k)) {
+        diffs.push(format!("{k}: missing / {vb}"));
+    }
+    assert!(diffs.is_empty(), "{what}:\n  {}", diffs.join("\n  "));
+}
+
+/// Two lower layers (top first) with a file shadowed by the top, files and
+/// a directory merged from both, odd owners and modes.
+fn image(s: &Scratch) -> (PathBuf, PathBuf) {
+    let (l1, l2) = (s.mkdir("fs/l1"), s.mkdir("fs/l2"));
+    write(&l2.join("base"), "base from l2\n", 0o644, 0, 0);
+    write(&l2.join("shadowed"), "from l2\n", 0o644, 0, 0);
+    dir(&l2.join("dir"), 0o755, 1000, 1000);
+    write(&l2.join("dir/a"), "a\n", 0o600, 1000, 1000);
+    write(&l2.join("dir/b"), "b\n", 0o600, 1000, 1000);
+    dir(&l2.join("tree/deep"), 0o750, 7, 8);
+    write(&l2.join("tree/deep/leaf"), "leaf\n", 0o640, 7, 8);
+    write(&l1.join("shadowed"), "from l1\n", 0o644, 0, 0);
+    write(&l1.join("mod"), "original\n", 0o640, 1234, 5678);
+    write(&l1.join("gone"), "to be deleted\n", 0o644, 0, 0);
+    dir(&l1.join("dir"), 0o755, 1000, 1000);
+    write(&l1.join("dir/x"), "x\n", 0o644, 1000, 1000);
+    std::os::unix::fs::symlink("base", l1.join("link-to-base")).unwrap();
+    (l1, l2)
+}
+
+/// Changes a container makes: new files, a copy-up of data and one of
+/// metadata, a deleted lower file (whiteout), a lower directory removed and
+/// made again (opaque), a symlink.
+fn change(mnt: &Path) {
+    let p = |n: &str| mnt.join(n);
+    write(&p("new"), "new file\n", 0o600, 42, 43);
+    dir(&p("newdir"), 0o700, 42, 43);
+    write(&p("newdir/inner"), "inner\n", 0o644, 42, 43);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(p("mod"))
+        .expect("open a lower file for append");
+    f.write_all(b"appended\n").expect("append");
+    drop(f);
+    std::fs::set_permissions(p("base"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod a lower file");
+    std::fs::remove_file(p("gone")).expect("unlink a lower file");
+    for n in ["x", "a", "b"] {
+        std::fs::remove_file(p("dir").join(n)).expect("empty the merged dir");
+    }
+    std::fs::remove_dir(p("dir")).expect("rmdir the merged dir");
+    dir(&p("dir"), 0o770, 5, 6);
+    write(&p("dir/fresh"), "fresh\n", 0o644, 5, 6);
+    std::os::unix::fs::symlink("new", p("link-to-new")).expect("symlink");
+}
+
+/// The view `change` leaves, spelled out: the test's own statement of what
+/// both overlays must show (and a check that `walk` sees what it should).
+fn check_changed(what: &str, v: &BTreeMap<String, String>) {
+    let want = [
+        ("base", "file \"base from l2\\n\" 600 0:0"),
+        ("shadowed", "file \"from l1\\n\" 644 0:0"),
+        ("mod", "file \"original\\nappended\\n\" 640 1234:5678"),
+        ("new", "file \"new file\\n\" 600 42:43"),
+        ("newdir", "dir 700 42:43"),
+        ("newdir/inner", "file \"inner\\n\" 644 42:43"),
+        ("dir", "dir 770 5:6"),
+        ("dir/fresh", "file \"fresh\\n\" 644 5:6"),
+        ("tree/deep", "dir 750 7:8"),
+        ("tree/deep/leaf", "file \"leaf\\n\" 640 7:8"),
+        ("link-to-new", "symlink -> new 777 0:0"),
+        ("link-to-base", "symlink -> base 777 0:0"),
+    ];
+    for (k, w) in want {
+        assert_eq!(v.get(k).map(String::as_str), Some(w), "{what}: {k}");
+    }
+    for gone in ["gone", "dir/x", "dir/a", "dir/b"] {
+        assert!(
+            !v.contains_key(gone),
+            "{what}: {gone} is still listed: {v:?}"
+        );
+    }
+}
+
+/// Where an overlay keeps its own metadata: `trusted.overlay.*` (the
+/// default), or `user.overlay.*` with the `userxattr` option (kernel
+/// overlayfs's form for unprivileged mounts, which idfuse takes too).
+#[derive(Debug, Clone, Copy)]
+enum Xattrs {
+    Trusted,
+    User,
+}
+
+impl Xattrs {
+    fn opaque(self) -> &'static str {
+        match self {
+            Xattrs::Trusted => "trusted.overlay.opaque",
+            Xattrs::User => "user.overlay.opaque",
+        }
+    }
+    fn other(self) -> Xattrs {
+        match self {
+            Xattrs::Trusted => Xattrs::User,
+            Xattrs::User => Xattrs::Trusted,
+        }
+    }
+    /// The mount option, for idfuse and the kernel alike.
+    fn option(self) -> &'static str {
+        match self {
+            Xattrs::Trusted => "",
+            Xattrs::User => ",userxattr",
+        }
+    }
+}
+
+/// The on-disk form kernel overlayfs uses: a whiteout is a char device 0/0,
+/// an opaque directory has OVERLAY.opaque = "y" in the chosen namespace
+/// (and nothing in the other), a copy-up keeps the lower owner and mode.
+fn check_upper_format(what: &str, upper: &Path, x: Xattrs) {
+    let m = std::fs::symlink_metadata(upper.join("gone"))
+        .unwrap_or_else(|e| panic!("{what}: no whiteout for gone in the upper: {e}"));
+    assert!(
+        m.file_type().is_char_device() && m.rdev() == 0,
+        "{what}: upper/gone should be a char device 0/0, is mode {:o} rdev {:x}",
+        m.mode(),
+        m.rdev()
+    );
+    let mut buf = [0u8; 8];
+    let n = rustix::fs::lgetxattr(upper.join("dir"), x.opaque(), &mut buf)
+        .unwrap_or_else(|e| panic!("{what}: upper/dir has no {}: {e}", x.opaque()));
+    assert_eq!(&buf[..n], b"y", "{what}: {} of upper/dir", x.opaque());
+    let other = rustix::fs::lgetxattr(upper.join("dir"), x.other().opaque(), &mut buf);
+    assert_eq!(
+        other.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(rustix::io::Errno::NODATA),
+        "{what}: upper/dir should have no {}",
+        x.other().opaque()
+    );
+    let m = std::fs::metadata(upper.join("mod")).expect("copied-up mod in the upper");
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (1234, 5678, 0o640),
+        "{what}: upper/mod"
+    );
+}
+
+/// Kernel overlayfs on the same layers. metacopy stays off: a metadata-only
+/// copy-up is a kernel format idfuse does not read.
+fn kernel_overlay(lowers: &[&Path], upper: &Path, work: &Path, mnt: &Path, x: Xattrs) {
+    let lowerdir: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},metacopy=off,index=off{}",
+        lowerdir.join(":"),
+        upper.display(),
+        work.display(),
+        x.option()
+    );
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(mnt),
+    );
+}
+
+fn idfuse_opts(lowers: &[&Path], upper: &Path, work: &Path) -> String {
+    let lowerdir: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowerdir.join(":"),
+        upper.display(),
+        work.display()
+    )
+}
+
+/// Layers and an upper written through idfuse, then mounted by kernel
+/// overlayfs: the same listing, contents, owners and modes.
+fn idfuse_then_kernel(x: Xattrs) {
+    let mut s = Scratch::new();
+    let (l1, l2) = image(&s);
+    let (upper, work) = (s.mkdir("fs/upper"), s.mkdir("fs/work"));
+    let mnt = s.mkdir("mnt");
+    let opts = idfuse_opts(&[&l1, &l2], &upper, &work) + x.option();
+    s.overlay(&mnt, &opts, &[]);
+    change(&mnt);
+    let ours = walk(&mnt);
+    check_changed("idfuse overlay", &ours);
+    s.unmount(&mnt);
+    check_upper_format("upper written by idfuse", &upper, x);
+    assert_eq!(
+        std::fs::read_to_string(l1.join("mod")).unwrap(),
+        "original\n",
+        "the lower file is untouched"
+    );
+
+    kernel_overlay(&[&l1, &l2], &upper, &work, &mnt, x);
+    let kernel = walk(&mnt);
+    run_ok(Command::new("umount").arg(&mnt));
+    assert_same_view(
+        "idfuse's view / kernel overlayfs's view of it",
+        &ours,
+        &kernel,
+    );
+}
+
+/// The reverse: an upper written by kernel overlayfs, mounted by idfuse.
+fn kernel_then_idfuse(x: Xattrs) {
+    let mut s = Scratch::new();
+    let (l1, l2) = image(&s);
+    let (upper, work) = (s.mkdir("fs/upper"), s.mkdir("fs/work"));
+    let mnt = s.mkdir("mnt");
+    kernel_overlay(&[&l1, &l2], &upper, &work, &mnt, x);
+    change(&mnt);
+    let kernel = walk(&mnt);
+    check_changed("kernel overlayfs", &kernel);
+    run_ok(Command::new("umount").arg(&mnt));
+    check_upper_format("upper written by kernel overlayfs", &upper, x);
+
+    let opts = idfuse_opts(&[&l1, &l2], &upper, &work) + x.option();
+    s.overlay(&mnt, &opts, &[]);
+    let ours = walk(&mnt);
+    s.unmount(&mnt);
+    assert_same_view(
+        "kernel overlayfs's view / idfuse's view of it",
+        &kernel,
+        &ours,
+    );
+}
+
+#[test]
+fn an_upper_written_by_idfuse_mounts_under_kernel_overlayfs() {
+    idfuse_then_kernel(Xattrs::Trusted);
+}
+
+#[test]
+fn an_upper_written_by_kernel_overlayfs_mounts_under_idfuse() {
+    kernel_then_idfuse(Xattrs::Trusted);
+}
+
+#[test]
+fn with_userxattr_an_upper_written_by_idfuse_mounts_under_kernel_overlayfs() {
+    idfuse_then_kernel(Xattrs::User);
+}
+
+#[test]
+fn with_userxattr_an_upper_written_by_kernel_overlayfs_mounts_under_idfuse() {
+    kernel_then_idfuse(Xattrs::User);
+}
+
+#[test]
+fn two_containers_share_one_image_each_with_its_own_idmap() {
+    let mut s = Scratch::new();
+    let image = s.mkdir("fs/image");
+    dir(&image, 0o755, 0, 0);
+    write(&image.join("etc/os-release"), "image\n", 0o644, 0, 0);
+    dir(&image.join("etc"), 0o755, 0, 0);
+    dir(&image.join("home/user"), 0o755, 1000, 1000);
+    write(
+        &image.join("home/user/profile"),
+        "profile\n",
+        0o644,
+        1000,
+        1000,
+    );
+    dir(&image.join("tmp"), 0o1777, 0, 0);
+
+    let containers = [("a", 100000u32), ("b", 200000u32)];
+    let mut mnts = Vec::new();
+    for (name, base) in containers {
+        let upper = s.mkdir(&format!("fs/upper-{name}"));
+        let work = s.mkdir(&format!("fs/work-{name}"));
+        let mnt = s.mkdir(&format!("mnt-{name}"));
+        s.overlay(
+            &mnt,
+            &idfuse_opts(&[&image], &upper, &work),
+            &["--idmap", &format!("b:0:{base}:65536")],
+        );
+        mnts.push((name, base, mnt, upper));
+    }
+
+    // Both at once: each shows the image with its own ids.
+    for (name, base, mnt, _) in &mnts {
+        for (rel, uid) in [
+            (".", 0),
+            ("etc/os-release", 0),
+            ("home/user", 1000),
+            ("home/user/profile", 1000),
+        ] {
+            let m = std::fs::symlink_metadata(mnt.join(rel)).unwrap();
+            assert_eq!(
+                (m.uid(), m.gid()),
+                (base + uid, base + uid),
+                "container {name}: owner of {rel} through its view"
+            );
+        }
+    }
+
+    // Each container's root and user write through their own view.
+    for (name, base, mnt, _) in &mnts {
+        let m = mnt.display();
+        sh_as(
+            *base,
+            *base,
+            &format!(
+                "umask 022 && echo {name} > {m}/etc/hostname && echo {name} >> {m}/etc/os-release && mkdir {m}/root-of-{name}"
+            ),
+        );
+        sh_as(
+            base + 1000,
+            base + 1000,
+            &format!("umask 022 && echo {name} > {m}/home/user/notes && echo {name} >> {m}/home/user/profile"),
+        );
+    }
+
+    for (name, base, mnt, upper) in &mnts {
+        let other = if *name == "a" { "b" } else { "a" };
+        // Through the view: its own changes with its own ids.
+        let v = walk(mnt);
+        let own = |uid: u32| format!("{}:{}", base + uid, base + uid);
+        for (rel, want) in [
+            ("etc/hostname", format!("file \"{name}\\n\" 644 {}", own(0))),
+            (
+                "etc/os-release",
+                format!("file \"image\\n{name}\\n\" 644 {}", own(0)),
+            ),
+            (
+                &format!("root-of-{name}") as &str,
+                format!("dir 755 {}", own(0)),
+            ),
+            (
+                "home/user/notes",
+                format!("file \"{name}\\n\" 644 {}", own(1000)),
+            ),
+            (
+                "home/user/profile",
+                format!("file \"profile\\n{name}\\n\" 644 {}", own(1000)),
+            ),
+        ] {
+            assert_eq!(
+                v.get(rel),
+                Some(&want),
+                "container {name}: {rel} through its view"
+            );
+        }
+        assert!(
+            !v.contains_key(&format!("root-of-{other}")),
+            "container {name} sees container {other}'s directory: {v:?}"
+        );
+        // In its upper: fs ids, copy-ups with the image's owners.
+        let u = walk(upper);
+        for (rel, want) in [
+            ("etc/hostname", format!("file \"{name}\\n\" 644 0:0")),
+            (
+                "etc/os-release",
+                format!("file \"image\\n{name}\\n\" 644 0:0"),
+            ),
+            (
+                &format!("root-of-{name}") as &str,
+                "dir 755 0:0".to_string(),
+            ),
+            (
+                "home/user/notes",
+                format!("file \"{name}\\n\" 644 1000:1000"),
+            ),
+            (
+                "home/user/profile",
+                format!("file \"profile\\n{name}\\n\" 644 1000:1000"),
+            ),
+            ("home/user", "dir 755 1000:1000".to_string()),
+        ] {
+            assert_eq!(
+                u.get(rel),
+                Some(&want),
+                "container {name}: {rel} in its upper"
+            );
+        }
+        assert!(
+            !u.contains_key(&format!("root-of-{other}")),
+            "container {name}'s upper holds container {other}'s directory: {u:?}"
+        );
+    }
+    // The image itself is untouched.
+    assert_eq!(
+        std::fs::read_to_string(image.join("etc/os-release")).unwrap(),
+        "image\n"
+    );
+    assert!(
+        !image.join("etc/hostname").exists(),
+        "a write reached the image"
+    );
+
+    for (_, _, mnt, _) in &mnts {
+        s.unmount(mnt);
+    }
+}
+
+#[test]
+fn an_overlay_without_upper_is_read_only() {
+    let mut s = Scratch::new();
+    let (l1, l2) = image(&s);
+    let mnt = s.mkdir("mnt");
+    s.overlay(
+        &mnt,
+        &format!("lowerdir={}:{}", l1.display(), l2.display()),
+        &[],
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("shadowed")).unwrap(),
+        "from l1\n"
+    );
+    let erofs = |what: &str, r: std::io::Result<()>| {
+        let e = r.expect_err(&format!("{what} on a read-only overlay succeeded"));
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{what}: {e}");
+    };
+    erofs(
+        "open a lower file for write",
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(mnt.join("mod"))
+            .map(drop),
+    );
+    erofs("create", File::create(mnt.join("new")).map(drop));
+    erofs("mkdir", std::fs::create_dir(mnt.join("newdir")));
+    erofs("unlink", std::fs::remove_file(mnt.join("gone")));
+    erofs(
+        "rename",
+        std::fs::rename(mnt.join("base"), mnt.join("moved")),
+    );
+    erofs(
+        "chmod",
+        std::fs::set_permissions(mnt.join("base"), std::fs::Permissions::from_mode(0o600)),
+    );
+    erofs("symlink", std::os::unix::fs::symlink("x", mnt.join("sym")));
+    s.unmount(&mnt);
+    assert_eq!(
+        std::fs::read_to_string(l1.join("mod")).unwrap(),
+        "original\n",
+        "the lower layer is untouched"
+    );
+}
+
+/// `idfuse mount overlay MNT -o OPTS` that must be refused: the exit status
+/// is non-zero, stderr names `names` (directories, the fix) and nothing is
+/// mounted at MNT. The command is not in the foreground, so a wrongly
+/// accepted layout would return once mounted rather than hang.
+fn refused(mnt: &Path, opts: &str, names: &[&str]) {
+    let o = Command::new(BIN)
+        .args(["mount", "overlay"])
+        .arg(mnt)
+        .args(["-o", opts])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run idfuse mount overlay");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let mounted = is_mounted(mnt);
+    if mounted {
+        let _ = rustix::mount::unmount(mnt, rustix::mount::UnmountFlags::DETACH);
+    }
+    assert!(!mounted, "-o {opts}: mounted although the layout is bad");
+    assert!(
+        !o.status.success(),
+        "-o {opts}: exit status {} ({err})",
+        o.status
+    );
+    for n in names {
+        assert!(
+            err.contains(n),
+            "-o {opts}: the refusal does not name {n:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn bad_layouts_are_refused_by_name_and_nothing_is_mounted() {
+    let s = Scratch::new();
+    let lower = s.mkdir("fs/lower");
+    let upper = s.mkdir("fs/upper");
+    let work = s.mkdir("fs/work");
+    let nested_work = s.mkdir("fs/upper/work");
+    s.tmpfs("other");
+    let other_work = s.mkdir("other/work");
+    let mnt = s.mkdir("mnt");
+    let mnt_in_lower = s.mkdir("fs/lower/mnt");
+    let missing = s.path("fs/no-such-layer");
+    let (l, u, w, ms) = (
+        lower.display().to_string(),
+        upper.display().to_string(),
+        work.display().to_string(),
+        missing.display().to_string(),
+    );
+
+    refused(&mnt, &format!("lowerdir={l}:{ms}"), &[&ms, "create"]);
+    refused(
+        &mnt,
+        &format!("lowerdir={l},upperdir={ms},workdir={w}"),
+        &[&ms, "upperdir"],
+    );
+    refused(
+        &mnt,
+        &format!("lowerdir={l},upperdir={u}"),
+        &[&u, "workdir"],
+    );
+    refused(
+        &mnt,
+        &format!("lowerdir={l},workdir={w}"),
+        &[&w, "upperdir"],
+    );
+    refused(
+        &mnt,
+        &format!(
+            "lowerdir={l},upperdir={u},workdir={}",
+            nested_work.display()
+        ),
+        &[&nested_work.display().to_string(), &u, "inside"],
+    );
+    refused(
+        &mnt,
+        &format!("lowerdir={l},upperdir={u},workdir={}", other_work.display()),
+        &[&other_work.display().to_string(), &u, "same filesystem"],
+    );
+    refused(
+        &mnt_in_lower,
+        &format!("lowerdir={l},upperdir={u},workdir={w}"),
+        &[
+            &mnt_in_lower.display().to_string(),
+            &l,
+            "outside every layer",
+        ],
+    );
+    let many = vec![l.as_str(); 501].join(":");
+    refused(&mnt, &format!("lowerdir={many}"), &["501", "500"]);
+    // The option and its form (the fix) are named, whoever words it.
+    refused(&mnt, "lowerdir=", &["lowerdir=DIR"]);
+    refused(&mnt, &format!("upperdir={u},workdir={w}"), &["lowerdir"]);
+}

@@ -1,0 +1,350 @@
+//! Primitives on a backing directory shared by the mirror and the overlay:
+//! names resolved one component at a time below a directory fd, never
+//! following a symlink or `..` ([`open_child`]); attributes as FUSE carries
+//! them ([`to_attr`]); the inode-precise calls that go through
+//! `/proc/self/fd` ([`ProcFd`]); and creating as the kernel's `Owner`
+//! ([`AsOwner`]).
+
+mod creds;
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use idfuse::{Attr, Errno, SetTime};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
+
+pub(crate) use creds::AsOwner;
+
+/// `(st_dev, st_ino)` of a backing inode.
+pub(crate) type Key = (u64, u64);
+
+/// A name the kernel gave us: one component, never `.`/`..`.
+pub(crate) fn check_name(name: &OsStr) -> Result<(), Errno> {
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
+        return Err(Errno::INVAL);
+    }
+    if b.len() > 255 {
+        return Err(Errno::NAMETOOLONG);
+    }
+    Ok(())
+}
+
+/// Open `name` in `parent` as `O_PATH` without following anything out of
+/// the parent: a single component, no symlink (a symlink at the end is
+/// opened as itself), no `..`, no absolute path, no magic link.
+pub(crate) fn open_child(parent: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, Errno> {
+    check_name(name)?;
+    rustix::fs::openat2(
+        parent,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
+    )
+}
+
+/// The resolve flags of every create below a parent fd.
+pub(crate) const BENEATH: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_MAGICLINKS)
+    .union(ResolveFlags::NO_SYMLINKS);
+
+/// The attributes of the inode `fd` refers to (a symlink as itself).
+pub(crate) fn statx_fd(fd: BorrowedFd<'_>) -> Result<rustix::fs::Statx, Errno> {
+    rustix::fs::statx(
+        fd,
+        "",
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+    )
+}
+
+/// The `(st_dev, st_ino)` of a statx result.
+pub(crate) fn key_of(st: &rustix::fs::Statx) -> Key {
+    (
+        libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+        st.stx_ino,
+    )
+}
+
+/// A device number as FUSE carries it (the kernel's `new_encode_dev`).
+pub(crate) fn rdev_to_fuse(major: u32, minor: u32) -> u32 {
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+/// A FUSE device number (`new_decode_dev`) as mknod(2) takes it.
+pub(crate) fn rdev_from_fuse(rdev: u32) -> u64 {
+    let major = (rdev & 0xfff00) >> 8;
+    let minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+    libc::makedev(major, minor)
+}
+
+/// Attributes as the backing filesystem has them, inode number included.
+pub(crate) fn to_attr(st: &rustix::fs::Statx) -> Attr {
+    Attr {
+        ino: st.stx_ino,
+        size: st.stx_size,
+        blocks: st.stx_blocks,
+        // FUSE carries times as u64 and reads them back as signed.
+        atime: st.stx_atime.tv_sec as u64,
+        mtime: st.stx_mtime.tv_sec as u64,
+        ctime: st.stx_ctime.tv_sec as u64,
+        atimensec: st.stx_atime.tv_nsec,
+        mtimensec: st.stx_mtime.tv_nsec,
+        ctimensec: st.stx_ctime.tv_nsec,
+        mode: u32::from(st.stx_mode),
+        nlink: st.stx_nlink,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        rdev: rdev_to_fuse(st.stx_rdev_major, st.stx_rdev_minor),
+        blksize: st.stx_blksize,
+        flags: 0,
+    }
+}
+
+/// A statx timestamp as the FUSE statx reply carries it.
+pub(crate) fn sx(t: rustix::fs::StatxTimestamp) -> idfuse::abi::SxTime {
+    idfuse::abi::SxTime {
+        tv_sec: t.tv_sec,
+        tv_nsec: t.tv_nsec,
+        __reserved: 0,
+    }
+}
+
+/// The statx reply for the inode `fd` refers to, with the fields `want`.
+pub(crate) fn statx_reply(
+    fd: BorrowedFd<'_>,
+    want: StatxFlags,
+) -> Result<(rustix::fs::Statx, idfuse::Statx), Errno> {
+    let st = rustix::fs::statx(
+        fd,
+        "",
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        want,
+    )?;
+    let out = idfuse::Statx {
+        mask: st.stx_mask,
+        blksize: st.stx_blksize,
+        attributes: st.stx_attributes.bits(),
+        nlink: st.stx_nlink,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        mode: st.stx_mode,
+        ino: st.stx_ino,
+        size: st.stx_size,
+        blocks: st.stx_blocks,
+        attributes_mask: st.stx_attributes_mask.bits(),
+        atime: sx(st.stx_atime),
+        btime: sx(st.stx_btime),
+        ctime: sx(st.stx_ctime),
+        mtime: sx(st.stx_mtime),
+        rdev_major: st.stx_rdev_major,
+        rdev_minor: st.stx_rdev_minor,
+        dev_major: st.stx_dev_major,
+        dev_minor: st.stx_dev_minor,
+        ..idfuse::Statx::default()
+    };
+    Ok((st, out))
+}
+
+/// A time to set as utimensat(2) takes it.
+pub(crate) fn set_time(t: Option<SetTime>) -> rustix::fs::Timespec {
+    match t {
+        None => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        Some(SetTime::Now) => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        Some(SetTime::At { sec, nsec }) => rustix::fs::Timespec {
+            tv_sec: sec,
+            tv_nsec: i64::from(nsec),
+        },
+    }
+}
+
+/// `/proc/self/fd`: the calls that take a path but must land on exactly
+/// the inode an `O_PATH` fd holds (reopen with real access modes, chmod,
+/// utimes, xattrs, link). Following the magic link lands on the inode
+/// itself, even a symlink, and goes no further.
+pub(crate) struct ProcFd(OwnedFd);
+
+impl ProcFd {
+    /// Open `/proc/self/fd`.
+    pub(crate) fn open() -> Result<Self, Errno> {
+        rustix::fs::open(
+            "/proc/self/fd",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(Self)
+    }
+
+    /// The directory fd the names of [`ProcFd::name`] are relative to.
+    pub(crate) fn dir(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.0.as_fd()
+    }
+
+    /// The name of `fd` in `/proc/self/fd`.
+    pub(crate) fn name(fd: BorrowedFd<'_>) -> CString {
+        // A decimal number never holds a NUL.
+        CString::new(fd.as_raw_fd().to_string()).unwrap_or_default()
+    }
+
+    /// The absolute path of `fd` through /proc, for the calls that take no
+    /// fd (xattrs: `fgetxattr` refuses `O_PATH` fds).
+    pub(crate) fn path(fd: BorrowedFd<'_>) -> CString {
+        CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+    }
+
+    /// Reopen an `O_PATH` fd with real access flags. The magic link
+    /// resolves to exactly that inode; a symlink refuses with ELOOP.
+    pub(crate) fn reopen(&self, fd: BorrowedFd<'_>, flags: OFlags) -> Result<OwnedFd, Errno> {
+        rustix::fs::openat(
+            &self.0,
+            Self::name(fd).as_c_str(),
+            (flags & !(OFlags::CREATE | OFlags::EXCL)) | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    }
+
+    /// chmod the inode (never a symlink's target).
+    pub(crate) fn chmod(&self, fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
+        rustix::fs::chmodat(
+            &self.0,
+            Self::name(fd).as_c_str(),
+            Mode::from_raw_mode(mode),
+            AtFlags::empty(),
+        )
+    }
+
+    /// Set the inode's access and modification times.
+    pub(crate) fn utimes(
+        &self,
+        fd: BorrowedFd<'_>,
+        times: &rustix::fs::Timestamps,
+    ) -> Result<(), Errno> {
+        rustix::fs::utimensat(&self.0, Self::name(fd).as_c_str(), times, AtFlags::empty())
+    }
+
+    /// Make `newname` in `newdir` a hard link to the inode. The documented
+    /// O_PATH idiom; unlike AT_EMPTY_PATH it needs no CAP_DAC_READ_SEARCH,
+    /// so it works in a user namespace too.
+    pub(crate) fn link(
+        &self,
+        fd: BorrowedFd<'_>,
+        newdir: BorrowedFd<'_>,
+        newname: &OsStr,
+    ) -> Result<(), Errno> {
+        rustix::fs::linkat(
+            &self.0,
+            Self::name(fd).as_c_str(),
+            newdir,
+            newname,
+            AtFlags::SYMLINK_FOLLOW,
+        )
+    }
+}
+
+/// An xattr value or list, as GETXATTR/LISTXATTR answer: its size when
+/// `size` is 0, else at most `size` bytes.
+pub(crate) fn get_xattr(
+    fd: BorrowedFd<'_>,
+    name: &OsStr,
+    size: u32,
+) -> Result<idfuse::Xattr, Errno> {
+    let path = ProcFd::path(fd);
+    if size == 0 {
+        let n = rustix::fs::getxattr_query(path.as_c_str(), name)?;
+        return Ok(idfuse::Xattr::Size(
+            u32::try_from(n).map_err(|_| Errno::TOOBIG)?,
+        ));
+    }
+    let mut buf = vec![0u8; size as usize];
+    let n = rustix::fs::getxattr(path.as_c_str(), name, &mut buf[..])?;
+    buf.truncate(n);
+    Ok(idfuse::Xattr::Data(buf))
+}
+
+/// The NUL-separated xattr names of the inode, as [`get_xattr`] answers.
+pub(crate) fn list_xattr(fd: BorrowedFd<'_>, size: u32) -> Result<idfuse::Xattr, Errno> {
+    let path = ProcFd::path(fd);
+    if size == 0 {
+        let n = rustix::fs::listxattr_query(path.as_c_str())?;
+        return Ok(idfuse::Xattr::Size(
+            u32::try_from(n).map_err(|_| Errno::TOOBIG)?,
+        ));
+    }
+    let mut buf = vec![0u8; size as usize];
+    let n = rustix::fs::listxattr(path.as_c_str(), &mut buf[..])?;
+    buf.truncate(n);
+    Ok(idfuse::Xattr::Data(buf))
+}
+
+/// Set an xattr on the inode, verbatim (ACLs and capabilities arrive in
+/// the filesystem's ids).
+pub(crate) fn set_xattr(
+    fd: BorrowedFd<'_>,
+    name: &OsStr,
+    value: &[u8],
+    flags: rustix::fs::XattrFlags,
+) -> Result<(), Errno> {
+    rustix::fs::setxattr(ProcFd::path(fd).as_c_str(), name, value, flags)
+}
+
+/// Remove an xattr from the inode.
+pub(crate) fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    rustix::fs::removexattr(ProcFd::path(fd).as_c_str(), name)
+}
+/// A whole xattr value, `None` when the inode has no such xattr (or the
+/// filesystem no xattrs).
+pub(crate) fn xattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> Result<Option<Vec<u8>>, Errno> {
+    let path = ProcFd::path(fd);
+    loop {
+        let n = match rustix::fs::getxattr_query(path.as_c_str(), name) {
+            Ok(n) => n,
+            Err(Errno::NODATA | Errno::OPNOTSUPP) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; n];
+        match rustix::fs::getxattr(path.as_c_str(), name, &mut buf[..]) {
+            Ok(m) => {
+                buf.truncate(m);
+                return Ok(Some(buf));
+            }
+            // Grew meanwhile: ask again.
+            Err(Errno::RANGE) => continue,
+            Err(Errno::NODATA) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Every xattr name of the inode.
+pub(crate) fn xattr_names(fd: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
+    let path = ProcFd::path(fd);
+    loop {
+        let n = match rustix::fs::listxattr_query(path.as_c_str()) {
+            Ok(n) => n,
+            Err(Errno::OPNOTSUPP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; n];
+        match rustix::fs::listxattr(path.as_c_str(), &mut buf[..]) {
+            Ok(m) => {
+                buf.truncate(m);
+                return Ok(buf
+                    .split(|b| *b == 0)
+                    .filter(|n| !n.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect());
+            }
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Reading the layers as kernel overlayfs does: a name resolves top-down
+//! through the directories merged into its parent; a whiteout (a char
+//! device 0/0, or an OCI `.wh.NAME` file) ends the search; a non-directory
+//! ends it too; an opaque directory (the `overlay.opaque` xattr = "y", or
+//! an OCI `.wh..wh..opq` file inside) merges nothing below it. The OCI
+//! names themselves are never shown.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use idfuse::Errno;
+use rustix::fs::{AtFlags, OFlags, StatxFlags};
+
+use crate::backing::{open_child, statx_fd, xattr_value, ProcFd};
+
+use super::inodes::Layers;
+
+/// The OCI whiteout prefix.
+pub(super) const WH_PREFIX: &[u8] = b".wh.";
+/// The OCI opaque-directory marker.
+pub(super) const WH_OPAQUE: &str = ".wh..wh..opq";
+
+/// True for a kernel-format whiteout: a char device 0/0.
+pub(super) fn is_whiteout(st: &rustix::fs::Statx) -> bool {
+    u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFCHR
+        && st.stx_rdev_major == 0
+        && st.stx_rdev_minor == 0
+}
+
+pub(super) fn is_dir(st: &rustix::fs::Statx) -> bool {
+    u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// True for names the overlay keeps for itself (OCI whiteouts).
+pub(super) fn reserved(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(WH_PREFIX)
+}
+
+/// An object found by name.
+pub(super) struct Found {
+    pub(super) upper: Option<Arc<OwnedFd>>,
+    pub(super) lowers: Vec<Arc<OwnedFd>>,
+    /// The attributes of the topmost object.
+    pub(super) st: rustix::fs::Statx,
+}
+
+/// The layer-reading half of the overlay: which xattr marks opaque dirs.
+pub(super) struct Reader {
+    pub(super) opaque_xattr: &'static str,
+}
+
+impl Reader {
+    /// True when the directory `dir` hides the layers below it.
+    pub(super) fn is_opaque(&self, dir: BorrowedFd<'_>) -> Result<bool, Errno> {
+        if let Some(v) = xattr_value(dir, OsStr::new(self.opaque_xattr))? {
+            if v == b"y" {
+                return Ok(true);
+            }
+        }
+        match open_child(dir, OsStr::new(WH_OPAQUE)) {
+            Ok(_) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True when the layer directory `dir` holds an OCI whiteout of `name`.
+    fn oci_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> Result<bool, Errno> {
+        let mut wh = WH_PREFIX.to_vec();
+        wh.extend_from_slice(name.as_bytes());
+        if wh.len() > 255 {
+            return Ok(false);
+        }
+        match open_child(dir, OsStr::from_bytes(&wh)) {
+            Ok(_) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resolve `name` in the directory made of `parent`'s layers.
+    pub(super) fn resolve(&self, parent: &Layers, name: &OsStr) -> Result<Option<Found>, Errno> {
+        let dirs = parent
+            .upper
+            .iter()
+            .map(|u| (true, u))
+            .chain(parent.lowers.iter().map(|l| (false, l)));
+        self.resolve_in(dirs, name)
+    }
+
+    /// Resolve `name` in the lower layers of `parent` only: what an upper
+    /// entry of that name hides (and so what its removal must white out).
+    pub(super) fn in_lowers(&self, parent: &Layers, name: &OsStr) -> Result<bool, Errno> {
+        Ok(self
+            .resolve_in(parent.lowers.iter().map(|l| (false, l)), name)?
+            .is_some())
+    }
+
+    fn resolve_in<'a>(
+        &self,
+        dirs: impl Iterator<Item = (bool, &'a Arc<OwnedFd>)>,
+        name: &OsStr,
+    ) -> Result<Option<Found>, Errno> {
+        let mut found: Option<Found> = None;
+        for (upper, dir) in dirs {
+            let fd = match open_child(dir.as_fd(), name) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => {
+                    if Self::oci_whiteout(dir.as_fd(), name)? {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let st = statx_fd(fd.as_fd())?;
+            if is_whiteout(&st) {
+                break;
+            }
+            let fd = Arc::new(fd);
+            match &mut found {
+                None => {
+                    let dir = is_dir(&st);
+                    let opaque = dir && self.is_opaque(fd.as_fd())?;
+                    found = Some(if upper {
+                        Found {
+                            upper: Some(fd),
+                            lowers: Vec::new(),
+                            st,
+                        }
+                    } else {
+                        Found {
+                            upper: None,
+                            lowers: vec![fd],
+                            st,
+                        }
+                    });
+                    if !dir || opaque {
+                        break;
+                    }
+                }
+                Some(f) => {
+                    // A non-directory below a directory ends the merge.
+                    if !is_dir(&st) {
+                        break;
+                    }
+                    let opaque = self.is_opaque(fd.as_fd())?;
+                    f.lowers.push(fd);
+                    if opaque {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The merged listing of a directory: each name once, from the
+    /// topmost layer that has it, whiteouts and OCI names left out.
+    /// `ino` maps a layer's `(st_dev, d_ino)` to the reported inode number.
+    pub(super) fn list(
+        &self,
+        proc: &ProcFd,
+        layers: &Layers,
+        mut ino: impl FnMut(u64, u64) -> u64,
+    ) -> Result<Vec<DirEnt>, Errno> {
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut out = Vec::new();
+        let dirs = layers.upper.iter().chain(layers.lowers.iter());
+        for dir in dirs {
+            let dev = {
+                let st = statx_fd(dir.as_fd())?;
+                libc::makedev(st.stx_dev_major, st.stx_dev_minor)
+            };
+            let file = proc.reopen(dir.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
+            let mut hidden = Vec::new();
+            let mut d = rustix::fs::Dir::read_from(&file)?;
+            while let Some(e) = d.read() {
+                let e = e?;
+                let name = e.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                if let Some(rest) = name.strip_prefix(WH_PREFIX) {
+                    if name != WH_OPAQUE.as_bytes() {
+                        hidden.push(rest.to_vec());
+                    }
+                    continue;
+                }
+                if seen.contains(name) {
+                    continue;
+                }
+                let mut typ = e.file_type().as_raw_mode() & libc::S_IFMT;
+                if typ == libc::S_IFCHR || typ == 0 {
+                    let st = rustix::fs::statx(
+                        &file,
+                        OsStr::from_bytes(name),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                        StatxFlags::TYPE,
+                    );
+                    match st {
+                        Ok(st) if is_whiteout(&st) => {
+                            hidden.push(name.to_vec());
+                            continue;
+                        }
+                        Ok(st) => typ = u32::from(st.stx_mode) & libc::S_IFMT,
+                        // Gone meanwhile.
+                        Err(Errno::NOENT) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                seen.insert(name.to_vec());
+                out.push(DirEnt {
+                    name: name.to_vec(),
+                    typ: typ >> 12,
+                    ino: ino(dev, e.ino()),
+                });
+            }
+            seen.extend(hidden);
+        }
+        Ok(out)
+    }
+}
+
+/// One entry of a merged listing.
+pub(super) struct DirEnt {
+    pub(super) name: Vec<u8>,
+    /// `DT_*`.
+    pub(super) typ: u32,
+    pub(super) ino: u64,
+}

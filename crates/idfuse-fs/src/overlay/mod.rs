@@ -1,0 +1,1628 @@
+//! `overlay`: kernel overlayfs semantics and on-disk format over FUSE,
+//! correct on idmapped mounts. Layers are held by `O_PATH` fds and every
+//! name resolves one component at a time below them (the mirror's
+//! primitives in `backing`), never by path strings.
+//!
+//! - Lookups and listings read the layers as `layers` describes (kernel
+//!   whiteouts and opaque xattrs, and the OCI `.wh.` forms).
+//! - A change to a lower object copies it up first (`copyup`), keeping its
+//!   owner, mode, times and xattrs. New objects are created in the upper
+//!   layer as the kernel's `Owner` (per-thread fs credentials), never
+//!   created and then chowned; removing a lower object leaves a char 0/0
+//!   whiteout; a directory made where a lower one was whited out is opaque.
+//! - Renaming a directory that has lower layers answers `EXDEV`, as kernel
+//!   overlayfs does without `redirect_dir`; `mv` then copies.
+//! - Node ids and `st_ino` come from the layer an object was first found in
+//!   and survive its copy-up for the life of the mount (`inodes`).
+//! - Hard links: a lower file with several names is one node; a copy-up
+//!   through one name copies that name only (kernel overlayfs without
+//!   `index=on` does the same), so the other names keep the lower data once
+//!   the kernel forgets the node, and `st_nlink` is the copy's own.
+//! - No permission checks: the kernel makes them (`default_permissions`).
+
+mod copyup;
+mod inodes;
+mod layers;
+pub mod layout;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use idfuse::{
+    AttrReply, BackingId, Context, CreateMode, DirBuf, DirPlusBuf, Entry, Errno, Filesystem,
+    InitFlags, Kstatfs, Negotiated, OpenOutFlags, Opened, Owner, SetAttr, SetxattrFlags, Statx,
+    WriteFlags, Xattr,
+};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, StatxFlags};
+
+use crate::backing::{
+    check_name, key_of, open_child, rdev_from_fuse, set_time, statx_fd, statx_reply, to_attr,
+    AsOwner, Key, ProcFd, BENEATH,
+};
+
+use copyup::{clear_dir, remove_tree};
+use inodes::{FileIo, Layers, Node, Table, ROOT};
+use layers::{is_dir, is_whiteout, reserved, DirEnt, Reader};
+pub use layout::{Layout, LayoutError};
+
+/// How long the kernel may cache names and attributes of objects that
+/// live only in lower layers, which are immutable by contract.
+pub const LOWER_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// The open flags that decide whether an open file may serve as its
+/// inode's backing file as it is.
+const BACKING_AS_IS: OFlags = OFlags::ACCMODE
+    .union(OFlags::APPEND)
+    .union(OFlags::DIRECT)
+    .union(OFlags::SYNC)
+    .union(OFlags::DSYNC)
+    .union(OFlags::NOATIME);
+
+/// How to run an [`Overlay`].
+#[derive(Debug, Clone)]
+pub struct OverlayOptions {
+    /// How long the kernel may cache names of upper objects (and absent
+    /// names).
+    pub entry_timeout: Duration,
+    /// How long the kernel may cache attributes of upper objects.
+    pub attr_timeout: Duration,
+    /// Hand regular files to the kernel as backing files (`FUSE_PASSTHROUGH`).
+    pub passthrough_io: bool,
+    /// Keep the overlay's metadata in `user.overlay.*` xattrs (as kernel
+    /// overlayfs's `userxattr`, for a daemon in a user namespace) instead
+    /// of `trusted.overlay.*`.
+    pub userxattr: bool,
+}
+
+impl Default for OverlayOptions {
+    fn default() -> Self {
+        Self {
+            entry_timeout: Duration::from_secs(1),
+            attr_timeout: Duration::from_secs(1),
+            passthrough_io: true,
+            userxattr: false,
+        }
+    }
+}
+
+impl OverlayOptions {
+    /// Take an `-o` option the framework does not know: `userxattr`,
+    /// `entry_timeout=S`, `attr_timeout=S`, `timeout=S`. `Ok(false)` when
+    /// the option is not ours (the layer options are the caller's).
+    pub fn parse_option(&mut self, key: &str, value: Option<&str>) -> Result<bool, String> {
+        let secs = |v: Option<&str>| {
+            v.and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0 && *v < 1e9)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| {
+                    format!("`{key}` needs a value in seconds ≥ 0, e.g. {key}=1 or {key}=0.5")
+                })
+        };
+        match key {
+            "userxattr" if value.is_none() => self.userxattr = true,
+            "userxattr" => return Err("`userxattr` takes no value".into()),
+            "entry_timeout" => self.entry_timeout = secs(value)?,
+            "attr_timeout" => self.attr_timeout = secs(value)?,
+            "timeout" => {
+                self.entry_timeout = secs(value)?;
+                self.attr_timeout = self.entry_timeout;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The options [`OverlayOptions::parse_option`] takes, for messages.
+    pub fn known_options() -> Vec<String> {
+        [
+            "userxattr",
+            "entry_timeout=SECS",
+            "attr_timeout=SECS",
+            "timeout=SECS",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+/// Receives one listed entry: (directory node, d_ino, offset of the next
+/// entry, DT_*, name); answers whether to go on.
+type Emit<'a> = dyn FnMut(&Arc<Node>, u64, u64, u32, &[u8]) -> Result<bool, Errno> + 'a;
+
+/// An open file or directory.
+struct Handle {
+    /// The open file (a directory's top layer for directories).
+    file: Option<OwnedFd>,
+    /// For regular files: the node, and whether this open shares its
+    /// backing file.
+    io: Option<(Arc<Node>, bool)>,
+    /// For directories: the merged listing, built at opendir and rebuilt
+    /// on a read from offset 0; entry `i` has offset `i + 1`.
+    listing: Option<Mutex<Vec<DirEnt>>>,
+}
+
+/// The overlay filesystem.
+pub struct Overlay {
+    table: RwLock<Table>,
+    /// Upper key → origin key of the objects copied up by this mount.
+    copied: Mutex<HashMap<Key, Key>>,
+    /// `WORKDIR/work`, where copies are built; `None`: read-only.
+    work: Option<OwnedFd>,
+    /// Serialises copy-ups (a copy-up checks, builds and renames).
+    copy_lock: Mutex<()>,
+    next_temp: AtomicU64,
+    reader: Reader,
+    /// `trusted.overlay.` or `user.overlay.`: hidden from the mount.
+    private_prefix: &'static str,
+    /// Device numbers of the layers' filesystems, in order of first sight:
+    /// the index tags inode numbers (see [`Overlay::report_ino`]).
+    devs: RwLock<Vec<u64>>,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    proc: ProcFd,
+    opts: OverlayOptions,
+    pt_active: AtomicBool,
+    pt_refused: AtomicBool,
+}
+
+fn io_error(what: String) -> impl FnOnce(Errno) -> std::io::Error {
+    move |e| std::io::Error::new(std::io::Error::from(e).kind(), format!("{what}: {e}"))
+}
+
+fn open_dir_path(what: &str, p: &std::path::Path) -> std::io::Result<OwnedFd> {
+    rustix::fs::open(
+        p,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io_error(format!("cannot open {what} {}", p.display())))
+}
+
+impl Overlay {
+    /// An overlay of `layout`'s layers. Clears debris of interrupted
+    /// copy-ups from `WORKDIR/work` (creating it if needed).
+    pub fn new(layout: Layout, opts: OverlayOptions) -> std::io::Result<Overlay> {
+        let proc = ProcFd::open().map_err(io_error(
+            "cannot open /proc/self/fd (the overlay reopens files through it; mount /proc)".into(),
+        ))?;
+        let mut lowers = Vec::new();
+        for l in &layout.lowers {
+            lowers.push(Arc::new(open_dir_path("lowerdir", l)?));
+        }
+        let upper = match &layout.upper {
+            Some(u) => Some(Arc::new(open_dir_path("upperdir", u)?)),
+            None => None,
+        };
+        let work = match &layout.work {
+            Some(w) => {
+                let wd = open_dir_path("workdir", w)?;
+                match rustix::fs::mkdirat(&wd, "work", Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => {
+                        return Err(io_error(format!(
+                            "cannot create {}/work (the overlay builds copy-ups there)",
+                            w.display()
+                        ))(e))
+                    }
+                }
+                let work = open_child(wd.as_fd(), OsStr::new("work"))
+                    .map_err(io_error(format!("cannot open {}/work", w.display())))?;
+                let readable = proc
+                    .reopen(work.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)
+                    .map_err(io_error(format!("cannot read {}/work", w.display())))?;
+                clear_dir(readable.as_fd()).map_err(io_error(format!(
+                    "cannot clear debris of earlier copy-ups from {}/work; remove what is in it",
+                    w.display()
+                )))?;
+                Some(work)
+            }
+            None => None,
+        };
+        let reader = Reader {
+            opaque_xattr: if opts.userxattr {
+                "user.overlay.opaque"
+            } else {
+                "trusted.overlay.opaque"
+            },
+        };
+        let top = upper.as_ref().or(lowers.first()).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "overlay needs a lower layer",
+            )
+        })?;
+        let st = statx_fd(top.as_fd()).map_err(io_error("stat of the top layer".into()))?;
+        // The root merges every lower unless upper or a lower is opaque.
+        let mut root_lowers = Vec::new();
+        let upper_opaque = match &upper {
+            Some(u) => reader
+                .is_opaque(u.as_fd())
+                .map_err(io_error("reading upperdir's opaque mark".into()))?,
+            None => false,
+        };
+        if !upper_opaque {
+            for l in &lowers {
+                root_lowers.push(l.clone());
+                if reader
+                    .is_opaque(l.as_fd())
+                    .map_err(io_error("reading a lowerdir's opaque mark".into()))?
+                {
+                    break;
+                }
+            }
+        }
+        let key = key_of(&st);
+        let root = Arc::new(Node {
+            id: ROOT,
+            key,
+            ino: st.stx_ino,
+            dir: true,
+            layers: Mutex::new(Layers {
+                upper,
+                lowers: root_lowers,
+                parent: None,
+            }),
+            io: Mutex::new(FileIo::Idle),
+        });
+        Ok(Overlay {
+            table: RwLock::new(Table::new(root)),
+            copied: Mutex::new(HashMap::new()),
+            work,
+            copy_lock: Mutex::new(()),
+            next_temp: AtomicU64::new(1),
+            reader,
+            private_prefix: if opts.userxattr {
+                "user.overlay."
+            } else {
+                "trusted.overlay."
+            },
+            devs: RwLock::new(vec![key.0]),
+            handles: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            proc,
+            opts,
+            pt_active: AtomicBool::new(false),
+            pt_refused: AtomicBool::new(false),
+        })
+    }
+
+    /// Nodes the kernel holds lookups on, plus the root.
+    pub fn inode_count(&self) -> usize {
+        self.table.read().map_or(0, |t| t.len())
+    }
+
+    /// True once a file was handed to the kernel as a backing file.
+    pub fn passthrough_active(&self) -> bool {
+        self.pt_active.load(Ordering::Relaxed)
+    }
+
+    fn node(&self, id: u64) -> Result<Arc<Node>, Errno> {
+        self.table
+            .read()
+            .map_err(|_| Errno::IO)?
+            .get(id)
+            .ok_or(Errno::STALE)
+    }
+
+    fn handle(&self, fh: u64) -> Result<Arc<Handle>, Errno> {
+        let h = self.handles.read().map_err(|_| Errno::IO)?;
+        h.get(&fh).cloned().ok_or(Errno::BADF)
+    }
+
+    fn add_handle(&self, h: Handle) -> Result<u64, Errno> {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .write()
+            .map_err(|_| Errno::IO)?
+            .insert(fh, Arc::new(h));
+        Ok(fh)
+    }
+
+    fn read_only(&self) -> bool {
+        self.work.is_none()
+    }
+
+    /// The origin of the object with key `key` in some layer: itself,
+    /// unless this mount copied it up from another.
+    fn origin(&self, key: Key) -> Key {
+        self.copied
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).copied())
+            .unwrap_or(key)
+    }
+
+    /// The `st_ino` the overlay reports for an object whose origin is
+    /// `key`. Layers on one filesystem keep their numbers (unique there);
+    /// objects on further filesystems get the filesystem's index in the
+    /// top 16 bits (as overlayfs's `xino`), where the number leaves them
+    /// free; else the number as it is, which may then equal another
+    /// layer's.
+    fn report_ino(&self, key: Key) -> u64 {
+        let (dev, ino) = key;
+        let idx = {
+            let known = self
+                .devs
+                .read()
+                .ok()
+                .and_then(|d| d.iter().position(|x| *x == dev));
+            match known {
+                Some(i) => i,
+                None => match self.devs.write() {
+                    Ok(mut d) => {
+                        d.push(dev);
+                        d.len() - 1
+                    }
+                    Err(_) => 0,
+                },
+            }
+        };
+        if idx == 0 || ino >> 48 != 0 {
+            ino
+        } else {
+            ino | ((idx as u64) << 48)
+        }
+    }
+
+    /// Attributes of `st` as the overlay shows them for `node`.
+    fn attr(&self, node: &Node, layers: &Layers, st: &rustix::fs::Statx) -> idfuse::Attr {
+        let mut a = to_attr(st);
+        a.ino = node.ino;
+        if node.dir && layers.lowers.len() + usize::from(layers.upper.is_some()) > 1 {
+            // A merged directory's link count is not known without
+            // listing every layer; 1 tells find(1) not to count on it.
+            a.nlink = 1;
+        }
+        a
+    }
+
+    fn attr_ttl(&self, layers: &Layers) -> Duration {
+        if layers.upper.is_none() {
+            LOWER_TIMEOUT
+        } else {
+            self.opts.attr_timeout
+        }
+    }
+
+    fn entry_ttl(&self, layers: &Layers) -> Duration {
+        if layers.upper.is_none() {
+            LOWER_TIMEOUT
+        } else {
+            self.opts.entry_timeout
+        }
+    }
+
+    /// Count a lookup of the object `found` as `name` in `parent`.
+    fn register(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        found: layers::Found,
+    ) -> Result<Entry, Errno> {
+        let top_key = key_of(&found.st);
+        let key = match &found.upper {
+            Some(_) => self.origin(top_key),
+            None => top_key,
+        };
+        let ino = self.report_ino(key);
+        let dir = is_dir(&found.st);
+        let node = self
+            .table
+            .write()
+            .map_err(|_| Errno::IO)?
+            .lookup(key, |id| Node {
+                id,
+                key,
+                ino,
+                dir,
+                layers: Mutex::new(Layers {
+                    upper: found.upper.clone(),
+                    lowers: found.lowers.clone(),
+                    parent: Some((parent.clone(), name.to_os_string())),
+                }),
+                io: Mutex::new(FileIo::Idle),
+            });
+        let layers = node.layers();
+        Ok(Entry {
+            ino: node.id,
+            generation: 0,
+            attr: self.attr(&node, &layers, &found.st),
+            entry_timeout: self.entry_ttl(&layers),
+            attr_timeout: self.attr_ttl(&layers),
+        })
+    }
+
+    fn lookup_in(&self, parent: &Arc<Node>, name: &OsStr) -> Result<Option<Entry>, Errno> {
+        if reserved(name) {
+            return Ok(None);
+        }
+        let layers = parent.layers();
+        match self.reader.resolve(&layers, name)? {
+            Some(f) => self.register(parent, name, f).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn attr_of(&self, node: &Node) -> Result<AttrReply, Errno> {
+        let layers = node.layers();
+        let top = layers.top().ok_or(Errno::STALE)?;
+        let st = statx_fd(top.as_fd())?;
+        Ok(AttrReply {
+            attr: self.attr(node, &layers, &st),
+            timeout: self.attr_ttl(&layers),
+        })
+    }
+
+    /// Prepare `name` in `parent` for a new object: the parent copied up,
+    /// a whiteout there removed. Returns the parent's upper directory and
+    /// whether the new object hides something of the lower layers (a new
+    /// directory must then be opaque).
+    fn make_room(&self, parent: &Arc<Node>, name: &OsStr) -> Result<(Arc<OwnedFd>, bool), Errno> {
+        check_name(name)?;
+        if reserved(name) {
+            // Would read back as a whiteout, here or under kernel overlayfs
+            // with OCI tooling.
+            tracing::warn!(name = ?name, "refused: names starting with .wh. are whiteouts in the overlay's on-disk format");
+            return Err(Errno::INVAL);
+        }
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let pupper = self.copy_up(parent, false)?;
+        match open_child(pupper.as_fd(), name) {
+            Ok(fd) => {
+                if !is_whiteout(&statx_fd(fd.as_fd())?) {
+                    return Err(Errno::EXIST);
+                }
+                rustix::fs::unlinkat(&*pupper, name, AtFlags::empty())?;
+                Ok((pupper, true))
+            }
+            Err(Errno::NOENT) => {
+                let hides = self.reader.in_lowers(&parent.layers(), name)?;
+                Ok((pupper, hides))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Look a just-made upper object up (its own origin).
+    fn created_entry(&self, parent: &Arc<Node>, name: &OsStr) -> Result<Entry, Errno> {
+        self.lookup_in(parent, name)?.ok_or(Errno::NOENT)
+    }
+
+    fn set_opaque(&self, dir: BorrowedFd<'_>) -> Result<(), Errno> {
+        crate::backing::set_xattr(
+            dir,
+            OsStr::new(self.reader.opaque_xattr),
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+    }
+
+    /// Whether the kernel may use backing files now.
+    fn backing_wanted(&self, ctx: &Context<'_>) -> bool {
+        self.opts.passthrough_io && ctx.passthrough() && !self.pt_refused.load(Ordering::Relaxed)
+    }
+
+    fn open_backing(&self, ctx: &Context<'_>, file: BorrowedFd<'_>) -> Option<BackingId> {
+        match ctx.open_backing(file) {
+            Ok(id) => {
+                self.pt_active.store(true, Ordering::Relaxed);
+                Some(id)
+            }
+            Err(e) => {
+                if !self.pt_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "FUSE passthrough unavailable ({e}): it needs CAP_SYS_ADMIN in the initial user namespace; reads and writes go through the daemon"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Make a handle for `file`, an open of the regular file `node` in the
+    /// upper layer (`upper`) or a lower one.
+    fn opened(
+        &self,
+        ctx: &Context<'_>,
+        node: &Arc<Node>,
+        file: OwnedFd,
+        flags: OFlags,
+        upper: bool,
+    ) -> Result<Opened, Errno> {
+        let backing = {
+            let mut io = node.io.lock().map_err(|_| Errno::IO)?;
+            match &mut *io {
+                FileIo::Backing {
+                    id,
+                    users,
+                    upper: u,
+                } if *u == upper => {
+                    *users += 1;
+                    Some(*id)
+                }
+                FileIo::Backing { .. } => {
+                    // The inode is open on a lower backing file and this
+                    // open is of the copy (or the reverse). The kernel
+                    // keeps one backing file per inode and refuses any
+                    // other open of it (EBUSY/EINVAL, seen as EIO): say
+                    // "busy" instead, until the other opens are closed.
+                    tracing::info!(
+                        node = node.id,
+                        "open refused with ETXTBSY: the file is open through a backing file of another layer; close it first, or mount with passthrough off"
+                    );
+                    return Err(Errno::TXTBSY);
+                }
+                FileIo::Cached { users } => {
+                    *users += 1;
+                    None
+                }
+                FileIo::Idle => {
+                    let st = statx_fd(file.as_fd())?;
+                    let mode = u32::from(st.stx_mode);
+                    let setid = mode & libc::S_ISUID != 0
+                        || mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP;
+                    let id = if setid || !self.backing_wanted(ctx) {
+                        // Writes through a backing file run with the daemon's
+                        // CAP_FSETID and would keep setid bits.
+                        None
+                    } else if !upper {
+                        // Lower files are read-only: the open itself serves.
+                        if flags & BACKING_AS_IS == OFlags::RDONLY {
+                            self.open_backing(ctx, file.as_fd())
+                        } else {
+                            self.proc
+                                .reopen(file.as_fd(), OFlags::RDONLY)
+                                .ok()
+                                .and_then(|f| self.open_backing(ctx, f.as_fd()))
+                        }
+                    } else if flags & BACKING_AS_IS == OFlags::RDWR {
+                        self.open_backing(ctx, file.as_fd())
+                    } else {
+                        self.proc
+                            .reopen(file.as_fd(), OFlags::RDWR)
+                            .ok()
+                            .and_then(|f| self.open_backing(ctx, f.as_fd()))
+                    };
+                    *io = match id {
+                        Some(id) => FileIo::Backing {
+                            id,
+                            users: 1,
+                            upper,
+                        },
+                        None => FileIo::Cached { users: 1 },
+                    };
+                    id
+                }
+            }
+        };
+        let h = Handle {
+            file: Some(file),
+            io: Some((node.clone(), backing.is_some())),
+            listing: None,
+        };
+        let fh = match self.add_handle(h) {
+            Ok(fh) => fh,
+            Err(e) => {
+                Self::put_io(ctx, node);
+                return Err(e);
+            }
+        };
+        let mut flags = OpenOutFlags::NOFLUSH;
+        if backing.is_none() && !upper {
+            // Lower data never changes.
+            flags |= OpenOutFlags::KEEP_CACHE;
+        }
+        Ok(Opened {
+            fh,
+            flags,
+            backing_id: backing,
+        })
+    }
+
+    fn put_io(ctx: &Context<'_>, node: &Node) {
+        let Ok(mut io) = node.io.lock() else {
+            return;
+        };
+        match &mut *io {
+            FileIo::Backing { id, users, .. } => {
+                *users = users.saturating_sub(1);
+                if *users == 0 {
+                    let _ = ctx.close_backing(*id);
+                    *io = FileIo::Idle;
+                }
+            }
+            FileIo::Cached { users } => {
+                *users = users.saturating_sub(1);
+                if *users == 0 {
+                    *io = FileIo::Idle;
+                }
+            }
+            FileIo::Idle => {}
+        }
+    }
+
+    fn kill_suidgid(&self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+        let st = statx_fd(fd)?;
+        let mode = u32::from(st.stx_mode);
+        let mut m = mode & !libc::S_ISUID;
+        if m & libc::S_IXGRP != 0 {
+            m &= !libc::S_ISGID;
+        }
+        if m != mode {
+            self.proc.chmod(fd, m & 0o7777)?;
+        }
+        Ok(())
+    }
+
+    /// Remove `name` (a `dir`ectory or not) from `parent`, leaving a
+    /// whiteout where a lower layer still has the name.
+    fn remove(&self, parent: &Arc<Node>, name: &OsStr, dir: bool) -> Result<(), Errno> {
+        check_name(name)?;
+        if reserved(name) {
+            return Err(Errno::NOENT);
+        }
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let players = parent.layers();
+        let found = self.reader.resolve(&players, name)?.ok_or(Errno::NOENT)?;
+        match (dir, is_dir(&found.st)) {
+            (true, false) => return Err(Errno::NOTDIR),
+            (false, true) => return Err(Errno::ISDIR),
+            _ => {}
+        }
+        if dir {
+            let l = Layers {
+                upper: found.upper.clone(),
+                lowers: found.lowers.clone(),
+                parent: None,
+            };
+            if !self.reader.list(&self.proc, &l, |_, i| i)?.is_empty() {
+                return Err(Errno::NOTEMPTY);
+            }
+        }
+        let pupper = self.copy_up(parent, false)?;
+        let work = self.work.as_ref().ok_or(Errno::ROFS)?;
+        let whiteout = self.reader.in_lowers(&players, name)?;
+        if found.upper.is_some() {
+            self.forget_copy(&found.st);
+        }
+        match (&found.upper, whiteout) {
+            (None, _) => rustix::fs::mknodat(
+                &*pupper,
+                name,
+                rustix::fs::FileType::CharacterDevice,
+                Mode::empty(),
+                0,
+            ),
+            (Some(_), false) if !dir => rustix::fs::unlinkat(&*pupper, name, AtFlags::empty()),
+            (Some(_), wh) => {
+                // Move it out in one step (a whiteout left in its place
+                // where needed), then clear it in the work directory: an
+                // upper directory may still hold whiteouts.
+                let tmp = self.temp_name();
+                let flags = if wh {
+                    RenameFlags::WHITEOUT
+                } else {
+                    RenameFlags::NOREPLACE
+                };
+                rustix::fs::renameat_with(&*pupper, name, work, &tmp, flags)?;
+                remove_tree(work.as_fd(), &tmp)
+            }
+        }
+    }
+}
+
+impl Filesystem for Overlay {
+    fn capabilities(&self) -> InitFlags {
+        InitFlags::POSIX_ACL
+            | InitFlags::DONT_MASK
+            | InitFlags::HANDLE_KILLPRIV_V2
+            | InitFlags::DO_READDIRPLUS
+            | InitFlags::READDIRPLUS_AUTO
+            | InitFlags::SETXATTR_EXT
+            | InitFlags::CREATE_SUPP_GROUP
+            | InitFlags::CACHE_SYMLINKS
+            | InitFlags::PARALLEL_DIROPS
+            | InitFlags::AUTO_INVAL_DATA
+            | InitFlags::SPLICE_READ
+            | InitFlags::SPLICE_WRITE
+    }
+
+    fn init(&self, n: &Negotiated) {
+        if self.opts.passthrough_io && !n.flags.contains(InitFlags::PASSTHROUGH) {
+            tracing::warn!(
+                "the kernel did not grant FUSE_PASSTHROUGH (not asked for, or kernel older than 6.9); reads and writes go through the daemon"
+            );
+        }
+    }
+
+    fn lookup(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<Entry> {
+        let p = self.node(parent)?;
+        if name == "." || name == ".." {
+            // Sent only for NFS export: the directory itself, or the
+            // directory it was found in (the root's is the root).
+            let up = match p.layers().parent {
+                Some((pp, _)) if name == ".." => pp,
+                _ => p,
+            };
+            let a = self.attr_of(&up)?;
+            let id = self
+                .table
+                .write()
+                .map_err(|_| Errno::IO)?
+                .count(up.id)
+                .ok_or(Errno::STALE)?
+                .id;
+            return Ok(Entry {
+                ino: id,
+                generation: 0,
+                attr: a.attr,
+                entry_timeout: a.timeout,
+                attr_timeout: a.timeout,
+            });
+        }
+        check_name(name)?;
+        match self.lookup_in(&p, name)? {
+            Some(e) => Ok(e),
+            None => {
+                let ttl = self.entry_ttl(&p.layers());
+                if ttl.is_zero() {
+                    Err(Errno::NOENT)
+                } else {
+                    Ok(Entry::negative(ttl))
+                }
+            }
+        }
+    }
+
+    fn forget(&self, ino: u64, nlookup: u64) {
+        if let Ok(mut t) = self.table.write() {
+            t.forget(ino, nlookup);
+        }
+    }
+
+    fn batch_forget(&self, nodes: &mut dyn Iterator<Item = idfuse::ForgetOne>) {
+        if let Ok(mut t) = self.table.write() {
+            for n in nodes {
+                t.forget(n.nodeid, n.nlookup);
+            }
+        }
+    }
+
+    fn getattr(&self, _ctx: &Context<'_>, ino: u64, fh: Option<u64>) -> idfuse::Result<AttrReply> {
+        let node = self.node(ino)?;
+        if let Some(h) = fh.and_then(|fh| self.handle(fh).ok()) {
+            if let (Some(f), Some(_)) = (&h.file, &h.io) {
+                let st = statx_fd(f.as_fd())?;
+                let layers = node.layers();
+                return Ok(AttrReply {
+                    attr: self.attr(&node, &layers, &st),
+                    timeout: self.attr_ttl(&layers),
+                });
+            }
+        }
+        self.attr_of(&node)
+    }
+
+    fn statx(
+        &self,
+        _ctx: &Context<'_>,
+        ino: u64,
+        _fh: Option<u64>,
+        _flags: u32,
+        mask: u32,
+    ) -> idfuse::Result<(Statx, Duration)> {
+        let node = self.node(ino)?;
+        let layers = node.layers();
+        let top = layers.top().ok_or(Errno::STALE)?;
+        let want = StatxFlags::from_bits_retain(mask) | StatxFlags::BASIC_STATS;
+        let (st, mut out) = statx_reply(top.as_fd(), want)?;
+        let a = self.attr(&node, &layers, &st);
+        out.ino = a.ino;
+        out.nlink = a.nlink;
+        Ok((out, self.attr_ttl(&layers)))
+    }
+
+    fn setattr(&self, _ctx: &Context<'_>, ino: u64, a: &SetAttr) -> idfuse::Result<AttrReply> {
+        let node = self.node(ino)?;
+        let data = a.size != Some(0);
+        let upper = self.copy_up(&node, data)?;
+        let fd = upper.as_fd();
+        if let Some(size) = a.size {
+            match a.fh.and_then(|fh| self.handle(fh).ok()) {
+                Some(h) if h.io.is_some() => {
+                    let f = h.file.as_ref().ok_or(Errno::BADF)?;
+                    rustix::fs::ftruncate(f, size)?
+                }
+                _ => {
+                    let f = self.proc.reopen(fd, OFlags::WRONLY | OFlags::NONBLOCK)?;
+                    rustix::fs::ftruncate(&f, size)?;
+                }
+            }
+        }
+        if a.uid.is_some() || a.gid.is_some() {
+            rustix::fs::chownat(
+                fd,
+                "",
+                a.uid.map(rustix::fs::Uid::from_raw),
+                a.gid.map(rustix::fs::Gid::from_raw),
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if let Some(mode) = a.mode {
+            self.proc.chmod(fd, mode & 0o7777)?;
+        }
+        if a.kill_suidgid {
+            self.kill_suidgid(fd)?;
+        }
+        if a.atime.is_some() || a.mtime.is_some() {
+            let times = rustix::fs::Timestamps {
+                last_access: set_time(a.atime),
+                last_modification: set_time(a.mtime),
+            };
+            self.proc.utimes(fd, &times)?;
+        }
+        self.attr_of(&node)
+    }
+
+    fn readlink(&self, _ctx: &Context<'_>, ino: u64) -> idfuse::Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        let layers = node.layers();
+        let top = layers.top().ok_or(Errno::STALE)?;
+        Ok(rustix::fs::readlinkat(&**top, "", Vec::new())?.into_bytes())
+    }
+
+    fn mknod(
+        &self,
+        _ctx: &Context<'_>,
+        parent: u64,
+        name: &OsStr,
+        owner: &Owner,
+        mode: CreateMode,
+        rdev: u32,
+    ) -> idfuse::Result<Entry> {
+        let p = self.node(parent)?;
+        let (pupper, _) = self.make_room(&p, name)?;
+        let kind = if mode.mode & libc::S_IFMT == 0 {
+            rustix::fs::FileType::RegularFile
+        } else {
+            rustix::fs::FileType::from_raw_mode(mode.mode)
+        };
+        {
+            let _as = AsOwner::new(owner, mode.umask)?;
+            rustix::fs::mknodat(
+                &*pupper,
+                name,
+                kind,
+                Mode::from_raw_mode(mode.mode & 0o7777),
+                rdev_from_fuse(rdev),
+            )?;
+        }
+        self.created_entry(&p, name)
+    }
+
+    fn mkdir(
+        &self,
+        _ctx: &Context<'_>,
+        parent: u64,
+        name: &OsStr,
+        owner: &Owner,
+        mode: CreateMode,
+    ) -> idfuse::Result<Entry> {
+        let p = self.node(parent)?;
+        let (pupper, hides) = self.make_room(&p, name)?;
+        {
+            let _as = AsOwner::new(owner, mode.umask)?;
+            rustix::fs::mkdirat(&*pupper, name, Mode::from_raw_mode(mode.mode & 0o7777))?;
+        }
+        if hides {
+            // A directory over a whited-out (or hidden) lower name must
+            // not merge with it.
+            let d = open_child(pupper.as_fd(), name)?;
+            if let Err(e) = self.set_opaque(d.as_fd()) {
+                let _ = rustix::fs::unlinkat(&*pupper, name, AtFlags::REMOVEDIR);
+                return Err(e);
+            }
+        }
+        self.created_entry(&p, name)
+    }
+
+    fn symlink(
+        &self,
+        _ctx: &Context<'_>,
+        parent: u64,
+        name: &OsStr,
+        owner: &Owner,
+        target: &OsStr,
+    ) -> idfuse::Result<Entry> {
+        let p = self.node(parent)?;
+        let (pupper, _) = self.make_room(&p, name)?;
+        {
+            let _as = AsOwner::new(owner, 0)?;
+            rustix::fs::symlinkat(target, &*pupper, name)?;
+        }
+        self.created_entry(&p, name)
+    }
+
+    fn unlink(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<()> {
+        let p = self.node(parent)?;
+        self.remove(&p, name, false)
+    }
+
+    fn rmdir(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<()> {
+        let p = self.node(parent)?;
+        self.remove(&p, name, true)
+    }
+
+    fn rename(
+        &self,
+        _ctx: &Context<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+        whiteout_owner: Option<&Owner>,
+    ) -> idfuse::Result<()> {
+        check_name(name)?;
+        check_name(newname)?;
+        if reserved(name) {
+            return Err(Errno::NOENT);
+        }
+        if reserved(newname) {
+            return Err(Errno::INVAL);
+        }
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let flags = RenameFlags::from_bits(flags).ok_or(Errno::INVAL)?;
+        let exchange = flags.contains(RenameFlags::EXCHANGE);
+        let p = self.node(parent)?;
+        let np = self.node(newparent)?;
+        let src = self
+            .reader
+            .resolve(&p.layers(), name)?
+            .ok_or(Errno::NOENT)?;
+        let dst = self.reader.resolve(&np.layers(), newname)?;
+        if flags.contains(RenameFlags::NOREPLACE) && dst.is_some() {
+            return Err(Errno::EXIST);
+        }
+        if exchange && dst.is_none() {
+            return Err(Errno::NOENT);
+        }
+        // A directory with lower layers cannot move without redirects,
+        // which this overlay does not write: EXDEV, as kernel overlayfs
+        // without redirect_dir; mv(1) copies instead.
+        let moves_lower_dir = |f: &layers::Found| is_dir(&f.st) && !f.lowers.is_empty();
+        if moves_lower_dir(&src) || (exchange && dst.as_ref().is_some_and(moves_lower_dir)) {
+            return Err(Errno::XDEV);
+        }
+        // The nodes to copy up: looked up (and so counted) for the moment.
+        let src_entry = self.register(&p, name, src)?;
+        let src_node = self.node(src_entry.ino)?;
+        let dst_node = match dst {
+            Some(d) => {
+                let dir = is_dir(&d.st);
+                if !exchange && dir {
+                    // Replacing a directory: it must look empty, and its
+                    // upper copy may hold whiteouts, which rename(2) would
+                    // count as entries.
+                    let l = Layers {
+                        upper: d.upper.clone(),
+                        lowers: d.lowers.clone(),
+                        parent: None,
+                    };
+                    if !self.reader.list(&self.proc, &l, |_, i| i)?.is_empty() {
+                        self.forget(src_entry.ino, 1);
+                        return Err(Errno::NOTEMPTY);
+                    }
+                    if let Some(u) = &d.upper {
+                        let r = self
+                            .proc
+                            .reopen(u.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
+                        clear_dir(r.as_fd())?;
+                    }
+                }
+                if !exchange && d.upper.is_some() {
+                    self.forget_copy(&d.st);
+                }
+                let e = self.register(&np, newname, d)?;
+                Some(self.node(e.ino)?)
+            }
+            None => None,
+        };
+        let result = (|| -> Result<(), Errno> {
+            self.copy_up(&src_node, true)?;
+            if exchange {
+                if let Some(d) = &dst_node {
+                    self.copy_up(d, true)?;
+                }
+            }
+            let pupper = self.copy_up(&p, false)?;
+            let npupper = self.copy_up(&np, false)?;
+            // Where the destination is only a lower object (or a whiteout),
+            // the rename creates the name in upper: a whiteout there first
+            // goes.
+            if !exchange {
+                if let Ok(fd) = open_child(npupper.as_fd(), newname) {
+                    if is_whiteout(&statx_fd(fd.as_fd())?) {
+                        rustix::fs::unlinkat(&*npupper, newname, AtFlags::empty())?;
+                    }
+                }
+            }
+            let src_hides = self.reader.in_lowers(&p.layers(), name)?;
+            let mut f = flags;
+            if src_hides && !exchange {
+                f |= RenameFlags::WHITEOUT;
+            }
+            {
+                let _as = match whiteout_owner {
+                    Some(o) if f.contains(RenameFlags::WHITEOUT) => Some(AsOwner::new(o, 0)?),
+                    _ => None,
+                };
+                rustix::fs::renameat_with(&*pupper, name, &*npupper, newname, f)?;
+            }
+            // A directory now above a lower one of the same name must not
+            // merge with it.
+            let fix = |dirnode: &Node, at: &Arc<OwnedFd>, n: &OsStr, over: &Arc<Node>| {
+                if dirnode.dir && self.reader.in_lowers(&over.layers(), n)? {
+                    let d = open_child(at.as_fd(), n)?;
+                    self.set_opaque(d.as_fd())?;
+                }
+                Ok::<(), Errno>(())
+            };
+            fix(&src_node, &npupper, newname, &np)?;
+            if let (true, Some(d)) = (exchange, &dst_node) {
+                fix(d, &pupper, name, &p)?;
+            }
+            Ok(())
+        })();
+        if result.is_ok() {
+            if let Ok(mut l) = src_node.layers.lock() {
+                l.parent = Some((np.clone(), newname.to_os_string()));
+            }
+            if let (true, Some(d)) = (exchange, &dst_node) {
+                if let Ok(mut l) = d.layers.lock() {
+                    l.parent = Some((p.clone(), name.to_os_string()));
+                }
+            }
+        }
+        self.forget(src_node.id, 1);
+        if let Some(d) = dst_node {
+            self.forget(d.id, 1);
+        }
+        result
+    }
+
+    fn link(
+        &self,
+        _ctx: &Context<'_>,
+        ino: u64,
+        newparent: u64,
+        newname: &OsStr,
+    ) -> idfuse::Result<Entry> {
+        let node = self.node(ino)?;
+        let np = self.node(newparent)?;
+        let upper = self.copy_up(&node, true)?;
+        let (npupper, _) = self.make_room(&np, newname)?;
+        self.proc.link(upper.as_fd(), npupper.as_fd(), newname)?;
+        let node = self
+            .table
+            .write()
+            .map_err(|_| Errno::IO)?
+            .count(node.id)
+            .ok_or(Errno::STALE)?;
+        let a = self.attr_of(&node)?;
+        Ok(Entry {
+            ino: node.id,
+            generation: 0,
+            attr: a.attr,
+            entry_timeout: self.opts.entry_timeout,
+            attr_timeout: a.timeout,
+        })
+    }
+
+    fn open(
+        &self,
+        ctx: &Context<'_>,
+        ino: u64,
+        flags: u32,
+        kill_suidgid: bool,
+    ) -> idfuse::Result<Opened> {
+        let node = self.node(ino)?;
+        let oflags = OFlags::from_bits_retain(flags)
+            & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::PATH);
+        let writes = oflags.intersects(OFlags::WRONLY | OFlags::RDWR | OFlags::TRUNC);
+        let (fd, upper) = if writes {
+            if self.read_only() {
+                return Err(Errno::ROFS);
+            }
+            let u = self.copy_up(&node, !oflags.contains(OFlags::TRUNC))?;
+            (u, true)
+        } else {
+            let l = node.layers();
+            let upper = l.upper.is_some();
+            (l.top().cloned().ok_or(Errno::STALE)?, upper)
+        };
+        let file = self.proc.reopen(fd.as_fd(), oflags)?;
+        if kill_suidgid {
+            self.kill_suidgid(file.as_fd())?;
+        }
+        self.opened(ctx, &node, file, oflags, upper)
+    }
+
+    fn create(
+        &self,
+        ctx: &Context<'_>,
+        parent: u64,
+        name: &OsStr,
+        owner: &Owner,
+        mode: CreateMode,
+        flags: u32,
+        _kill_suidgid: bool,
+    ) -> idfuse::Result<(Entry, Opened)> {
+        let p = self.node(parent)?;
+        let (pupper, _) = self.make_room(&p, name)?;
+        let mut oflags = OFlags::from_bits_retain(flags)
+            & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::PATH);
+        if oflags & BACKING_AS_IS == OFlags::WRONLY && self.backing_wanted(ctx) {
+            // The new file may serve as the backing file too.
+            oflags = (oflags & !OFlags::WRONLY) | OFlags::RDWR;
+        }
+        let file = {
+            let _as = AsOwner::new(owner, mode.umask)?;
+            rustix::fs::openat2(
+                &*pupper,
+                name,
+                oflags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode.mode & 0o7777),
+                BENEATH,
+            )?
+        };
+        let entry = self.created_entry(&p, name)?;
+        let node = self.node(entry.ino)?;
+        match self.opened(ctx, &node, file, oflags, true) {
+            Ok(o) => Ok((entry, o)),
+            Err(e) => {
+                self.forget(entry.ino, 1);
+                Err(e)
+            }
+        }
+    }
+
+    fn tmpfile(
+        &self,
+        ctx: &Context<'_>,
+        parent: u64,
+        owner: &Owner,
+        mode: CreateMode,
+        flags: u32,
+    ) -> idfuse::Result<(Entry, Opened)> {
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let p = self.node(parent)?;
+        let pupper = self.copy_up(&p, false)?;
+        let mut f = (OFlags::from_bits_retain(flags)
+            & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::PATH | OFlags::DIRECTORY))
+            | OFlags::TMPFILE;
+        if !f.intersects(OFlags::WRONLY | OFlags::RDWR) {
+            f |= OFlags::RDWR;
+        }
+        let file = {
+            let _as = AsOwner::new(owner, mode.umask)?;
+            rustix::fs::openat(
+                self.proc.dir(),
+                ProcFd::name(pupper.as_fd()).as_c_str(),
+                f | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode.mode & 0o7777),
+            )?
+        };
+        let path = self.proc.reopen(file.as_fd(), OFlags::PATH)?;
+        let st = statx_fd(path.as_fd())?;
+        let found = layers::Found {
+            upper: Some(Arc::new(path)),
+            lowers: Vec::new(),
+            st,
+        };
+        // No name yet: linkat through /proc names it later, and LINK then
+        // finds it already upper.
+        let entry = self.register(&p, OsStr::new("#tmpfile"), found)?;
+        let node = self.node(entry.ino)?;
+        match self.opened(ctx, &node, file, f, true) {
+            Ok(o) => Ok((entry, o)),
+            Err(e) => {
+                self.forget(entry.ino, 1);
+                Err(e)
+            }
+        }
+    }
+
+    fn read(
+        &self,
+        _ctx: &Context<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        buf: &mut Vec<u8>,
+    ) -> idfuse::Result<()> {
+        let h = self.handle(fh)?;
+        let file = h.file.as_ref().ok_or(Errno::BADF)?;
+        buf.resize(size as usize, 0);
+        let n = rustix::io::pread(file, &mut buf[..], offset)?;
+        buf.truncate(n);
+        Ok(())
+    }
+
+    fn write(
+        &self,
+        _ctx: &Context<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        wf: WriteFlags,
+        _flags: u32,
+    ) -> idfuse::Result<u32> {
+        let h = self.handle(fh)?;
+        let file = h.file.as_ref().ok_or(Errno::BADF)?;
+        if wf.contains(WriteFlags::KILL_SUIDGID) {
+            self.kill_suidgid(file.as_fd())?;
+        }
+        Ok(rustix::io::pwrite(file, data, offset)? as u32)
+    }
+
+    fn flush(&self, _ctx: &Context<'_>, _ino: u64, _fh: u64, _lo: u64) -> idfuse::Result<()> {
+        Ok(())
+    }
+
+    fn release(
+        &self,
+        ctx: &Context<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: u32,
+        _lo: Option<u64>,
+        _flush: bool,
+    ) -> idfuse::Result<()> {
+        let h = self.handles.write().map_err(|_| Errno::IO)?.remove(&fh);
+        if let Some((node, _)) = h.as_ref().and_then(|h| h.io.as_ref()) {
+            Self::put_io(ctx, node);
+        }
+        Ok(())
+    }
+
+    fn fsync(&self, _ctx: &Context<'_>, _ino: u64, fh: u64, datasync: bool) -> idfuse::Result<()> {
+        let h = self.handle(fh)?;
+        let Some(file) = &h.file else {
+            return Ok(());
+        };
+        if datasync {
+            rustix::fs::fdatasync(file)
+        } else {
+            rustix::fs::fsync(file)
+        }
+    }
+
+    fn opendir(&self, _ctx: &Context<'_>, ino: u64, _flags: u32) -> idfuse::Result<Opened> {
+        let node = self.node(ino)?;
+        let layers = node.layers();
+        let listing = self.listing(&layers)?;
+        let file = match &layers.upper {
+            Some(u) => Some(
+                self.proc
+                    .reopen(u.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?,
+            ),
+            None => None,
+        };
+        let fh = self.add_handle(Handle {
+            file,
+            io: None,
+            listing: Some(Mutex::new(listing)),
+        })?;
+        let flags = if layers.upper.is_none() {
+            OpenOutFlags::CACHE_DIR | OpenOutFlags::KEEP_CACHE
+        } else {
+            OpenOutFlags::empty()
+        };
+        Ok(Opened {
+            fh,
+            flags,
+            ..Opened::default()
+        })
+    }
+
+    fn readdir(
+        &self,
+        _ctx: &Context<'_>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        out: &mut DirBuf,
+    ) -> idfuse::Result<()> {
+        self.walk(ino, fh, offset, &mut |_, ino, next, typ, name| {
+            Ok(out.push(ino, next, typ, name))
+        })
+    }
+
+    fn readdirplus(
+        &self,
+        _ctx: &Context<'_>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        out: &mut DirPlusBuf<'_>,
+    ) -> idfuse::Result<()> {
+        self.walk(ino, fh, offset, &mut |dir, ino, next, typ, name| {
+            let name = OsStr::from_bytes(name);
+            if name == "." || name == ".." {
+                // The kernel ignores these; they carry no lookup.
+                let entry = Entry {
+                    ino: 0,
+                    generation: 0,
+                    attr: idfuse::Attr {
+                        ino,
+                        mode: libc::S_IFDIR,
+                        ..idfuse::Attr::default()
+                    },
+                    entry_timeout: Duration::ZERO,
+                    attr_timeout: Duration::ZERO,
+                };
+                return Ok(out.push(&entry, next, typ, name));
+            }
+            let entry = match self.lookup_in(dir, name) {
+                Ok(Some(e)) => e,
+                // Gone since the listing was made: skip it.
+                Ok(None) | Err(_) => return Ok(true),
+            };
+            if !out.push(&entry, next, typ, name) {
+                // Not sent: undo the lookup it counted.
+                self.forget(entry.ino, 1);
+                return Ok(false);
+            }
+            Ok(true)
+        })
+    }
+
+    fn releasedir(&self, _ctx: &Context<'_>, _ino: u64, fh: u64, _f: u32) -> idfuse::Result<()> {
+        self.handles.write().map_err(|_| Errno::IO)?.remove(&fh);
+        Ok(())
+    }
+
+    fn fsyncdir(&self, ctx: &Context<'_>, ino: u64, fh: u64, datasync: bool) -> idfuse::Result<()> {
+        self.fsync(ctx, ino, fh, datasync)
+    }
+
+    fn statfs(&self, _ctx: &Context<'_>, _ino: u64) -> idfuse::Result<Kstatfs> {
+        let root = self.node(ROOT)?;
+        let layers = root.layers();
+        let top = layers.top().ok_or(Errno::STALE)?;
+        let st = rustix::fs::fstatvfs(&**top)?;
+        Ok(Kstatfs {
+            blocks: st.f_blocks,
+            bfree: st.f_bfree,
+            bavail: st.f_bavail,
+            files: st.f_files,
+            ffree: st.f_ffree,
+            bsize: st.f_bsize as u32,
+            namelen: st.f_namemax as u32,
+            frsize: st.f_frsize as u32,
+            ..Kstatfs::default()
+        })
+    }
+
+    fn setxattr(
+        &self,
+        _ctx: &Context<'_>,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: u32,
+        sf: SetxattrFlags,
+    ) -> idfuse::Result<()> {
+        if self.private(name) {
+            return Err(Errno::PERM);
+        }
+        let node = self.node(ino)?;
+        let upper = self.copy_up(&node, true)?;
+        let flags = rustix::fs::XattrFlags::from_bits(flags).ok_or(Errno::INVAL)?;
+        crate::backing::set_xattr(upper.as_fd(), name, value, flags)?;
+        if sf.contains(SetxattrFlags::ACL_KILL_SGID) {
+            let st = statx_fd(upper.as_fd())?;
+            let mode = u32::from(st.stx_mode);
+            if mode & libc::S_ISGID != 0 {
+                self.proc
+                    .chmod(upper.as_fd(), mode & 0o7777 & !libc::S_ISGID)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn getxattr(
+        &self,
+        _ctx: &Context<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+    ) -> idfuse::Result<Xattr> {
+        if self.private(name) {
+            return Err(Errno::NODATA);
+        }
+        let node = self.node(ino)?;
+        let layers = node.layers();
+        let top = layers.top().ok_or(Errno::STALE)?;
+        crate::backing::get_xattr(top.as_fd(), name, size)
+    }
+
+    fn listxattr(&self, _ctx: &Context<'_>, ino: u64, size: u32) -> idfuse::Result<Xattr> {
+        let node = self.node(ino)?;
+        let layers = node.layers();
+        let top = layers.top().ok_or(Errno::STALE)?;
+        let mut list = Vec::new();
+        for n in crate::backing::xattr_names(top.as_fd())? {
+            if !n.starts_with(self.private_prefix.as_bytes()) {
+                list.extend_from_slice(&n);
+                list.push(0);
+            }
+        }
+        if size == 0 {
+            return Ok(Xattr::Size(
+                u32::try_from(list.len()).map_err(|_| Errno::TOOBIG)?,
+            ));
+        }
+        if list.len() > size as usize {
+            return Err(Errno::RANGE);
+        }
+        Ok(Xattr::Data(list))
+    }
+
+    fn removexattr(&self, _ctx: &Context<'_>, ino: u64, name: &OsStr) -> idfuse::Result<()> {
+        if self.private(name) {
+            return Err(Errno::PERM);
+        }
+        let node = self.node(ino)?;
+        let upper = self.copy_up(&node, true)?;
+        crate::backing::remove_xattr(upper.as_fd(), name)
+    }
+
+    fn fallocate(
+        &self,
+        _ctx: &Context<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: u32,
+    ) -> idfuse::Result<()> {
+        let h = self.handle(fh)?;
+        let file = h.file.as_ref().ok_or(Errno::BADF)?;
+        let flags = rustix::fs::FallocateFlags::from_bits(mode).ok_or(Errno::OPNOTSUPP)?;
+        rustix::fs::fallocate(file, flags, offset, length)
+    }
+
+    fn lseek(
+        &self,
+        _ctx: &Context<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: u64,
+        whence: u32,
+    ) -> idfuse::Result<u64> {
+        let h = self.handle(fh)?;
+        let file = h.file.as_ref().ok_or(Errno::BADF)?;
+        let off = i64::try_from(offset).map_err(|_| Errno::INVAL)?;
+        let from = match whence as i32 {
+            libc::SEEK_SET => rustix::fs::SeekFrom::Start(offset),
+            libc::SEEK_CUR => rustix::fs::SeekFrom::Current(off),
+            libc::SEEK_END => rustix::fs::SeekFrom::End(off),
+            libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset),
+            libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset),
+            _ => return Err(Errno::INVAL),
+        };
+        rustix::fs::seek(file, from)
+    }
+
+    fn copy_file_range(
+        &self,
+        _ctx: &Context<'_>,
+        _ino_in: u64,
+        fh_in: u64,
+        off_in: u64,
+        _ino_out: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+        _flags: u64,
+    ) -> idfuse::Result<u64> {
+        let a = self.handle(fh_in)?;
+        let b = self.handle(fh_out)?;
+        let (fa, fb) = (
+            a.file.as_ref().ok_or(Errno::BADF)?,
+            b.file.as_ref().ok_or(Errno::BADF)?,
+        );
+        let (mut oi, mut oo) = (off_in, off_out);
+        let n = rustix::fs::copy_file_range(
+            fa,
+            Some(&mut oi),
+            fb,
+            Some(&mut oo),
+            usize::try_from(len).unwrap_or(usize::MAX),
+        )?;
+        Ok(n as u64)
+    }
+}
+
+impl Overlay {
+    /// An upper object (attributes `st`) is about to go: once its last
+    /// name is gone, its inode number may be reused by a new file, which
+    /// must not inherit its origin.
+    fn forget_copy(&self, st: &rustix::fs::Statx) {
+        if st.stx_nlink <= 1 || is_dir(st) {
+            if let Ok(mut c) = self.copied.lock() {
+                c.remove(&key_of(st));
+            }
+        }
+    }
+
+    /// True for the xattrs the overlay keeps for itself.
+    fn private(&self, name: &OsStr) -> bool {
+        name.as_bytes().starts_with(self.private_prefix.as_bytes())
+    }
+
+    /// Hand `emit` the entries of the open directory `fh` (node `ino`)
+    /// after `offset`, `.` and `..` first: (directory node, d_ino, offset
+    /// of the next entry, DT_*, name), until it answers false.
+    fn walk(&self, ino: u64, fh: u64, offset: u64, emit: &mut Emit<'_>) -> Result<(), Errno> {
+        let h = self.handle(fh)?;
+        let node = self.node(ino)?;
+        let mut listing = h
+            .listing
+            .as_ref()
+            .ok_or(Errno::NOTDIR)?
+            .lock()
+            .map_err(|_| Errno::IO)?;
+        if offset == 0 {
+            // rewinddir(3) must show changes made since opendir.
+            *listing = self.listing(&node.layers())?;
+        }
+        let parent_ino = node.layers().parent.map_or(node.ino, |(p, _)| p.ino);
+        let dt_dir = libc::S_IFDIR >> 12;
+        // Offsets: 1 is past ".", 2 past "..", 2 + i + 1 past entry i.
+        let mut off = offset;
+        while off < 2 {
+            let (name, i): (&[u8], u64) = if off == 0 {
+                (b".", node.ino)
+            } else {
+                (b"..", parent_ino)
+            };
+            if !emit(&node, i, off + 1, dt_dir, name)? {
+                return Ok(());
+            }
+            off += 1;
+        }
+        let start = usize::try_from(off - 2).map_err(|_| Errno::INVAL)?;
+        for (i, e) in listing.iter().enumerate().skip(start) {
+            if !emit(&node, e.ino, (i + 3) as u64, e.typ, &e.name)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The merged listing of a directory with `layers`.
+    fn listing(&self, layers: &Layers) -> Result<Vec<DirEnt>, Errno> {
+        self.reader.list(&self.proc, layers, |dev, ino| {
+            self.report_ino(self.origin((dev, ino)))
+        })
+    }
+}

@@ -1,0 +1,923 @@
+//! overlay on real mounts over a fresh tmpfs holding its layers: lookups
+//! and merged listings through whiteouts and opaque directories in the
+//! kernel's and the OCI formats, copy-up keeping what the lower object
+//! had, whiteouts and opaque directories written in the kernel's format,
+//! renames, stable inode numbers, creation as other users, an idmapped
+//! view, and a read-only overlay.
+
+use std::ffi::{CStr, CString};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use idfuse::{MountOptions, Session, SessionConfig};
+use idfuse_fs::overlay::{Layout, Overlay, OverlayOptions};
+use rustix::fs::{FileType, Mode, RenameFlags, XattrFlags, CWD};
+
+/// A tmpfs for the layers, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// Two lower layers (`l1` on top of `l2`), `upper`, `work` and `mnt`.
+struct Fixture {
+    session: Option<Session<Overlay>>,
+    root: PathBuf,
+    _tmpfs: Tmpfs,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // Unmount the overlay before the tmpfs under its layers.
+        self.session.take();
+    }
+}
+
+impl Fixture {
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+    fn mnt(&self, rel: &str) -> PathBuf {
+        self.root.join("mnt").join(rel)
+    }
+    fn upper(&self, rel: &str) -> PathBuf {
+        self.root.join("upper").join(rel)
+    }
+    fn ov(&self) -> &Arc<Overlay> {
+        self.session.as_ref().expect("mounted").filesystem()
+    }
+}
+
+/// Layers on a new tmpfs, filled by `fill` (given the tmpfs root) before
+/// the overlay is mounted; `writable`: with upper and work.
+fn fixture(writable: bool, fill: impl FnOnce(&Path)) -> Fixture {
+    fixture_with(writable, OverlayOptions::default(), fill)
+}
+
+fn fixture_with(writable: bool, opts: OverlayOptions, fill: impl FnOnce(&Path)) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("t");
+    fs::create_dir(&root).expect("mkdir");
+    rustix::mount::mount(
+        "tmpfs",
+        &root,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        Some(c"mode=0755,size=1g"),
+    )
+    .expect("mount tmpfs");
+    let tmpfs = Tmpfs(root.clone());
+    for d in ["l1", "l2", "upper", "work", "mnt"] {
+        fs::create_dir(root.join(d)).expect("mkdir layer");
+    }
+    fill(&root);
+    let layout = Layout {
+        lowers: vec![root.join("l1"), root.join("l2")],
+        upper: writable.then(|| root.join("upper")),
+        work: writable.then(|| root.join("work")),
+    };
+    let fs = Arc::new(Overlay::new(layout, opts).expect("overlay"));
+    let session = Session::mount(
+        fs,
+        &root.join("mnt"),
+        MountOptions::default(),
+        SessionConfig {
+            passthrough: true,
+            ..SessionConfig::default()
+        },
+    )
+    .expect("mount overlay");
+    Fixture {
+        session: Some(session),
+        root,
+        _tmpfs: tmpfs,
+        dir,
+    }
+}
+
+fn whiteout(p: &Path) {
+    rustix::fs::mknodat(CWD, p, FileType::CharacterDevice, Mode::empty(), 0).expect("mknod 0/0");
+}
+
+fn is_whiteout(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+}
+
+fn names(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(p)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", p.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    let n = rustix::fs::lgetxattr(p, name, &mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+fn owner(p: &Path) -> (u32, u32) {
+    let m = fs::symlink_metadata(p).expect("lstat");
+    (m.uid(), m.gid())
+}
+
+fn errno<T>(r: std::io::Result<T>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+/// Run `f` in a forked child with these credentials; its exit code.
+fn as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child makes syscalls and leaves with _exit.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: credential syscalls on the child itself.
+            let code = unsafe {
+                libc::umask(0o022);
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(gid, gid, gid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
+                    99
+                } else {
+                    f()
+                }
+            };
+            // SAFETY: leave without running the harness's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        pid => {
+            let mut st = 0;
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                128
+            }
+        }
+    }
+}
+
+/// `system.posix_acl_access` with a named user.
+fn acl_with_user(uid: u32) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 6u16, u32::MAX),
+        (2, 4, uid),
+        (4, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn lookups_and_listings_through_layers() {
+    let f = fixture(true, |r| {
+        fs::write(r.join("l2/a"), b"bottom a").expect("write");
+        fs::write(r.join("l1/a"), b"top a").expect("write");
+        fs::write(r.join("l2/only2"), b"2").expect("write");
+        fs::write(r.join("l2/gone"), b"x").expect("write");
+        whiteout(&r.join("l1/gone"));
+        fs::write(r.join("l2/oci-gone"), b"x").expect("write");
+        fs::write(r.join("l1/.wh.oci-gone"), b"").expect("write");
+        // A directory merged from both, with a whiteout in each format.
+        fs::create_dir_all(r.join("l2/d")).expect("mkdir");
+        fs::create_dir_all(r.join("l1/d")).expect("mkdir");
+        for n in ["x", "y", "w"] {
+            fs::write(r.join("l2/d").join(n), n).expect("write");
+        }
+        fs::write(r.join("l1/d/z"), b"z").expect("write");
+        fs::write(r.join("l1/d/.wh.y"), b"").expect("write");
+        whiteout(&r.join("l1/d/w"));
+        // Opaque in the kernel's format and in OCI's.
+        fs::create_dir_all(r.join("l2/k/hidden")).expect("mkdir");
+        fs::create_dir_all(r.join("l1/k")).expect("mkdir");
+        fs::write(r.join("l1/k/seen"), b"").expect("write");
+        rustix::fs::setxattr(
+            r.join("l1/k"),
+            "trusted.overlay.opaque",
+            b"y",
+            XattrFlags::empty(),
+        )
+        .expect("set opaque");
+        fs::create_dir_all(r.join("l2/o/hidden")).expect("mkdir");
+        fs::create_dir_all(r.join("l1/o")).expect("mkdir");
+        fs::write(r.join("l1/o/.wh..wh..opq"), b"").expect("write");
+        fs::write(r.join("l1/o/seen"), b"").expect("write");
+        // A file in upper over a directory below.
+        fs::create_dir_all(r.join("l2/f/inner")).expect("mkdir");
+        fs::write(r.join("upper/f"), b"file").expect("write");
+    });
+    assert_eq!(
+        fs::read(f.mnt("a")).expect("read a"),
+        b"top a",
+        "top layer wins"
+    );
+    assert_eq!(fs::read(f.mnt("only2")).expect("read"), b"2");
+    assert_eq!(
+        errno(fs::metadata(f.mnt("gone"))),
+        Some(libc::ENOENT),
+        "kernel whiteout"
+    );
+    assert_eq!(
+        errno(fs::metadata(f.mnt("oci-gone"))),
+        Some(libc::ENOENT),
+        "OCI whiteout"
+    );
+    assert_eq!(
+        errno(fs::metadata(f.mnt(".wh.oci-gone"))),
+        Some(libc::ENOENT),
+        "OCI name hidden"
+    );
+    assert_eq!(names(&f.mnt("")), ["a", "d", "f", "k", "o", "only2"]);
+    assert_eq!(
+        names(&f.mnt("d")),
+        ["x", "z"],
+        "merged, whiteouts of both formats honoured"
+    );
+    assert_eq!(names(&f.mnt("k")), ["seen"], "trusted.overlay.opaque");
+    assert_eq!(names(&f.mnt("o")), ["seen"], ".wh..wh..opq");
+    assert!(
+        fs::metadata(f.mnt("f")).expect("stat f").is_file(),
+        "upper file hides lower dir"
+    );
+    assert_eq!(fs::read(f.mnt("d/x")).expect("read"), b"x");
+    assert_eq!(errno(fs::metadata(f.mnt("d/y"))), Some(libc::ENOENT));
+    assert_eq!(errno(fs::metadata(f.mnt("k/hidden"))), Some(libc::ENOENT));
+    assert!(
+        xattr(&f.mnt("k"), "trusted.overlay.opaque").is_none(),
+        "the overlay's own xattrs are not shown"
+    );
+    // "." and ".." with the right inode numbers.
+    let d_ino = fs::metadata(f.mnt("d")).expect("stat").ino();
+    let root_ino = fs::metadata(f.mnt("")).expect("stat").ino();
+    let dots = dir_entries(&f.mnt("d"));
+    assert_eq!(dots[0], (".".to_string(), d_ino));
+    assert_eq!(dots[1], ("..".to_string(), root_ino));
+    for (n, ino) in &dots[2..] {
+        assert_eq!(
+            *ino,
+            fs::symlink_metadata(f.mnt("d").join(n))
+                .expect("stat")
+                .ino(),
+            "d_ino of {n} is its st_ino"
+        );
+    }
+}
+
+/// Every entry with its d_ino, in directory order, `.`/`..` included.
+fn dir_entries(p: &Path) -> Vec<(String, u64)> {
+    let c = CString::new(p.as_os_str().as_bytes()).expect("path");
+    let mut out = Vec::new();
+    // SAFETY: opendir/readdir/closedir on a directory stream we own; each
+    // entry is read before the next call.
+    unsafe {
+        let d = libc::opendir(c.as_ptr());
+        assert!(!d.is_null(), "opendir {}", p.display());
+        loop {
+            let e = libc::readdir(d);
+            if e.is_null() {
+                break;
+            }
+            let name = CStr::from_ptr((*e).d_name.as_ptr())
+                .to_string_lossy()
+                .into_owned();
+            out.push((name, (*e).d_ino));
+        }
+        libc::closedir(d);
+    }
+    out
+}
+
+#[test]
+fn telldir_positions_stay_valid() {
+    let f = fixture(true, |r| {
+        fs::create_dir_all(r.join("l1/big")).expect("mkdir");
+        fs::create_dir_all(r.join("l2/big")).expect("mkdir");
+        for i in 0..400 {
+            let layer = if i % 2 == 0 { "l1" } else { "l2" };
+            fs::write(r.join(layer).join("big").join(format!("file-{i:03}")), b"").expect("write");
+        }
+        // The same names in both layers are listed once.
+        for i in 0..50 {
+            fs::write(r.join("l2/big").join(format!("file-{i:03}")), b"").expect("write");
+        }
+    });
+    let c = CString::new(f.mnt("big").as_os_str().as_bytes()).expect("path");
+    // SAFETY: a directory stream we own, read entry by entry.
+    unsafe {
+        let d = libc::opendir(c.as_ptr());
+        assert!(!d.is_null());
+        let mut all = Vec::new();
+        loop {
+            let pos = libc::telldir(d);
+            let e = libc::readdir(d);
+            if e.is_null() {
+                break;
+            }
+            let name = CStr::from_ptr((*e).d_name.as_ptr())
+                .to_string_lossy()
+                .into_owned();
+            all.push((pos, name));
+        }
+        assert_eq!(all.len(), 402, "400 names once, plus . and ..");
+        for probe in [3usize, 150, 333, 401] {
+            libc::seekdir(d, all[probe].0);
+            let e = libc::readdir(d);
+            assert!(!e.is_null(), "entry after seekdir to #{probe}");
+            let name = CStr::from_ptr((*e).d_name.as_ptr())
+                .to_string_lossy()
+                .into_owned();
+            assert_eq!(name, all[probe].1, "seekdir to the position of #{probe}");
+        }
+        libc::closedir(d);
+    }
+}
+
+#[test]
+fn copy_up_keeps_owner_mode_times_and_xattrs() {
+    let f = fixture(true, |r| {
+        fs::create_dir_all(r.join("l2/dir/sub")).expect("mkdir");
+        std::os::unix::fs::chown(r.join("l2/dir"), Some(321), Some(654)).expect("chown");
+        fs::set_permissions(r.join("l2/dir"), fs::Permissions::from_mode(0o2751)).expect("chmod");
+        let file = r.join("l2/dir/sub/file");
+        fs::write(&file, b"lower data").expect("write");
+        std::os::unix::fs::chown(&file, Some(1234), Some(2345)).expect("chown");
+        rustix::fs::setxattr(&file, "user.note", b"kept", XattrFlags::empty()).expect("user xattr");
+        rustix::fs::setxattr(
+            &file,
+            "system.posix_acl_access",
+            &acl_with_user(777),
+            XattrFlags::empty(),
+        )
+        .expect("acl");
+        // VFS_CAP_REVISION_2 with CAP_NET_BIND_SERVICE permitted.
+        let mut cap = 0x0200_0000u32.to_le_bytes().to_vec();
+        for w in [1u32 << 10, 0, 0, 0] {
+            cap.extend_from_slice(&w.to_le_bytes());
+        }
+        rustix::fs::setxattr(&file, "security.capability", &cap, XattrFlags::empty()).expect("cap");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).expect("chmod");
+        let t = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 1_000_000_000,
+                tv_nsec: 5,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 1_100_000_000,
+                tv_nsec: 7,
+            },
+        };
+        rustix::fs::utimensat(CWD, &file, &t, rustix::fs::AtFlags::empty()).expect("utimes");
+    });
+    let lower = f.p("l2/dir/sub/file");
+    let before = fs::metadata(&lower).expect("stat lower");
+    let ino = fs::metadata(f.mnt("dir/sub/file")).expect("stat").ino();
+    // A metadata-only change copies up without touching data or times.
+    rustix::fs::setxattr(
+        f.mnt("dir/sub/file"),
+        "user.added",
+        b"1",
+        XattrFlags::empty(),
+    )
+    .expect("setxattr through the overlay");
+    let up = f.upper("dir/sub/file");
+    let after = fs::metadata(&up).expect("copied up");
+    assert_eq!((after.uid(), after.gid()), (1234, 2345), "lower owner kept");
+    assert_eq!(after.mode(), before.mode(), "mode kept");
+    assert_eq!(
+        (
+            after.mtime(),
+            after.mtime_nsec(),
+            after.atime(),
+            after.atime_nsec()
+        ),
+        (
+            before.mtime(),
+            before.mtime_nsec(),
+            before.atime(),
+            before.atime_nsec()
+        ),
+        "times kept"
+    );
+    assert_eq!(fs::read(&up).expect("read"), b"lower data");
+    for x in [
+        "user.note",
+        "system.posix_acl_access",
+        "security.capability",
+    ] {
+        assert_eq!(xattr(&up, x), xattr(&lower, x), "{x} copied");
+    }
+    assert_eq!(xattr(&up, "user.added").as_deref(), Some(&b"1"[..]));
+    assert_eq!(xattr(&lower, "user.added"), None, "lower untouched");
+    // Parents were copied up first, with their own owner and mode.
+    let d = fs::metadata(f.upper("dir")).expect("parent copied up");
+    assert_eq!((d.uid(), d.gid(), d.mode() & 0o7777), (321, 654, 0o2751));
+    assert_eq!(
+        fs::metadata(f.mnt("dir/sub/file")).expect("stat").ino(),
+        ino,
+        "st_ino kept"
+    );
+    // A write goes to the copy only.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(f.mnt("dir/sub/file"))
+        .and_then(|mut w| std::io::Write::write_all(&mut w, b" + more"))
+        .expect("append");
+    assert_eq!(
+        fs::read(f.mnt("dir/sub/file")).expect("read"),
+        b"lower data + more"
+    );
+    assert_eq!(fs::read(&lower).expect("read"), b"lower data");
+    assert_eq!(
+        names(&f.p("work/work")),
+        Vec::<String>::new(),
+        "no debris in work"
+    );
+}
+
+#[test]
+fn copy_up_on_each_kind_of_change() {
+    let f = fixture(true, |r| {
+        for n in ["w", "t", "m", "o", "u", "x", "l"] {
+            fs::write(r.join("l1").join(n), b"0123456789").expect("write");
+        }
+        std::os::unix::fs::symlink("target", r.join("l1/sym")).expect("symlink");
+    });
+    fs::write(f.mnt("w"), b"new").expect("write-open (O_TRUNC)");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(f.mnt("t"))
+        .and_then(|h| h.set_len(4))
+        .expect("ftruncate");
+    fs::set_permissions(f.mnt("m"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::os::unix::fs::chown(f.mnt("o"), Some(42), None).expect("chown");
+    let t = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        },
+    };
+    rustix::fs::utimensat(CWD, f.mnt("u"), &t, rustix::fs::AtFlags::empty()).expect("utimes");
+    rustix::fs::lsetxattr(f.mnt("sym"), "trusted.t", b"1", XattrFlags::empty())
+        .expect("xattr on a symlink");
+    fs::hard_link(f.mnt("l"), f.mnt("l2")).expect("link");
+    assert_eq!(fs::read(f.upper("w")).expect("upper w"), b"new");
+    assert_eq!(fs::read(f.upper("t")).expect("upper t"), b"0123");
+    assert_eq!(
+        fs::metadata(f.upper("m")).expect("upper m").mode() & 0o777,
+        0o600
+    );
+    assert_eq!(owner(&f.upper("o")).0, 42);
+    assert_eq!(fs::metadata(f.upper("u")).expect("upper u").mtime(), 5);
+    assert_eq!(
+        fs::read_link(f.upper("sym")).expect("upper sym"),
+        Path::new("target")
+    );
+    assert_eq!(
+        fs::metadata(f.upper("l")).expect("upper l").ino(),
+        fs::metadata(f.upper("l2")).expect("upper l2").ino(),
+        "link made in upper"
+    );
+    assert_eq!(fs::read(f.mnt("l2")).expect("read link"), b"0123456789");
+    // Lower layers never change.
+    for n in ["w", "t", "l"] {
+        assert_eq!(fs::read(f.p("l1").join(n)).expect("lower"), b"0123456789");
+    }
+    assert_eq!(
+        fs::metadata(f.p("l1/m")).expect("lower").mode() & 0o777,
+        0o644
+    );
+}
+
+#[test]
+fn unlink_and_rmdir_leave_kernel_whiteouts_and_mkdir_makes_opaque() {
+    let f = fixture(true, |r| {
+        fs::write(r.join("l2/file"), b"x").expect("write");
+        fs::create_dir_all(r.join("l2/dir")).expect("mkdir");
+        fs::write(r.join("l2/dir/inside"), b"x").expect("write");
+        fs::write(r.join("upper/new"), b"x").expect("write");
+    });
+    fs::remove_file(f.mnt("file")).expect("unlink lower file");
+    assert!(is_whiteout(&f.upper("file")), "char 0/0 whiteout in upper");
+    assert_eq!(errno(fs::metadata(f.mnt("file"))), Some(libc::ENOENT));
+    fs::remove_file(f.mnt("new")).expect("unlink upper-only file");
+    assert!(
+        !f.upper("new").exists() && fs::symlink_metadata(f.upper("new")).is_err(),
+        "no whiteout needed"
+    );
+    assert_eq!(errno(fs::remove_dir(f.mnt("dir"))), Some(libc::ENOTEMPTY));
+    fs::remove_file(f.mnt("dir/inside")).expect("unlink in lower dir");
+    fs::remove_dir(f.mnt("dir")).expect("rmdir, now empty as merged");
+    assert!(is_whiteout(&f.upper("dir")), "rmdir leaves a whiteout");
+    assert_eq!(names(&f.mnt("")), Vec::<String>::new());
+    fs::create_dir(f.mnt("dir")).expect("mkdir over the whiteout");
+    assert_eq!(
+        xattr(&f.upper("dir"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..]),
+        "opaque"
+    );
+    assert_eq!(
+        names(&f.mnt("dir")),
+        Vec::<String>::new(),
+        "nothing of the lower dir"
+    );
+    fs::write(f.mnt("file"), b"again").expect("create over the whiteout");
+    assert_eq!(fs::read(f.upper("file")).expect("upper"), b"again");
+    assert_eq!(names(&f.mnt("")), ["dir", "file"]);
+}
+
+#[test]
+fn renames() {
+    let f = fixture(true, |r| {
+        fs::create_dir_all(r.join("l2/lowerdir")).expect("mkdir");
+        fs::write(r.join("l2/a"), b"a").expect("write");
+        fs::write(r.join("l2/b"), b"b").expect("write");
+        fs::write(r.join("l2/c"), b"c").expect("write");
+        fs::create_dir(r.join("upper/updir")).expect("mkdir");
+    });
+    assert_eq!(
+        errno(fs::rename(f.mnt("lowerdir"), f.mnt("moved"))),
+        Some(libc::EXDEV),
+        "a lower directory does not move (no redirect_dir)"
+    );
+    fs::rename(f.mnt("updir"), f.mnt("updir2")).expect("an upper-only directory moves");
+    let ino_a = fs::metadata(f.mnt("a")).expect("stat").ino();
+    fs::rename(f.mnt("a"), f.mnt("a2")).expect("rename a lower file");
+    assert!(
+        is_whiteout(&f.upper("a")),
+        "whiteout where the lower file was"
+    );
+    assert_eq!(fs::read(f.upper("a2")).expect("copied up"), b"a");
+    assert_eq!(
+        fs::metadata(f.mnt("a2")).expect("stat").ino(),
+        ino_a,
+        "st_ino follows"
+    );
+    let noreplace =
+        rustix::fs::renameat_with(CWD, f.mnt("b"), CWD, f.mnt("c"), RenameFlags::NOREPLACE);
+    assert_eq!(
+        noreplace.err(),
+        Some(rustix::io::Errno::EXIST),
+        "RENAME_NOREPLACE"
+    );
+    rustix::fs::renameat_with(CWD, f.mnt("b"), CWD, f.mnt("c"), RenameFlags::EXCHANGE)
+        .expect("RENAME_EXCHANGE of two lower files");
+    assert_eq!(fs::read(f.mnt("b")).expect("read"), b"c");
+    assert_eq!(fs::read(f.mnt("c")).expect("read"), b"b");
+    rustix::fs::renameat_with(CWD, f.mnt("a2"), CWD, f.mnt("a3"), RenameFlags::WHITEOUT)
+        .expect("RENAME_WHITEOUT");
+    assert!(is_whiteout(&f.upper("a2")), "the caller's whiteout");
+    assert_eq!(errno(fs::metadata(f.mnt("a2"))), Some(libc::ENOENT));
+    fs::rename(f.mnt("c"), f.mnt("b")).expect("rename over an existing name");
+    assert_eq!(fs::read(f.mnt("b")).expect("read"), b"b");
+    assert_eq!(names(&f.mnt("")), ["a3", "b", "lowerdir", "updir2"]);
+}
+
+#[test]
+fn inode_numbers_survive_copy_up() {
+    let f = fixture(true, |r| {
+        fs::create_dir_all(r.join("l1/d")).expect("mkdir");
+        fs::write(r.join("l1/d/f"), b"x").expect("write");
+    });
+    let (ino_d, ino_f) = (
+        fs::metadata(f.mnt("d")).expect("stat").ino(),
+        fs::metadata(f.mnt("d/f")).expect("stat").ino(),
+    );
+    fs::write(f.mnt("d/f"), b"changed").expect("write");
+    assert!(f.upper("d/f").exists(), "copied up");
+    assert_eq!(fs::metadata(f.mnt("d")).expect("stat").ino(), ino_d);
+    assert_eq!(fs::metadata(f.mnt("d/f")).expect("stat").ino(), ino_f);
+    let listed: Vec<(String, u64)> = dir_entries(&f.mnt("d"))
+        .into_iter()
+        .filter(|(n, _)| n == "f")
+        .collect();
+    assert_eq!(listed, [("f".to_string(), ino_f)], "readdir agrees");
+    assert_ne!(
+        fs::metadata(f.upper("d/f")).expect("stat").ino(),
+        ino_f,
+        "the copy is a different inode underneath"
+    );
+}
+
+#[test]
+fn creates_as_other_users_land_in_upper_with_their_ids() {
+    let f = fixture(true, |r| {
+        fs::create_dir_all(r.join("l2/shared")).expect("mkdir");
+        fs::set_permissions(r.join("l2/shared"), fs::Permissions::from_mode(0o777)).expect("chmod");
+        fs::create_dir_all(r.join("l2/sg")).expect("mkdir");
+        std::os::unix::fs::chown(r.join("l2/sg"), None, Some(4000)).expect("chgrp");
+        fs::set_permissions(r.join("l2/sg"), fs::Permissions::from_mode(0o2777)).expect("chmod");
+    });
+    let (shared, sg) = (f.mnt("shared"), f.mnt("sg"));
+    let step = as_user(1000, 1000, || {
+        if fs::write(shared.join("file"), b"x").is_err() {
+            return 1;
+        }
+        if fs::create_dir(shared.join("dir")).is_err() {
+            return 2;
+        }
+        if std::os::unix::fs::symlink("file", shared.join("sym")).is_err() {
+            return 3;
+        }
+        if fs::write(sg.join("inherits"), b"x").is_err() {
+            return 4;
+        }
+        0
+    });
+    assert_eq!(step, 0, "step {step} as uid 1000 failed");
+    for n in ["file", "dir", "sym"] {
+        assert_eq!(
+            owner(&f.upper("shared").join(n)),
+            (1000, 1000),
+            "{n} made as its owner"
+        );
+    }
+    assert_eq!(
+        owner(&f.upper("sg/inherits")),
+        (1000, 4000),
+        "setgid directory's group"
+    );
+    assert_eq!(
+        owner(&f.upper("shared")),
+        (0, 0),
+        "the copied-up parent keeps its owner"
+    );
+    assert_eq!(
+        as_user(1001, 1001, || errno(fs::remove_file(shared.join("file")))
+            .unwrap_or(0)),
+        0,
+        "the kernel decides (0777, no sticky bit): allowed"
+    );
+}
+
+#[test]
+fn idmapped_view_copies_up_with_lower_owner_and_creates_with_fs_ids() {
+    let f = fixture(true, |r| {
+        fs::create_dir_all(r.join("l2/home")).expect("mkdir");
+        std::os::unix::fs::chown(r.join("l2/home"), Some(123), Some(123)).expect("chown");
+        fs::write(r.join("l2/home/doc"), b"lower").expect("write");
+        std::os::unix::fs::chown(r.join("l2/home/doc"), Some(123), Some(123)).expect("chown");
+        fs::write(r.join("l2/home/gone"), b"x").expect("write");
+        std::os::unix::fs::chown(r.join("l2/home/gone"), Some(123), Some(123)).expect("chown");
+    });
+    let view = f.dir.path().join("view");
+    fs::create_dir(&view).expect("mkdir");
+    let ns = idfuse_idmap::UserNamespace::create(&"b:0:100000:65536".parse().expect("spec"))
+        .expect("user namespace");
+    let _g = idfuse_idmap::idmap_mount(
+        &f.mnt(""),
+        &view,
+        &ns,
+        idfuse_idmap::IdmapOptions::default(),
+    )
+    .expect("idmap the overlay");
+    assert_eq!(
+        owner(&view.join("home/doc")),
+        (100123, 100123),
+        "through the view"
+    );
+    let home = view.join("home");
+    let step = as_user(100123, 100123, || {
+        if fs::OpenOptions::new()
+            .append(true)
+            .open(home.join("doc"))
+            .and_then(|mut w| std::io::Write::write_all(&mut w, b"+view"))
+            .is_err()
+        {
+            return 1;
+        }
+        if fs::write(home.join("new"), b"x").is_err()
+            || fs::create_dir(home.join("newdir")).is_err()
+        {
+            return 2;
+        }
+        if fs::remove_file(home.join("gone")).is_err() {
+            return 3;
+        }
+        0
+    });
+    assert_eq!(step, 0, "step {step} through the view failed");
+    assert_eq!(
+        owner(&f.upper("home/doc")),
+        (123, 123),
+        "copy-up keeps the lower owner"
+    );
+    assert_eq!(fs::read(f.upper("home/doc")).expect("read"), b"lower+view");
+    assert_eq!(owner(&f.upper("home")), (123, 123), "parent copy-up too");
+    for n in ["new", "newdir"] {
+        assert_eq!(
+            owner(&f.upper("home").join(n)),
+            (123, 123),
+            "{n} stored with fs ids"
+        );
+    }
+    assert!(
+        is_whiteout(&f.upper("home/gone")),
+        "unlink through the view leaves a whiteout"
+    );
+    assert_eq!(
+        owner(&f.mnt("home/new")),
+        (123, 123),
+        "plain mount shows fs ids"
+    );
+}
+
+#[test]
+fn read_only_overlay_refuses_changes() {
+    let f = fixture(false, |r| {
+        fs::write(r.join("l1/f"), b"data").expect("write");
+    });
+    assert_eq!(fs::read(f.mnt("f")).expect("read"), b"data");
+    assert!(
+        f.ov().passthrough_active(),
+        "lower reads use FUSE passthrough"
+    );
+    assert_eq!(errno(fs::write(f.mnt("f"), b"x")), Some(libc::EROFS));
+    assert_eq!(errno(fs::write(f.mnt("g"), b"x")), Some(libc::EROFS));
+    assert_eq!(errno(fs::remove_file(f.mnt("f"))), Some(libc::EROFS));
+    assert_eq!(errno(fs::create_dir(f.mnt("d"))), Some(libc::EROFS));
+    assert_eq!(
+        errno(fs::set_permissions(
+            f.mnt("f"),
+            fs::Permissions::from_mode(0o600)
+        )),
+        Some(libc::EROFS)
+    );
+    assert_eq!(names(&f.p("upper")), Vec::<String>::new());
+}
+
+/// The kernel keeps one backing file per inode: while a file is open for
+/// reading through its lower layer's, it cannot be opened for writing
+/// (which needs the copy's). The writer is told ETXTBSY, and succeeds once
+/// the reader closed it.
+#[test]
+fn writer_waits_for_lower_backed_readers() {
+    let f = fixture(true, |r| {
+        fs::write(r.join("l1/f"), b"lower").expect("write");
+    });
+    let reader = fs::File::open(f.mnt("f")).expect("open for reading");
+    assert!(
+        f.ov().passthrough_active(),
+        "the reader has a lower backing file"
+    );
+    assert_eq!(errno(fs::write(f.mnt("f"), b"upper")), Some(libc::ETXTBSY));
+    drop(reader);
+    fs::write(f.mnt("f"), b"upper").expect("write-open once the reader is gone");
+    assert_eq!(fs::read(f.mnt("f")).expect("read"), b"upper");
+    assert_eq!(fs::read(f.p("l1/f")).expect("lower"), b"lower");
+}
+
+/// With `userxattr`, opaque directories are read from and written to
+/// `user.overlay.opaque`, and the `user.overlay.*` xattrs are hidden.
+#[test]
+fn userxattr_keeps_marks_in_user_xattrs() {
+    let opts = OverlayOptions {
+        userxattr: true,
+        ..OverlayOptions::default()
+    };
+    let f = fixture_with(true, opts, |r| {
+        fs::create_dir_all(r.join("l2/o/hidden")).expect("mkdir");
+        fs::create_dir_all(r.join("l1/o")).expect("mkdir");
+        rustix::fs::setxattr(
+            r.join("l1/o"),
+            "user.overlay.opaque",
+            b"y",
+            XattrFlags::empty(),
+        )
+        .expect("set opaque");
+        fs::create_dir_all(r.join("l2/d/inside")).expect("mkdir");
+    });
+    assert_eq!(
+        names(&f.mnt("o")),
+        Vec::<String>::new(),
+        "user.overlay.opaque honoured"
+    );
+    assert!(
+        xattr(&f.mnt("o"), "user.overlay.opaque").is_none(),
+        "hidden"
+    );
+    fs::remove_dir(f.mnt("d/inside")).expect("rmdir");
+    fs::remove_dir(f.mnt("d")).expect("rmdir");
+    fs::create_dir(f.mnt("d")).expect("mkdir over the whiteout");
+    assert_eq!(
+        xattr(&f.upper("d"), "user.overlay.opaque").as_deref(),
+        Some(&b"y"[..]),
+        "opaque mark in the user namespace of xattrs"
+    );
+    assert_eq!(xattr(&f.upper("d"), "trusted.overlay.opaque"), None);
+    assert_eq!(names(&f.mnt("d")), Vec::<String>::new());
+}
+
+/// What an interrupted copy-up leaves in `WORKDIR/work` is cleared when the
+/// overlay starts, and was never visible through the mount.
+#[test]
+fn debris_of_interrupted_copy_ups_is_cleared_at_mount() {
+    let f = fixture(true, |r| {
+        fs::write(r.join("l1/big"), b"old").expect("write");
+        fs::create_dir_all(r.join("work/work/#half-dir/inner")).expect("mkdir");
+        fs::write(r.join("work/work/#half-file"), b"partial").expect("write");
+    });
+    assert_eq!(
+        names(&f.p("work/work")),
+        Vec::<String>::new(),
+        "debris cleared"
+    );
+    assert_eq!(names(&f.mnt("")), ["big"]);
+    assert_eq!(
+        fs::read(f.mnt("big")).expect("read"),
+        b"old",
+        "the old view intact"
+    );
+}
+
+/// O_TMPFILE in a lower directory (copied up to hold it), linked in later;
+/// fallocate and copy_file_range on files from the lower layer.
+#[test]
+fn tmpfile_fallocate_and_copy_file_range() {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fixture(true, |r| {
+        fs::create_dir_all(r.join("l2/d")).expect("mkdir");
+        fs::write(r.join("l2/d/src"), b"0123456789").expect("write");
+    });
+    let mut tmp = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o640)
+        .open(f.mnt("d"))
+        .expect("O_TMPFILE in a lower directory");
+    tmp.write_all(b"unnamed").expect("write");
+    assert!(f.upper("d").is_dir(), "the directory was copied up");
+    let from = CString::new(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&tmp)
+    ))
+    .expect("path");
+    let to = CString::new(f.mnt("d/named").as_os_str().as_bytes()).expect("path");
+    // SAFETY: linkat with NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "link the tmpfile: {}",
+        std::io::Error::last_os_error()
+    );
+    drop(tmp);
+    assert_eq!(fs::read(f.upper("d/named")).expect("upper"), b"unnamed");
+
+    let out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(f.mnt("d/copy"))
+        .expect("create");
+    let input = fs::File::open(f.mnt("d/src")).expect("open lower file");
+    let n = rustix::fs::copy_file_range(&input, Some(&mut 2), &out, Some(&mut 0), 5)
+        .expect("copy_file_range from a lower file");
+    assert_eq!(n, 5);
+    drop((input, out));
+    assert_eq!(fs::read(f.mnt("d/copy")).expect("read"), b"23456");
+
+    let w = fs::OpenOptions::new()
+        .write(true)
+        .open(f.mnt("d/src"))
+        .expect("open for writing (copies up)");
+    rustix::fs::fallocate(&w, rustix::fs::FallocateFlags::KEEP_SIZE, 0, 1 << 20)
+        .expect("fallocate");
+    rustix::fs::fallocate(&w, rustix::fs::FallocateFlags::empty(), 0, 20).expect("fallocate");
+    drop(w);
+    assert_eq!(fs::metadata(f.mnt("d/src")).expect("stat").len(), 20);
+    assert_eq!(
+        &fs::read(f.upper("d/src")).expect("upper")[..10],
+        b"0123456789"
+    );
+    assert_eq!(fs::read(f.p("l2/d/src")).expect("lower"), b"0123456789");
+}
