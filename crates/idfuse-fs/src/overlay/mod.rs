@@ -971,7 +971,7 @@ impl Filesystem for Overlay {
         newparent: u64,
         newname: &OsStr,
         flags: u32,
-        whiteout_owner: Option<&Owner>,
+        _whiteout_owner: Option<&Owner>,
     ) -> idfuse::Result<()> {
         check_name(name)?;
         check_name(newname)?;
@@ -985,6 +985,13 @@ impl Filesystem for Overlay {
             return Err(Errno::ROFS);
         }
         let flags = RenameFlags::from_bits(flags).ok_or(Errno::INVAL)?;
+        // A caller's RENAME_WHITEOUT is refused, as kernel overlayfs refuses
+        // it: a 0/0 char device in the upper layer is the overlay's own
+        // whiteout, so the caller's would hide the name instead of showing
+        // as a device. The overlay's own whiteouts are made below.
+        if flags.contains(RenameFlags::WHITEOUT) {
+            return Err(Errno::INVAL);
+        }
         let exchange = flags.contains(RenameFlags::EXCHANGE);
         let p = self.node(parent)?;
         let np = self.node(newparent)?;
@@ -1064,13 +1071,7 @@ impl Filesystem for Overlay {
             if src_hides && !exchange {
                 f |= RenameFlags::WHITEOUT;
             }
-            {
-                let _as = match whiteout_owner {
-                    Some(o) if f.contains(RenameFlags::WHITEOUT) => Some(AsOwner::new(o, 0)?),
-                    _ => None,
-                };
-                rustix::fs::renameat_with(&*pupper, name, &*npupper, newname, f)?;
-            }
+            rustix::fs::renameat_with(&*pupper, name, &*npupper, newname, f)?;
             // A directory now above a lower one of the same name must not
             // merge with it.
             let fix = |dirnode: &Node, at: &Arc<OwnedFd>, n: &OsStr, over: &Arc<Node>| {
