@@ -148,6 +148,22 @@ pub(crate) fn statx_reply(
     Ok((st, out))
 }
 
+/// The backing filesystem's statfs, as the kernel wants it.
+pub(crate) fn statfs(fd: BorrowedFd<'_>) -> Result<idfuse::Kstatfs, Errno> {
+    let st = rustix::fs::fstatvfs(fd)?;
+    Ok(idfuse::Kstatfs {
+        blocks: st.f_blocks,
+        bfree: st.f_bfree,
+        bavail: st.f_bavail,
+        files: st.f_files,
+        ffree: st.f_ffree,
+        bsize: st.f_bsize as u32,
+        namelen: st.f_namemax as u32,
+        frsize: st.f_frsize as u32,
+        ..idfuse::Kstatfs::default()
+    })
+}
+
 /// A time to set as utimensat(2) takes it.
 pub(crate) fn set_time(t: Option<SetTime>) -> rustix::fs::Timespec {
     match t {

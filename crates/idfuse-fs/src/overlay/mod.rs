@@ -1408,18 +1408,7 @@ impl Filesystem for Overlay {
         let root = self.node(ROOT)?;
         let layers = root.layers();
         let top = layers.top().ok_or(Errno::STALE)?;
-        let st = rustix::fs::fstatvfs(&**top)?;
-        Ok(Kstatfs {
-            blocks: st.f_blocks,
-            bfree: st.f_bfree,
-            bavail: st.f_bavail,
-            files: st.f_files,
-            ffree: st.f_ffree,
-            bsize: st.f_bsize as u32,
-            namelen: st.f_namemax as u32,
-            frsize: st.f_frsize as u32,
-            ..Kstatfs::default()
-        })
+        crate::backing::statfs(top.as_fd())
     }
 
     fn setxattr(

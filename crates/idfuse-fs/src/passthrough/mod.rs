@@ -1417,18 +1417,7 @@ impl Filesystem for Passthrough {
     fn statfs(&self, _ctx: &Context<'_>, ino: u64) -> idfuse::Result<Kstatfs> {
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
-        let st = rustix::fs::fstatvfs(&ifd)?;
-        Ok(Kstatfs {
-            blocks: st.f_blocks,
-            bfree: st.f_bfree,
-            bavail: st.f_bavail,
-            files: st.f_files,
-            ffree: st.f_ffree,
-            bsize: st.f_bsize as u32,
-            namelen: st.f_namemax as u32,
-            frsize: st.f_frsize as u32,
-            ..Kstatfs::default()
-        })
+        crate::backing::statfs(ifd.as_fd())
     }
 
     fn setxattr(
