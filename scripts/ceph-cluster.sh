@@ -14,6 +14,13 @@ set -euo pipefail
 starting=
 die() {
   echo "ceph-cluster: $*" >&2
+  # Tests delete DIR after a failed start: show the end of the log named.
+  local log
+  log=$(printf '%s\n' "$*" | grep -o -- "$dir/log/[^ ;]*\.log" | head -1 || true)
+  if [ -n "$log" ] && [ -f "$log" ]; then
+    echo "ceph-cluster: last lines of $log:" >&2
+    tail -n 15 "$log" | sed 's/^/  /' >&2
+  fi
   # A failed start leaves nothing running.
   if [ -n "$starting" ]; then stop_daemons; fi
   exit 1
@@ -77,14 +84,19 @@ ceph_() { timeout 20 ceph -c "$conf" "$@"; }
 # Start a daemon in the foreground of a background job and record its pid.
 spawn() {
   local name=$1; shift
-  setsid "$@" -f -c "$conf" >>"$dir/log/$name.out" 2>&1 </dev/null &
+  # Without fd 9: a daemon that inherited the start lock would hold it for
+  # its whole life, and every other cluster's start would wait for it.
+  setsid "$@" -f -c "$conf" >>"$dir/log/$name.out" 2>&1 </dev/null 9>&- &
   echo $! >>"$dir/pids"
   # By name too, for tests that pause one daemon (SIGSTOP/SIGCONT).
   echo $! >"$dir/run/$name.daemon-pid"
 }
 
+# No TCP socket in any state (listening, connected, TIME_WAIT) holds a
+# port of the range: a port that an outgoing connection took as its local
+# port would make the monitor's bind fail.
 port_free() {
-  ! ss -Hltn "sport >= :$1 and sport <= :$2" 2>/dev/null | grep -q .
+  ! ss -Htan "sport >= :$1 and sport <= :$2" 2>/dev/null | grep -q .
 }
 
 start() {
@@ -99,17 +111,23 @@ start() {
   starting=1
 
   # A port range of our own: 100 ports chosen from the directory's name,
-  # moving on while any of them is in use.
+  # moving on while any of them is in use, all below the kernel's
+  # ephemeral range (net.ipv4.ip_local_port_range), which outgoing
+  # connections (other clusters' daemons and clients among them) draw from.
   # Clusters starting at once choose in turn: the lock is held until our
   # monitor listens on the first port of the range.
   exec 9>/run/lock/idfuse-ceph-cluster.lock
   flock -w 120 9 || die "another cluster start holds /run/lock/idfuse-ceph-cluster.lock"
-  local h base
+  local h base low lo slots
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range || low=32768
+  lo=10000
+  slots=$(((low - lo) / 100))
+  [ "$slots" -ge 10 ] || die "net.ipv4.ip_local_port_range starts at $low: no room below it for a cluster's 100 ports (above $lo)"
   h=$(printf '%s' "$dir" | cksum | cut -d' ' -f1)
-  base=$((20000 + (h % 300) * 100))
-  for _ in $(seq 300); do
+  base=$((lo + (h % slots) * 100))
+  for _ in $(seq "$slots"); do
     port_free "$base" $((base + 99)) && break
-    base=$((base + 100)); [ $base -lt 50000 ] || base=20000
+    base=$((base + 100)); [ $((base + 99)) -lt "$low" ] || base=$lo
   done
   echo "$base" >"$dir/port-base"
 
@@ -173,7 +191,8 @@ CONF
   local uuid
   uuid=$(cat /proc/sys/kernel/random/uuid)
   local id
-  id=$(ceph_ osd create "$uuid") || die "the monitor did not come up; see $dir/log/mon.a.log"
+  # The first answer of a new monitor: slow on a loaded machine.
+  id=$(timeout 60 ceph -c "$conf" osd create "$uuid") || die "the monitor did not come up in 60 s; see $dir/log/mon.a.log"
   exec 9>&-
   [ "$id" = 0 ] || die "unexpected osd id $id"
   ceph-osd -c "$conf" -i 0 --mkfs --mkkey --osd-uuid "$uuid" \
