@@ -775,6 +775,30 @@ fn read_only_overlay_refuses_changes() {
     assert_eq!(names(&f.p("upper")), Vec::<String>::new());
 }
 
+/// mknod of a character device 0/0, the overlay's own whiteout, is refused
+/// with EPERM as kernel overlayfs refuses it; other devices are made.
+#[test]
+fn mknod_of_a_whiteout_device_is_refused() {
+    let f = fixture(true, |r| {
+        fs::write(r.join("l1/f"), b"lower").expect("write");
+    });
+    let mk = |rel: &str, dev: u64| {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &f.mnt(rel),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            dev,
+        )
+    };
+    assert_eq!(mk("wh", 0), Err(rustix::io::Errno::PERM));
+    assert_eq!(fs::read(f.mnt("f")).expect("lower file"), b"lower");
+    assert!(!f.mnt("wh").exists() && !f.upper("wh").exists());
+    mk("null", rustix::fs::makedev(1, 3)).expect("mknod 1/3");
+    let st = fs::metadata(f.mnt("null")).expect("stat");
+    assert_eq!(st.rdev(), rustix::fs::makedev(1, 3));
+}
+
 /// The kernel keeps one backing file per inode: while a file is open for
 /// reading through its lower layer's, it cannot be opened for writing
 /// (which needs the copy's). The writer is told ETXTBSY, and succeeds once

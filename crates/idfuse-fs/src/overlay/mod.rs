@@ -890,6 +890,12 @@ impl Filesystem for Overlay {
         mode: CreateMode,
         rdev: u32,
     ) -> idfuse::Result<Entry> {
+        // A character device 0/0 in upper is the overlay's own whiteout: it
+        // would hide the name rather than show as a device. Kernel
+        // overlayfs refuses to create one with EPERM; so does this.
+        if mode.mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            return Err(Errno::PERM);
+        }
         let p = self.node(parent)?;
         let (pupper, _) = self.make_room(&p, name)?;
         let kind = if mode.mode & libc::S_IFMT == 0 {
