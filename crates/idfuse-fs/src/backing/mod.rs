@@ -2,10 +2,12 @@
 //! names resolved one component at a time below a directory fd, never
 //! following a symlink or `..` ([`open_child`]); attributes as FUSE carries
 //! them ([`to_attr`]); the inode-precise calls that go through
-//! `/proc/self/fd` ([`ProcFd`]); and creating as the kernel's `Owner`
-//! ([`AsOwner`]).
+//! `/proc/self/fd` ([`ProcFd`]); creating as the kernel's `Owner`
+//! ([`AsOwner`]); and the table of open files and directories
+//! ([`Handles`]).
 
 mod creds;
+mod open;
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -15,6 +17,7 @@ use idfuse::{Attr, Errno, SetTime};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 
 pub(crate) use creds::AsOwner;
+pub(crate) use open::{write_clears_setid, BackingFiles, FileIo, Handles, OpenInode};
 
 /// `(st_dev, st_ino)` of a backing inode.
 pub(crate) type Key = (u64, u64);
@@ -236,6 +239,32 @@ impl ProcFd {
             Mode::from_raw_mode(mode),
             AtFlags::empty(),
         )
+    }
+
+    /// Clear S_ISUID, and S_ISGID if group-executable (killpriv v2: the
+    /// daemon runs with CAP_FSETID, so the backing fs will not do it).
+    pub(crate) fn kill_suidgid(&self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+        let st = statx_fd(fd)?;
+        let mode = u32::from(st.stx_mode);
+        let mut m = mode & !libc::S_ISUID;
+        if m & libc::S_IXGRP != 0 {
+            m &= !libc::S_ISGID;
+        }
+        if m != mode {
+            self.chmod(fd, m & 0o7777)?;
+        }
+        Ok(())
+    }
+
+    /// Clear S_ISGID after SETXATTR of an ACL with ACL_KILL_SGID: the
+    /// backing fs updated the mode from the ACL but, the daemon holding
+    /// CAP_FSETID, kept the bit the caller must lose.
+    pub(crate) fn kill_sgid(&self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+        let mode = u32::from(statx_fd(fd)?.stx_mode);
+        if mode & libc::S_ISGID != 0 {
+            self.chmod(fd, mode & 0o7777 & !libc::S_ISGID)?;
+        }
+        Ok(())
     }
 
     /// Set the inode's access and modification times.
