@@ -17,7 +17,9 @@ use idfuse::{Attr, Errno, SetTime};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 
 pub(crate) use creds::AsOwner;
-pub(crate) use open::{write_clears_setid, BackingFiles, FileIo, Handles, OpenInode};
+pub(crate) use open::{
+    handle_requests, write_clears_setid, BackingFiles, FileIo, Handles, OpenInode,
+};
 
 /// `(st_dev, st_ino)` of a backing inode.
 pub(crate) type Key = (u64, u64);

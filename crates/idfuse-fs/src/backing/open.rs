@@ -358,3 +358,130 @@ pub(crate) fn write_clears_setid(mode: u32) -> bool {
     mode & libc::S_ISUID != 0
         || mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP
 }
+
+/// The [`idfuse::Filesystem`] requests that act on an open handle alone —
+/// READ, WRITE, FLUSH, RELEASE, FSYNC, RELEASEDIR, FSYNCDIR, FALLOCATE,
+/// LSEEK and COPY_FILE_RANGE — for an `impl Filesystem` of a type with a
+/// `handles: Handles<..>` and a `proc: ProcFd` field. FLUSH has nothing to
+/// do: locks are the kernel's, and a local backing fs reports no errors at
+/// close.
+macro_rules! handle_requests {
+    () => {
+        fn read(
+            &self,
+            _ctx: &idfuse::Context<'_>,
+            _ino: u64,
+            fh: u64,
+            offset: u64,
+            size: u32,
+            buf: &mut Vec<u8>,
+        ) -> idfuse::Result<()> {
+            self.handles.read(fh, offset, size, buf)
+        }
+
+        fn write(
+            &self,
+            _ctx: &idfuse::Context<'_>,
+            _ino: u64,
+            fh: u64,
+            offset: u64,
+            data: &[u8],
+            wf: idfuse::WriteFlags,
+            _flags: u32,
+        ) -> idfuse::Result<u32> {
+            self.handles.write(&self.proc, fh, offset, data, wf)
+        }
+
+        fn flush(
+            &self,
+            _ctx: &idfuse::Context<'_>,
+            _ino: u64,
+            _fh: u64,
+            _lock_owner: u64,
+        ) -> idfuse::Result<()> {
+            Ok(())
+        }
+
+        fn release(
+            &self,
+            ctx: &idfuse::Context<'_>,
+            _ino: u64,
+            fh: u64,
+            _flags: u32,
+            _lock_owner: Option<u64>,
+            _flush: bool,
+        ) -> idfuse::Result<()> {
+            self.handles.release(ctx, fh)
+        }
+
+        fn fsync(
+            &self,
+            _ctx: &idfuse::Context<'_>,
+            _ino: u64,
+            fh: u64,
+            datasync: bool,
+        ) -> idfuse::Result<()> {
+            self.handles.fsync(fh, datasync)
+        }
+
+        fn releasedir(
+            &self,
+            ctx: &idfuse::Context<'_>,
+            _ino: u64,
+            fh: u64,
+            _flags: u32,
+        ) -> idfuse::Result<()> {
+            self.handles.release(ctx, fh)
+        }
+
+        fn fsyncdir(
+            &self,
+            _ctx: &idfuse::Context<'_>,
+            _ino: u64,
+            fh: u64,
+            datasync: bool,
+        ) -> idfuse::Result<()> {
+            self.handles.fsync(fh, datasync)
+        }
+
+        fn fallocate(
+            &self,
+            _ctx: &idfuse::Context<'_>,
+            _ino: u64,
+            fh: u64,
+            offset: u64,
+            length: u64,
+            mode: u32,
+        ) -> idfuse::Result<()> {
+            self.handles.fallocate(fh, offset, length, mode)
+        }
+
+        fn lseek(
+            &self,
+            _ctx: &idfuse::Context<'_>,
+            _ino: u64,
+            fh: u64,
+            offset: u64,
+            whence: u32,
+        ) -> idfuse::Result<u64> {
+            self.handles.lseek(fh, offset, whence)
+        }
+
+        fn copy_file_range(
+            &self,
+            _ctx: &idfuse::Context<'_>,
+            _ino_in: u64,
+            fh_in: u64,
+            off_in: u64,
+            _ino_out: u64,
+            fh_out: u64,
+            off_out: u64,
+            len: u64,
+            _flags: u64,
+        ) -> idfuse::Result<u64> {
+            self.handles
+                .copy_file_range(fh_in, off_in, fh_out, off_out, len)
+        }
+    };
+}
+pub(crate) use handle_requests;

@@ -35,8 +35,7 @@ use std::time::Duration;
 
 use idfuse::{
     AttrReply, Context, CreateMode, DirBuf, DirPlusBuf, Entry, Errno, Filesystem, InitFlags,
-    Kstatfs, Negotiated, OpenOutFlags, Opened, Owner, SetAttr, SetxattrFlags, Statx, WriteFlags,
-    Xattr,
+    Kstatfs, Negotiated, OpenOutFlags, Opened, Owner, SetAttr, SetxattrFlags, Statx, Xattr,
 };
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, StatxFlags};
 
@@ -597,6 +596,8 @@ impl Overlay {
 }
 
 impl Filesystem for Overlay {
+    crate::backing::handle_requests!();
+
     fn capabilities(&self) -> InitFlags {
         InitFlags::POSIX_ACL
             | InitFlags::DONT_MASK
@@ -1120,51 +1121,6 @@ impl Filesystem for Overlay {
         }
     }
 
-    fn read(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        size: u32,
-        buf: &mut Vec<u8>,
-    ) -> idfuse::Result<()> {
-        self.handles.read(fh, offset, size, buf)
-    }
-
-    fn write(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        data: &[u8],
-        wf: WriteFlags,
-        _flags: u32,
-    ) -> idfuse::Result<u32> {
-        self.handles.write(&self.proc, fh, offset, data, wf)
-    }
-
-    fn flush(&self, _ctx: &Context<'_>, _ino: u64, _fh: u64, _lo: u64) -> idfuse::Result<()> {
-        Ok(())
-    }
-
-    fn release(
-        &self,
-        ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        _flags: u32,
-        _lo: Option<u64>,
-        _flush: bool,
-    ) -> idfuse::Result<()> {
-        self.handles.release(ctx, fh)
-    }
-
-    fn fsync(&self, _ctx: &Context<'_>, _ino: u64, fh: u64, datasync: bool) -> idfuse::Result<()> {
-        self.handles.fsync(fh, datasync)
-    }
-
     fn opendir(&self, _ctx: &Context<'_>, ino: u64, _flags: u32) -> idfuse::Result<Opened> {
         let node = self.node(ino)?;
         let layers = node.layers();
@@ -1241,20 +1197,6 @@ impl Filesystem for Overlay {
         })
     }
 
-    fn releasedir(&self, ctx: &Context<'_>, _ino: u64, fh: u64, _f: u32) -> idfuse::Result<()> {
-        self.handles.release(ctx, fh)
-    }
-
-    fn fsyncdir(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        datasync: bool,
-    ) -> idfuse::Result<()> {
-        self.handles.fsync(fh, datasync)
-    }
-
     fn statfs(&self, _ctx: &Context<'_>, _ino: u64) -> idfuse::Result<Kstatfs> {
         let root = self.node(ROOT)?;
         let layers = root.layers();
@@ -1322,45 +1264,6 @@ impl Filesystem for Overlay {
         let node = self.node(ino)?;
         let upper = self.copy_up(&node, true)?;
         crate::backing::remove_xattr(upper.as_fd(), name)
-    }
-
-    fn fallocate(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        length: u64,
-        mode: u32,
-    ) -> idfuse::Result<()> {
-        self.handles.fallocate(fh, offset, length, mode)
-    }
-
-    fn lseek(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        whence: u32,
-    ) -> idfuse::Result<u64> {
-        self.handles.lseek(fh, offset, whence)
-    }
-
-    fn copy_file_range(
-        &self,
-        _ctx: &Context<'_>,
-        _ino_in: u64,
-        fh_in: u64,
-        off_in: u64,
-        _ino_out: u64,
-        fh_out: u64,
-        off_out: u64,
-        len: u64,
-        _flags: u64,
-    ) -> idfuse::Result<u64> {
-        self.handles
-            .copy_file_range(fh_in, off_in, fh_out, off_out, len)
     }
 }
 

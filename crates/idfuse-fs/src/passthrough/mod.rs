@@ -43,7 +43,7 @@ use std::time::Duration;
 use idfuse::{
     Attr, AttrReply, BackingId, Context, CreateMode, DirBuf, DirPlusBuf, Entry, Errno, Filesystem,
     InitFlags, Kstatfs, Negotiated, OpenOutFlags, Opened, Owner, SetAttr, SetxattrFlags, Statx,
-    WriteFlags, Xattr,
+    Xattr,
 };
 use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
 
@@ -718,6 +718,8 @@ impl Passthrough {
 }
 
 impl Filesystem for Passthrough {
+    crate::backing::handle_requests!();
+
     fn capabilities(&self) -> InitFlags {
         InitFlags::POSIX_ACL
             | InitFlags::DONT_MASK
@@ -1092,57 +1094,6 @@ impl Filesystem for Passthrough {
         self.created(ctx, pfd.as_fd(), file, f, false)
     }
 
-    fn read(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        size: u32,
-        buf: &mut Vec<u8>,
-    ) -> idfuse::Result<()> {
-        self.handles.read(fh, offset, size, buf)
-    }
-
-    fn write(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        data: &[u8],
-        wf: WriteFlags,
-        _flags: u32,
-    ) -> idfuse::Result<u32> {
-        self.handles.write(&self.proc, fh, offset, data, wf)
-    }
-
-    fn flush(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        _fh: u64,
-        _lock_owner: u64,
-    ) -> idfuse::Result<()> {
-        Ok(())
-    }
-
-    fn release(
-        &self,
-        ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        _flags: u32,
-        _lo: Option<u64>,
-        _flush: bool,
-    ) -> idfuse::Result<()> {
-        self.handles.release(ctx, fh)
-    }
-
-    fn fsync(&self, _ctx: &Context<'_>, _ino: u64, fh: u64, datasync: bool) -> idfuse::Result<()> {
-        self.handles.fsync(fh, datasync)
-    }
-
     fn opendir(&self, _ctx: &Context<'_>, ino: u64, _flags: u32) -> idfuse::Result<Opened> {
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
@@ -1242,20 +1193,6 @@ impl Filesystem for Passthrough {
         Ok(())
     }
 
-    fn releasedir(&self, ctx: &Context<'_>, _ino: u64, fh: u64, _flags: u32) -> idfuse::Result<()> {
-        self.handles.release(ctx, fh)
-    }
-
-    fn fsyncdir(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        datasync: bool,
-    ) -> idfuse::Result<()> {
-        self.handles.fsync(fh, datasync)
-    }
-
     fn statfs(&self, _ctx: &Context<'_>, ino: u64) -> idfuse::Result<Kstatfs> {
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
@@ -1304,45 +1241,6 @@ impl Filesystem for Passthrough {
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         crate::backing::remove_xattr(ifd.as_fd(), name)
-    }
-
-    fn fallocate(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        length: u64,
-        mode: u32,
-    ) -> idfuse::Result<()> {
-        self.handles.fallocate(fh, offset, length, mode)
-    }
-
-    fn lseek(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        whence: u32,
-    ) -> idfuse::Result<u64> {
-        self.handles.lseek(fh, offset, whence)
-    }
-
-    fn copy_file_range(
-        &self,
-        _ctx: &Context<'_>,
-        _ino_in: u64,
-        fh_in: u64,
-        off_in: u64,
-        _ino_out: u64,
-        fh_out: u64,
-        off_out: u64,
-        len: u64,
-        _flags: u64,
-    ) -> idfuse::Result<u64> {
-        self.handles
-            .copy_file_range(fh_in, off_in, fh_out, off_out, len)
     }
 
     fn syncfs(&self, _ctx: &Context<'_>, _ino: u64) -> idfuse::Result<()> {
