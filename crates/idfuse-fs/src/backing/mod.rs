@@ -21,6 +21,23 @@ pub(crate) use open::{
     handle_requests, write_clears_setid, BackingFiles, FileIo, Handles, OpenInode,
 };
 
+/// What the mirror and the overlay ask of the kernel at INIT: ACLs and
+/// setid clearing (killpriv v2) as a local filesystem does them, the
+/// creating caller's supplementary group for setgid directories, and the
+/// usual speed-ups.
+pub(crate) const INIT_FLAGS: idfuse::InitFlags = idfuse::InitFlags::POSIX_ACL
+    .union(idfuse::InitFlags::DONT_MASK)
+    .union(idfuse::InitFlags::HANDLE_KILLPRIV_V2)
+    .union(idfuse::InitFlags::DO_READDIRPLUS)
+    .union(idfuse::InitFlags::READDIRPLUS_AUTO)
+    .union(idfuse::InitFlags::SETXATTR_EXT)
+    .union(idfuse::InitFlags::CREATE_SUPP_GROUP)
+    .union(idfuse::InitFlags::CACHE_SYMLINKS)
+    .union(idfuse::InitFlags::PARALLEL_DIROPS)
+    .union(idfuse::InitFlags::AUTO_INVAL_DATA)
+    .union(idfuse::InitFlags::SPLICE_READ)
+    .union(idfuse::InitFlags::SPLICE_WRITE);
+
 /// `(st_dev, st_ino)` of a backing inode.
 pub(crate) type Key = (u64, u64);
 

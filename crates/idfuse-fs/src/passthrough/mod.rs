@@ -721,18 +721,7 @@ impl Filesystem for Passthrough {
     crate::backing::handle_requests!();
 
     fn capabilities(&self) -> InitFlags {
-        InitFlags::POSIX_ACL
-            | InitFlags::DONT_MASK
-            | InitFlags::HANDLE_KILLPRIV_V2
-            | InitFlags::DO_READDIRPLUS
-            | InitFlags::READDIRPLUS_AUTO
-            | InitFlags::SETXATTR_EXT
-            | InitFlags::CREATE_SUPP_GROUP
-            | InitFlags::CACHE_SYMLINKS
-            | InitFlags::PARALLEL_DIROPS
-            | InitFlags::AUTO_INVAL_DATA
-            | InitFlags::SPLICE_READ
-            | InitFlags::SPLICE_WRITE
+        crate::backing::INIT_FLAGS
     }
 
     fn init(&self, n: &Negotiated) {
