@@ -3,10 +3,15 @@
 //! following a symlink or `..` ([`open_child`]); attributes as FUSE carries
 //! them ([`to_attr`]); the inode-precise calls that go through
 //! `/proc/self/fd` ([`ProcFd`]); creating as the kernel's `Owner`
-//! ([`AsOwner`]); and the table of open files and directories
+//! ([`AsOwner`], [`creds`]); and the table of open files and directories
 //! ([`Handles`]).
+//!
+//! The helpers here that change the backing filesystem put the daemon's
+//! credentials back first ([`creds::daemon`]), and those that read
+//! xattrs make sure they read as the daemon would ([`creds::searching`]),
+//! so that none of them can act with a creating owner's left on the thread.
 
-mod creds;
+pub(crate) mod creds;
 mod open;
 
 use std::ffi::{CString, OsStr};
@@ -252,6 +257,7 @@ impl ProcFd {
 
     /// chmod the inode (never a symlink's target).
     pub(crate) fn chmod(&self, fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
+        creds::daemon()?;
         rustix::fs::chmodat(
             &self.0,
             Self::name(fd).as_c_str(),
@@ -292,6 +298,7 @@ impl ProcFd {
         fd: BorrowedFd<'_>,
         times: &rustix::fs::Timestamps,
     ) -> Result<(), Errno> {
+        creds::daemon()?;
         rustix::fs::utimensat(&self.0, Self::name(fd).as_c_str(), times, AtFlags::empty())
     }
 
@@ -304,6 +311,7 @@ impl ProcFd {
         newdir: BorrowedFd<'_>,
         newname: &OsStr,
     ) -> Result<(), Errno> {
+        creds::daemon()?;
         rustix::fs::linkat(
             &self.0,
             Self::name(fd).as_c_str(),
@@ -321,6 +329,7 @@ pub(crate) fn get_xattr(
     name: &OsStr,
     size: u32,
 ) -> Result<idfuse::Xattr, Errno> {
+    creds::searching()?;
     let path = ProcFd::path(fd);
     if size == 0 {
         let n = rustix::fs::getxattr_query(path.as_c_str(), name)?;
@@ -336,6 +345,7 @@ pub(crate) fn get_xattr(
 
 /// The NUL-separated xattr names of the inode, as [`get_xattr`] answers.
 pub(crate) fn list_xattr(fd: BorrowedFd<'_>, size: u32) -> Result<idfuse::Xattr, Errno> {
+    creds::searching()?;
     let path = ProcFd::path(fd);
     if size == 0 {
         let n = rustix::fs::listxattr_query(path.as_c_str())?;
@@ -357,16 +367,19 @@ pub(crate) fn set_xattr(
     value: &[u8],
     flags: rustix::fs::XattrFlags,
 ) -> Result<(), Errno> {
+    creds::daemon()?;
     rustix::fs::setxattr(ProcFd::path(fd).as_c_str(), name, value, flags)
 }
 
 /// Remove an xattr from the inode.
 pub(crate) fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    creds::daemon()?;
     rustix::fs::removexattr(ProcFd::path(fd).as_c_str(), name)
 }
 /// A whole xattr value, `None` when the inode has no such xattr (or the
 /// filesystem no xattrs).
 pub(crate) fn xattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> Result<Option<Vec<u8>>, Errno> {
+    creds::searching()?;
     let path = ProcFd::path(fd);
     loop {
         let n = match rustix::fs::getxattr_query(path.as_c_str(), name) {
@@ -390,6 +403,7 @@ pub(crate) fn xattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> Result<Option<Vec
 
 /// Every xattr name of the inode.
 pub(crate) fn xattr_names(fd: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
+    creds::searching()?;
     let path = ProcFd::path(fd);
     loop {
         let n = match rustix::fs::listxattr_query(path.as_c_str()) {

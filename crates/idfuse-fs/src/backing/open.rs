@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use idfuse::{BackingId, Context, Errno, WriteFlags};
 
-use super::ProcFd;
+use super::{creds, ProcFd};
 
 /// How the kernel does I/O on the open files of one regular inode. The
 /// kernel allows one backing file per inode and refuses to mix passthrough
@@ -182,6 +182,7 @@ impl<N: OpenInode, D> Handles<N, D> {
 
     /// FSYNC and FSYNCDIR; nothing to do for a handle without a file.
     pub(crate) fn fsync(&self, fh: u64, datasync: bool) -> Result<(), Errno> {
+        creds::daemon()?;
         let h = self.get(fh)?;
         let Some(file) = &h.file else {
             return Ok(());
@@ -201,6 +202,7 @@ impl<N: OpenInode, D> Handles<N, D> {
         size: u32,
         buf: &mut Vec<u8>,
     ) -> Result<(), Errno> {
+        creds::daemon()?;
         let h = self.get(fh)?;
         let file = h.file()?;
         buf.clear();
@@ -226,6 +228,7 @@ impl<N: OpenInode, D> Handles<N, D> {
         data: &[u8],
         wf: WriteFlags,
     ) -> Result<u32, Errno> {
+        creds::daemon()?;
         let h = self.get(fh)?;
         let file = h.file()?;
         if wf.contains(WriteFlags::KILL_SUIDGID) {
@@ -242,6 +245,7 @@ impl<N: OpenInode, D> Handles<N, D> {
         length: u64,
         mode: u32,
     ) -> Result<(), Errno> {
+        creds::daemon()?;
         let h = self.get(fh)?;
         let file = h.file()?;
         let flags = rustix::fs::FallocateFlags::from_bits(mode).ok_or(Errno::OPNOTSUPP)?;
@@ -250,6 +254,7 @@ impl<N: OpenInode, D> Handles<N, D> {
 
     /// LSEEK, SEEK_DATA and SEEK_HOLE included.
     pub(crate) fn lseek(&self, fh: u64, offset: u64, whence: u32) -> Result<u64, Errno> {
+        creds::daemon()?;
         let h = self.get(fh)?;
         let file = h.file()?;
         let off = i64::try_from(offset).map_err(|_| Errno::INVAL)?;
@@ -273,6 +278,7 @@ impl<N: OpenInode, D> Handles<N, D> {
         off_out: u64,
         len: u64,
     ) -> Result<u64, Errno> {
+        creds::daemon()?;
         let a = self.get(fh_in)?;
         let b = self.get(fh_out)?;
         let (mut oi, mut oo) = (off_in, off_out);
@@ -327,6 +333,8 @@ impl BackingFiles {
     /// Register `file` as a backing file (BACKING_OPEN); `None` where the
     /// kernel refuses, which is said once, and never asked again.
     pub(crate) fn open(&self, ctx: &Context<'_>, file: BorrowedFd<'_>) -> Option<BackingId> {
+        // The kernel keeps the opener's credentials for I/O on the file.
+        creds::daemon().ok()?;
         match ctx.open_backing(file) {
             Ok(id) => {
                 self.active.store(true, Ordering::Relaxed);

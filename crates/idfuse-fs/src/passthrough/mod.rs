@@ -48,8 +48,8 @@ use idfuse::{
 use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
 
 use crate::backing::{
-    check_name, key_of, open_child, rdev_from_fuse, set_time, statx_fd, statx_reply, to_attr,
-    write_clears_setid, AsOwner, BackingFiles, Handles, ProcFd, BENEATH,
+    check_name, creds, key_of, open_child, rdev_from_fuse, set_time, statx_fd, statx_reply,
+    to_attr, write_clears_setid, AsOwner, BackingFiles, Handles, ProcFd, BENEATH,
 };
 use handles::{FdCache, FileHandle, Mounts};
 use inodes::{Held, Inode, InodeTable, ROOT};
@@ -482,6 +482,7 @@ impl Passthrough {
     /// looked-up inode, found in the directory `parent`) and describe it
     /// to the kernel.
     fn register(&self, parent: BorrowedFd<'_>, fd: OwnedFd) -> Result<Entry, Errno> {
+        creds::searching()?;
         let st = statx_fd(fd.as_fd())?;
         let handle = if self.handles_ok
             && self.inodes.read().map_err(|_| Errno::IO)?.fd_count() >= self.fds_max
@@ -563,6 +564,7 @@ impl Passthrough {
     }
 
     fn lookup_name(&self, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
+        creds::searching()?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
         let fd = open_child(pfd.as_fd(), name)?;
@@ -634,6 +636,9 @@ impl Passthrough {
         if !self.backing.wanted(ctx) {
             return None;
         }
+        // BACKING_OPEN keeps the opener's credentials for the kernel's I/O
+        // on the file: the daemon's, never a creating owner's.
+        creds::daemon().ok()?;
         // One backing file serves every open of the inode, whatever its
         // access mode, so it is read-write (and not appending); where the
         // source refuses that, the inode does its I/O through the daemon.
@@ -700,8 +705,10 @@ impl Passthrough {
         kill_suidgid: bool,
     ) -> Result<(Entry, Opened), Errno> {
         if kill_suidgid {
+            // A chmod, if any, puts the daemon's credentials back.
             self.proc.kill_suidgid(file.as_fd())?;
         }
+        // O_PATH: no access check, whoever's credentials are in effect.
         let path = self.reopen(file.as_fd(), OFlags::PATH)?;
         let entry = self.register(parent, path)?;
         let inode = self.inode(entry.ino)?;
@@ -752,6 +759,7 @@ impl Filesystem for Passthrough {
     }
 
     fn lookup(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<Entry> {
+        creds::searching()?;
         if name == "." || name == ".." {
             return self.lookup_dots(parent, name);
         }
@@ -794,6 +802,7 @@ impl Filesystem for Passthrough {
     }
 
     fn getattr(&self, _ctx: &Context<'_>, ino: u64, fh: Option<u64>) -> idfuse::Result<AttrReply> {
+        creds::searching()?;
         if let Some(h) = fh.and_then(|fh| self.handles.get(fh).ok()) {
             let st = statx_fd(h.file()?)?;
             return Ok(AttrReply {
@@ -812,6 +821,7 @@ impl Filesystem for Passthrough {
         _flags: u32,
         mask: u32,
     ) -> idfuse::Result<(Statx, Duration)> {
+        creds::searching()?;
         let want = StatxFlags::from_bits_retain(mask) | StatxFlags::BASIC_STATS;
         let h = fh.and_then(|fh| self.handles.get(fh).ok());
         let i = self.inode(ino)?;
@@ -829,6 +839,7 @@ impl Filesystem for Passthrough {
     }
 
     fn setattr(&self, _ctx: &Context<'_>, ino: u64, a: &SetAttr) -> idfuse::Result<AttrReply> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         let fd = ifd.as_fd();
@@ -870,6 +881,7 @@ impl Filesystem for Passthrough {
     }
 
     fn readlink(&self, _ctx: &Context<'_>, ino: u64) -> idfuse::Result<Vec<u8>> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         let t = rustix::fs::readlinkat(&ifd, "", Vec::new())?;
@@ -885,6 +897,7 @@ impl Filesystem for Passthrough {
         mode: CreateMode,
         rdev: u32,
     ) -> idfuse::Result<Entry> {
+        creds::searching()?;
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
@@ -894,7 +907,7 @@ impl Filesystem for Passthrough {
             rustix::fs::FileType::from_raw_mode(mode.mode)
         };
         {
-            let _as = AsOwner::new(owner, mode.umask)?;
+            creds::owner(owner, mode.umask)?;
             rustix::fs::mknodat(
                 &pfd,
                 name,
@@ -914,11 +927,12 @@ impl Filesystem for Passthrough {
         owner: &Owner,
         mode: CreateMode,
     ) -> idfuse::Result<Entry> {
+        creds::searching()?;
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
         {
-            let _as = AsOwner::new(owner, mode.umask)?;
+            creds::owner(owner, mode.umask)?;
             rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(mode.mode & 0o7777))?;
         }
         self.lookup_name(parent, name)
@@ -932,11 +946,12 @@ impl Filesystem for Passthrough {
         owner: &Owner,
         target: &OsStr,
     ) -> idfuse::Result<Entry> {
+        creds::searching()?;
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
         {
-            let _as = AsOwner::new(owner, 0)?;
+            creds::owner(owner, 0)?;
             // The target is stored, never resolved by the daemon.
             rustix::fs::symlinkat(target, &pfd, name)?;
         }
@@ -944,6 +959,7 @@ impl Filesystem for Passthrough {
     }
 
     fn unlink(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<()> {
+        creds::daemon()?;
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
@@ -951,6 +967,7 @@ impl Filesystem for Passthrough {
     }
 
     fn rmdir(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<()> {
+        creds::daemon()?;
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
@@ -967,6 +984,7 @@ impl Filesystem for Passthrough {
         flags: u32,
         whiteout_owner: Option<&Owner>,
     ) -> idfuse::Result<()> {
+        creds::daemon()?;
         check_name(name)?;
         check_name(newname)?;
         let p = self.inode(parent)?;
@@ -991,6 +1009,7 @@ impl Filesystem for Passthrough {
         newparent: u64,
         newname: &OsStr,
     ) -> idfuse::Result<Entry> {
+        creds::daemon()?;
         check_name(newname)?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
@@ -1010,6 +1029,7 @@ impl Filesystem for Passthrough {
         flags: u32,
         kill_suidgid: bool,
     ) -> idfuse::Result<Opened> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         let oflags = self.open_flags(flags);
@@ -1030,6 +1050,7 @@ impl Filesystem for Passthrough {
         flags: u32,
         kill_suidgid: bool,
     ) -> idfuse::Result<(Entry, Opened)> {
+        creds::searching()?;
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
@@ -1042,7 +1063,7 @@ impl Filesystem for Passthrough {
             oflags = (oflags & !OFlags::WRONLY) | OFlags::RDWR;
         }
         let file = {
-            let _as = AsOwner::new(owner, mode.umask)?;
+            creds::owner(owner, mode.umask)?;
             // Always O_EXCL: the kernel treats the file as created by the
             // caller and skips its permission check on it, so a file that
             // appeared in the source meanwhile must not be opened here.
@@ -1065,6 +1086,7 @@ impl Filesystem for Passthrough {
         mode: CreateMode,
         flags: u32,
     ) -> idfuse::Result<(Entry, Opened)> {
+        creds::searching()?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
         let mut f = (self.open_flags(flags) & !OFlags::DIRECTORY) | OFlags::TMPFILE;
@@ -1072,7 +1094,7 @@ impl Filesystem for Passthrough {
             f |= OFlags::RDWR;
         }
         let file = {
-            let _as = AsOwner::new(owner, mode.umask)?;
+            creds::owner(owner, mode.umask)?;
             rustix::fs::openat(
                 self.proc.dir(),
                 ProcFd::name(pfd.as_fd()).as_c_str(),
@@ -1084,6 +1106,7 @@ impl Filesystem for Passthrough {
     }
 
     fn opendir(&self, _ctx: &Context<'_>, ino: u64, _flags: u32) -> idfuse::Result<Opened> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         let file = self.reopen(ifd.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
@@ -1111,6 +1134,7 @@ impl Filesystem for Passthrough {
         offset: u64,
         out: &mut DirBuf,
     ) -> idfuse::Result<()> {
+        creds::daemon()?;
         let h = self.handles.get(fh)?;
         let mut dir = h
             .dir
@@ -1137,6 +1161,7 @@ impl Filesystem for Passthrough {
         offset: u64,
         out: &mut DirPlusBuf<'_>,
     ) -> idfuse::Result<()> {
+        creds::daemon()?;
         let h = self.handles.get(fh)?;
         let mut dir = h
             .dir
@@ -1183,6 +1208,7 @@ impl Filesystem for Passthrough {
     }
 
     fn statfs(&self, _ctx: &Context<'_>, ino: u64) -> idfuse::Result<Kstatfs> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         crate::backing::statfs(ifd.as_fd())
@@ -1197,6 +1223,7 @@ impl Filesystem for Passthrough {
         flags: u32,
         sf: SetxattrFlags,
     ) -> idfuse::Result<()> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         let flags = rustix::fs::XattrFlags::from_bits(flags).ok_or(Errno::INVAL)?;
@@ -1215,24 +1242,28 @@ impl Filesystem for Passthrough {
         name: &OsStr,
         size: u32,
     ) -> idfuse::Result<Xattr> {
+        creds::searching()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         crate::backing::get_xattr(ifd.as_fd(), name, size)
     }
 
     fn listxattr(&self, _ctx: &Context<'_>, ino: u64, size: u32) -> idfuse::Result<Xattr> {
+        creds::searching()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         crate::backing::list_xattr(ifd.as_fd(), size)
     }
 
     fn removexattr(&self, _ctx: &Context<'_>, ino: u64, name: &OsStr) -> idfuse::Result<()> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         crate::backing::remove_xattr(ifd.as_fd(), name)
     }
 
     fn syncfs(&self, _ctx: &Context<'_>, _ino: u64) -> idfuse::Result<()> {
+        creds::daemon()?;
         rustix::fs::syncfs(&self.root_dir)
     }
 }
