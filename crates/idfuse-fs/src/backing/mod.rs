@@ -130,6 +130,22 @@ pub(crate) fn to_attr(st: &rustix::fs::Statx) -> Attr {
     }
 }
 
+/// The READDIRPLUS entry of `.` or `..` (`d_ino` from the listing): the
+/// kernel ignores these, so they carry no lookup (node id 0).
+pub(crate) fn dots_entry(d_ino: u64) -> idfuse::Entry {
+    idfuse::Entry {
+        ino: 0,
+        generation: 0,
+        attr: Attr {
+            ino: d_ino,
+            mode: libc::S_IFDIR,
+            ..Attr::default()
+        },
+        entry_timeout: std::time::Duration::ZERO,
+        attr_timeout: std::time::Duration::ZERO,
+    }
+}
+
 /// A statx timestamp as the FUSE statx reply carries it.
 pub(crate) fn sx(t: rustix::fs::StatxTimestamp) -> idfuse::abi::SxTime {
     idfuse::abi::SxTime {
@@ -288,6 +304,55 @@ impl ProcFd {
         let mode = u32::from(statx_fd(fd)?.stx_mode);
         if mode & libc::S_ISGID != 0 {
             self.chmod(fd, mode & 0o7777 & !libc::S_ISGID)?;
+        }
+        Ok(())
+    }
+
+    /// SETATTR on the inode `fd` (`O_PATH`): the size through `open`, an
+    /// open file of it, if the kernel named one, else through a write-only
+    /// reopen; then owner, mode, setid clearing and times, in that order
+    /// (a chown's clearing of setid bits comes before an explicit mode).
+    /// Ids are in the filesystem's id space already.
+    pub(crate) fn set_attr(
+        &self,
+        fd: BorrowedFd<'_>,
+        open: Option<BorrowedFd<'_>>,
+        a: &idfuse::SetAttr,
+    ) -> Result<(), Errno> {
+        creds::daemon()?;
+        if let Some(size) = a.size {
+            match open {
+                Some(f) => rustix::fs::ftruncate(f, size)?,
+                None => {
+                    let f = self.reopen(fd, OFlags::WRONLY | OFlags::NONBLOCK)?;
+                    rustix::fs::ftruncate(&f, size)?;
+                }
+            }
+        }
+        if a.uid.is_some() || a.gid.is_some() {
+            // The backing fs clears setid bits on chown of a non-directory
+            // by itself.
+            rustix::fs::chownat(
+                fd,
+                "",
+                a.uid.map(rustix::fs::Uid::from_raw),
+                a.gid.map(rustix::fs::Gid::from_raw),
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if let Some(mode) = a.mode {
+            self.chmod(fd, mode & 0o7777)?;
+        }
+        if a.kill_suidgid {
+            self.kill_suidgid(fd)?;
+        }
+        if a.atime.is_some() || a.mtime.is_some() {
+            let times = rustix::fs::Timestamps {
+                last_access: set_time(a.atime),
+                last_modification: set_time(a.mtime),
+            };
+            // Through the magic link: lands on the inode, even a symlink.
+            self.utimes(fd, &times)?;
         }
         Ok(())
     }

@@ -40,7 +40,7 @@ use idfuse::{
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, StatxFlags};
 
 use crate::backing::{
-    check_name, key_of, open_child, rdev_from_fuse, set_time, statx_fd, statx_reply, to_attr,
+    check_name, key_of, open_child, rdev_from_fuse, statx_fd, statx_reply, to_attr,
     write_clears_setid, AsOwner, BackingFiles, Handles, Key, ProcFd, BENEATH,
 };
 
@@ -701,38 +701,13 @@ impl Filesystem for Overlay {
         let node = self.node(ino)?;
         let data = a.size != Some(0);
         let upper = self.copy_up(&node, data)?;
-        let fd = upper.as_fd();
-        if let Some(size) = a.size {
-            match a.fh.and_then(|fh| self.handles.get(fh).ok()) {
-                Some(h) if h.io.is_some() => rustix::fs::ftruncate(h.file()?, size)?,
-                _ => {
-                    let f = self.proc.reopen(fd, OFlags::WRONLY | OFlags::NONBLOCK)?;
-                    rustix::fs::ftruncate(&f, size)?;
-                }
-            }
-        }
-        if a.uid.is_some() || a.gid.is_some() {
-            rustix::fs::chownat(
-                fd,
-                "",
-                a.uid.map(rustix::fs::Uid::from_raw),
-                a.gid.map(rustix::fs::Gid::from_raw),
-                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-        }
-        if let Some(mode) = a.mode {
-            self.proc.chmod(fd, mode & 0o7777)?;
-        }
-        if a.kill_suidgid {
-            self.proc.kill_suidgid(fd)?;
-        }
-        if a.atime.is_some() || a.mtime.is_some() {
-            let times = rustix::fs::Timestamps {
-                last_access: set_time(a.atime),
-                last_modification: set_time(a.mtime),
-            };
-            self.proc.utimes(fd, &times)?;
-        }
+        // A truncate through an open regular file, if the kernel named one.
+        let h = a.size.and(a.fh).and_then(|fh| self.handles.get(fh).ok());
+        let open = match &h {
+            Some(h) if h.io.is_some() => Some(h.file()?),
+            _ => None,
+        };
+        self.proc.set_attr(upper.as_fd(), open, a)?;
         self.attr_of(&node)
     }
 
@@ -1158,19 +1133,7 @@ impl Filesystem for Overlay {
         self.walk(ino, fh, offset, &mut |dir, ino, next, typ, name| {
             let name = OsStr::from_bytes(name);
             if name == "." || name == ".." {
-                // The kernel ignores these; they carry no lookup.
-                let entry = Entry {
-                    ino: 0,
-                    generation: 0,
-                    attr: idfuse::Attr {
-                        ino,
-                        mode: libc::S_IFDIR,
-                        ..idfuse::Attr::default()
-                    },
-                    entry_timeout: Duration::ZERO,
-                    attr_timeout: Duration::ZERO,
-                };
-                return Ok(out.push(&entry, next, typ, name));
+                return Ok(out.push(&crate::backing::dots_entry(ino), next, typ, name));
             }
             let entry = match self.lookup_in(dir, name) {
                 Ok(Some(e)) => e,

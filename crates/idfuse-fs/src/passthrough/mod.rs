@@ -41,15 +41,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use idfuse::{
-    Attr, AttrReply, BackingId, Context, CreateMode, DirBuf, DirPlusBuf, Entry, Errno, Filesystem,
+    AttrReply, BackingId, Context, CreateMode, DirBuf, DirPlusBuf, Entry, Errno, Filesystem,
     InitFlags, Kstatfs, Negotiated, OpenOutFlags, Opened, Owner, SetAttr, SetxattrFlags, Statx,
     Xattr,
 };
 use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
 
 use crate::backing::{
-    check_name, creds, key_of, open_child, rdev_from_fuse, set_time, statx_fd, statx_reply,
-    to_attr, write_clears_setid, AsOwner, BackingFiles, Handles, ProcFd, BENEATH,
+    check_name, creds, key_of, open_child, rdev_from_fuse, statx_fd, statx_reply, to_attr,
+    write_clears_setid, AsOwner, BackingFiles, Handles, ProcFd, BENEATH,
 };
 use handles::{FdCache, FileHandle, Mounts};
 use inodes::{Held, Inode, InodeTable, ROOT};
@@ -610,10 +610,6 @@ impl Passthrough {
         })
     }
 
-    fn chmod(&self, fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
-        self.proc.chmod(fd, mode)
-    }
-
     /// Open flags for a file of this handle.
     fn open_flags(&self, flags: u32) -> OFlags {
         let mut f = OFlags::from_bits_retain(flags)
@@ -842,41 +838,13 @@ impl Filesystem for Passthrough {
         creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
-        let fd = ifd.as_fd();
-        if let Some(size) = a.size {
-            match a.fh.and_then(|fh| self.handles.get(fh).ok()) {
-                Some(h) => rustix::fs::ftruncate(h.file()?, size)?,
-                None => {
-                    let f = self.reopen(fd, OFlags::WRONLY | OFlags::NONBLOCK)?;
-                    rustix::fs::ftruncate(&f, size)?;
-                }
-            }
-        }
-        if a.uid.is_some() || a.gid.is_some() {
-            // Ids are in the filesystem's id space already. The backing fs
-            // clears setid bits on chown of a non-directory by itself.
-            rustix::fs::chownat(
-                fd,
-                "",
-                a.uid.map(rustix::fs::Uid::from_raw),
-                a.gid.map(rustix::fs::Gid::from_raw),
-                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-        }
-        if let Some(mode) = a.mode {
-            self.chmod(fd, mode & 0o7777)?;
-        }
-        if a.kill_suidgid {
-            self.proc.kill_suidgid(fd)?;
-        }
-        if a.atime.is_some() || a.mtime.is_some() {
-            let times = rustix::fs::Timestamps {
-                last_access: set_time(a.atime),
-                last_modification: set_time(a.mtime),
-            };
-            // Through the magic link: lands on the inode, even a symlink.
-            self.proc.utimes(fd, &times)?;
-        }
+        // A truncate through an open file of the inode, if the kernel named one.
+        let h = a.size.and(a.fh).and_then(|fh| self.handles.get(fh).ok());
+        let open = match &h {
+            Some(h) => Some(h.file()?),
+            None => None,
+        };
+        self.proc.set_attr(ifd.as_fd(), open, a)?;
         self.attr_of(ino)
     }
 
@@ -1176,19 +1144,7 @@ impl Filesystem for Passthrough {
             let typ = (e.file_type().as_raw_mode() & libc::S_IFMT) >> 12;
             let off = e.offset() as u64;
             if name == "." || name == ".." {
-                // The kernel ignores these; they carry no lookup.
-                let entry = Entry {
-                    ino: 0,
-                    generation: 0,
-                    attr: Attr {
-                        ino: e.ino(),
-                        mode: libc::S_IFDIR,
-                        ..Attr::default()
-                    },
-                    entry_timeout: Duration::ZERO,
-                    attr_timeout: Duration::ZERO,
-                };
-                if !out.push(&entry, off, typ, name) {
+                if !out.push(&crate::backing::dots_entry(e.ino()), off, typ, name) {
                     break;
                 }
                 continue;
