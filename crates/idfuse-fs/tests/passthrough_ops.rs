@@ -484,6 +484,102 @@ fn other_users_create_every_kind_as_themselves() {
     );
 }
 
+/// Issue 17: a worker keeps a creating owner's credentials between
+/// requests. On one worker thread, creates by uid 1000 and uid 1001 are
+/// interleaved with root's chmod, chown, xattr and unlink of root-only
+/// files: each create must be its owner's, and root's work must not run
+/// with the last owner's credentials (it would fail with EPERM/EACCES).
+#[test]
+fn creates_by_two_users_between_roots_work_on_one_worker() {
+    let f = fixture_with(
+        PassthroughOptions::default(),
+        SessionConfig {
+            threads: 1,
+            io_uring: idfuse::IoUringMode::Off,
+            // Without FUSE passthrough a create has nothing that needs the
+            // daemon's credentials after it: the owner's stay the longest.
+            passthrough: false,
+            ..SessionConfig::default()
+        },
+    );
+    let (m, s) = (f.mnt.clone(), f.src.clone());
+    fs::create_dir(m.join("pub")).expect("mkdir pub");
+    fs::set_permissions(m.join("pub"), fs::Permissions::from_mode(0o777)).expect("chmod pub");
+    fs::create_dir(m.join("root-only")).expect("mkdir root-only");
+    fs::set_permissions(m.join("root-only"), fs::Permissions::from_mode(0o700))
+        .expect("chmod root-only");
+    let secret = m.join("root-only/secret");
+    fs::write(&secret, b"s").expect("write secret");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).expect("chmod secret");
+    // Creates that write nothing: a write would put the daemon's
+    // credentials back before root's request.
+    for round in 0..5 {
+        let a = m.join(format!("pub/a{round}"));
+        let b = m.join(format!("pub/b{round}"));
+        assert_eq!(
+            as_user(1000, 1000, &[], 0o022, || code(fs::File::create(&a))),
+            0,
+            "round {round}: uid 1000 creates"
+        );
+        // Root, through the mirror, on root-only files.
+        std::os::unix::fs::chown(&secret, Some(0), Some(round))
+            .unwrap_or_else(|e| panic!("round {round}: root's chown after uid 1000's create: {e}"));
+        let mode = if round % 2 == 0 { 0o640 } else { 0o600 };
+        fs::set_permissions(&secret, fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("round {round}: root's chmod: {e}"));
+        rustix::fs::setxattr(&secret, "trusted.idfuse-test", b"x", XattrFlags::empty())
+            .unwrap_or_else(|e| panic!("round {round}: root's trusted xattr: {e}"));
+        let gone = m.join(format!("root-only/gone{round}"));
+        fs::write(&gone, b"").expect("root creates");
+        fs::remove_file(&gone)
+            .unwrap_or_else(|e| panic!("round {round}: root's unlink in a 0700 dir: {e}"));
+        assert_eq!(
+            as_user(1001, 1001, &[], 0o022, || code(fs::File::create(&b))),
+            0,
+            "round {round}: uid 1001 creates"
+        );
+        assert_eq!(
+            owner(&s.join(format!("pub/a{round}"))),
+            (1000, 1000),
+            "round {round}: a"
+        );
+        assert_eq!(
+            owner(&s.join(format!("pub/b{round}"))),
+            (1001, 1001),
+            "round {round}: b"
+        );
+        let st = fs::metadata(s.join("root-only/secret")).expect("stat secret");
+        assert_eq!(
+            (st.mode() & 0o7777, st.uid(), st.gid()),
+            (mode, 0, round),
+            "round {round}: root's chmod and chown reached the source"
+        );
+        assert!(
+            !s.join(format!("root-only/gone{round}")).exists(),
+            "round {round}: unlinked in the source"
+        );
+    }
+    // Creates by one user in a row, with lookups and reads between them.
+    let code = as_user(1000, 1000, &[], 0o022, || {
+        for i in 0..50 {
+            let p = m.join(format!("pub/run{i}"));
+            if let Err(e) = fs::write(&p, b"r") {
+                return e.raw_os_error().unwrap_or(1);
+            }
+            if fs::read(&p).map(|v| v != b"r").unwrap_or(true) {
+                return 2;
+            }
+        }
+        0
+    });
+    assert_eq!(code, 0, "a run of creates by uid 1000");
+    assert_eq!(owner(&s.join("pub/run49")), (1000, 1000));
+    assert_eq!(
+        fs::read(&secret).expect("root reads its 0600 file after the run"),
+        b"s"
+    );
+}
+
 #[test]
 fn group_members_create_through_the_supplementary_group_and_acls() {
     let f = fixture(PassthroughOptions::default(), true);

@@ -244,7 +244,10 @@ pub struct Opened {
 pub enum Xattr {
     /// The size of the value or list.
     Size(u32),
-    /// The value or NUL-separated list.
+    /// The value or NUL-separated list, whole: the session answers the
+    /// size protocol for it (a size query with its length, a buffer too
+    /// small with ERANGE), so a filesystem that has the value at hand need
+    /// not look at `size`.
     Data(Vec<u8>),
 }
 

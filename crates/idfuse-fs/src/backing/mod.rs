@@ -2,10 +2,17 @@
 //! names resolved one component at a time below a directory fd, never
 //! following a symlink or `..` ([`open_child`]); attributes as FUSE carries
 //! them ([`to_attr`]); the inode-precise calls that go through
-//! `/proc/self/fd` ([`ProcFd`]); and creating as the kernel's `Owner`
-//! ([`AsOwner`]).
+//! `/proc/self/fd` ([`ProcFd`]); creating as the kernel's `Owner`
+//! ([`AsOwner`], [`creds`]); and the table of open files and directories
+//! ([`Handles`]).
+//!
+//! The helpers here that change the backing filesystem put the daemon's
+//! credentials back first ([`creds::daemon`]), and those that read
+//! xattrs make sure they read as the daemon would ([`creds::searching`]),
+//! so that none of them can act with a creating owner's left on the thread.
 
-mod creds;
+pub(crate) mod creds;
+mod open;
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -15,6 +22,26 @@ use idfuse::{Attr, Errno, SetTime};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 
 pub(crate) use creds::AsOwner;
+pub(crate) use open::{
+    handle_requests, write_clears_setid, BackingFiles, FileIo, Handles, OpenInode,
+};
+
+/// What the mirror and the overlay ask of the kernel at INIT: ACLs and
+/// setid clearing (killpriv v2) as a local filesystem does them, the
+/// creating caller's supplementary group for setgid directories, and the
+/// usual speed-ups.
+pub(crate) const INIT_FLAGS: idfuse::InitFlags = idfuse::InitFlags::POSIX_ACL
+    .union(idfuse::InitFlags::DONT_MASK)
+    .union(idfuse::InitFlags::HANDLE_KILLPRIV_V2)
+    .union(idfuse::InitFlags::DO_READDIRPLUS)
+    .union(idfuse::InitFlags::READDIRPLUS_AUTO)
+    .union(idfuse::InitFlags::SETXATTR_EXT)
+    .union(idfuse::InitFlags::CREATE_SUPP_GROUP)
+    .union(idfuse::InitFlags::CACHE_SYMLINKS)
+    .union(idfuse::InitFlags::PARALLEL_DIROPS)
+    .union(idfuse::InitFlags::AUTO_INVAL_DATA)
+    .union(idfuse::InitFlags::SPLICE_READ)
+    .union(idfuse::InitFlags::SPLICE_WRITE);
 
 /// `(st_dev, st_ino)` of a backing inode.
 pub(crate) type Key = (u64, u64);
@@ -100,6 +127,22 @@ pub(crate) fn to_attr(st: &rustix::fs::Statx) -> Attr {
         rdev: rdev_to_fuse(st.stx_rdev_major, st.stx_rdev_minor),
         blksize: st.stx_blksize,
         flags: 0,
+    }
+}
+
+/// The READDIRPLUS entry of `.` or `..` (`d_ino` from the listing): the
+/// kernel ignores these, so they carry no lookup (node id 0).
+pub(crate) fn dots_entry(d_ino: u64) -> idfuse::Entry {
+    idfuse::Entry {
+        ino: 0,
+        generation: 0,
+        attr: Attr {
+            ino: d_ino,
+            mode: libc::S_IFDIR,
+            ..Attr::default()
+        },
+        entry_timeout: std::time::Duration::ZERO,
+        attr_timeout: std::time::Duration::ZERO,
     }
 }
 
@@ -230,6 +273,7 @@ impl ProcFd {
 
     /// chmod the inode (never a symlink's target).
     pub(crate) fn chmod(&self, fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
+        creds::daemon()?;
         rustix::fs::chmodat(
             &self.0,
             Self::name(fd).as_c_str(),
@@ -238,12 +282,88 @@ impl ProcFd {
         )
     }
 
+    /// Clear S_ISUID, and S_ISGID if group-executable (killpriv v2: the
+    /// daemon runs with CAP_FSETID, so the backing fs will not do it).
+    pub(crate) fn kill_suidgid(&self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+        let st = statx_fd(fd)?;
+        let mode = u32::from(st.stx_mode);
+        let mut m = mode & !libc::S_ISUID;
+        if m & libc::S_IXGRP != 0 {
+            m &= !libc::S_ISGID;
+        }
+        if m != mode {
+            self.chmod(fd, m & 0o7777)?;
+        }
+        Ok(())
+    }
+
+    /// Clear S_ISGID after SETXATTR of an ACL with ACL_KILL_SGID: the
+    /// backing fs updated the mode from the ACL but, the daemon holding
+    /// CAP_FSETID, kept the bit the caller must lose.
+    pub(crate) fn kill_sgid(&self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+        let mode = u32::from(statx_fd(fd)?.stx_mode);
+        if mode & libc::S_ISGID != 0 {
+            self.chmod(fd, mode & 0o7777 & !libc::S_ISGID)?;
+        }
+        Ok(())
+    }
+
+    /// SETATTR on the inode `fd` (`O_PATH`): the size through `open`, an
+    /// open file of it, if the kernel named one, else through a write-only
+    /// reopen; then owner, mode, setid clearing and times, in that order
+    /// (a chown's clearing of setid bits comes before an explicit mode).
+    /// Ids are in the filesystem's id space already.
+    pub(crate) fn set_attr(
+        &self,
+        fd: BorrowedFd<'_>,
+        open: Option<BorrowedFd<'_>>,
+        a: &idfuse::SetAttr,
+    ) -> Result<(), Errno> {
+        creds::daemon()?;
+        if let Some(size) = a.size {
+            match open {
+                Some(f) => rustix::fs::ftruncate(f, size)?,
+                None => {
+                    let f = self.reopen(fd, OFlags::WRONLY | OFlags::NONBLOCK)?;
+                    rustix::fs::ftruncate(&f, size)?;
+                }
+            }
+        }
+        if a.uid.is_some() || a.gid.is_some() {
+            // The backing fs clears setid bits on chown of a non-directory
+            // by itself.
+            rustix::fs::chownat(
+                fd,
+                "",
+                a.uid.map(rustix::fs::Uid::from_raw),
+                a.gid.map(rustix::fs::Gid::from_raw),
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if let Some(mode) = a.mode {
+            self.chmod(fd, mode & 0o7777)?;
+        }
+        if a.kill_suidgid {
+            self.kill_suidgid(fd)?;
+        }
+        if a.atime.is_some() || a.mtime.is_some() {
+            let times = rustix::fs::Timestamps {
+                last_access: set_time(a.atime),
+                last_modification: set_time(a.mtime),
+            };
+            // Through the magic link: lands on the inode, even a symlink.
+            self.utimes(fd, &times)?;
+        }
+        Ok(())
+    }
+
     /// Set the inode's access and modification times.
     pub(crate) fn utimes(
         &self,
         fd: BorrowedFd<'_>,
         times: &rustix::fs::Timestamps,
     ) -> Result<(), Errno> {
+        creds::daemon()?;
         rustix::fs::utimensat(&self.0, Self::name(fd).as_c_str(), times, AtFlags::empty())
     }
 
@@ -256,6 +376,7 @@ impl ProcFd {
         newdir: BorrowedFd<'_>,
         newname: &OsStr,
     ) -> Result<(), Errno> {
+        creds::daemon()?;
         rustix::fs::linkat(
             &self.0,
             Self::name(fd).as_c_str(),
@@ -273,6 +394,7 @@ pub(crate) fn get_xattr(
     name: &OsStr,
     size: u32,
 ) -> Result<idfuse::Xattr, Errno> {
+    creds::searching()?;
     let path = ProcFd::path(fd);
     if size == 0 {
         let n = rustix::fs::getxattr_query(path.as_c_str(), name)?;
@@ -288,6 +410,7 @@ pub(crate) fn get_xattr(
 
 /// The NUL-separated xattr names of the inode, as [`get_xattr`] answers.
 pub(crate) fn list_xattr(fd: BorrowedFd<'_>, size: u32) -> Result<idfuse::Xattr, Errno> {
+    creds::searching()?;
     let path = ProcFd::path(fd);
     if size == 0 {
         let n = rustix::fs::listxattr_query(path.as_c_str())?;
@@ -309,16 +432,19 @@ pub(crate) fn set_xattr(
     value: &[u8],
     flags: rustix::fs::XattrFlags,
 ) -> Result<(), Errno> {
+    creds::daemon()?;
     rustix::fs::setxattr(ProcFd::path(fd).as_c_str(), name, value, flags)
 }
 
 /// Remove an xattr from the inode.
 pub(crate) fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    creds::daemon()?;
     rustix::fs::removexattr(ProcFd::path(fd).as_c_str(), name)
 }
 /// A whole xattr value, `None` when the inode has no such xattr (or the
 /// filesystem no xattrs).
 pub(crate) fn xattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> Result<Option<Vec<u8>>, Errno> {
+    creds::searching()?;
     let path = ProcFd::path(fd);
     loop {
         let n = match rustix::fs::getxattr_query(path.as_c_str(), name) {
@@ -342,6 +468,7 @@ pub(crate) fn xattr_value(fd: BorrowedFd<'_>, name: &OsStr) -> Result<Option<Vec
 
 /// Every xattr name of the inode.
 pub(crate) fn xattr_names(fd: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
+    creds::searching()?;
     let path = ProcFd::path(fd);
     loop {
         let n = match rustix::fs::listxattr_query(path.as_c_str()) {

@@ -1296,19 +1296,16 @@ impl Filesystem for MemFs {
         ctx: &Context<'_>,
         ino: u64,
         name: &OsStr,
-        size: u32,
+        _size: u32,
     ) -> idfuse::Result<Xattr> {
         self.deny(ctx)?;
         let inner = self.read();
         let node = inner.nodes.get(&ino).ok_or(Errno::NOENT)?;
         let v = node.xattrs.get(name).ok_or(Errno::NODATA)?;
-        if size == 0 {
-            return Ok(Xattr::Size(v.len() as u32));
-        }
         Ok(Xattr::Data(v.clone()))
     }
 
-    fn listxattr(&self, ctx: &Context<'_>, ino: u64, size: u32) -> idfuse::Result<Xattr> {
+    fn listxattr(&self, ctx: &Context<'_>, ino: u64, _size: u32) -> idfuse::Result<Xattr> {
         self.deny(ctx)?;
         let inner = self.read();
         let node = inner.nodes.get(&ino).ok_or(Errno::NOENT)?;
@@ -1316,9 +1313,6 @@ impl Filesystem for MemFs {
         for k in node.xattrs.keys() {
             list.extend_from_slice(k.as_bytes());
             list.push(0);
-        }
-        if size == 0 {
-            return Ok(Xattr::Size(list.len() as u32));
         }
         Ok(Xattr::Data(list))
     }

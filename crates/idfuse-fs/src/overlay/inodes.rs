@@ -9,30 +9,14 @@ use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
-use idfuse::BackingId;
-
-use crate::backing::Key;
+use crate::backing::{Key, OpenInode};
 
 /// The root's node id, fixed by the protocol.
 pub(super) const ROOT: u64 = 1;
 
-/// Which real file backs the kernel's I/O on a regular inode. The kernel
-/// allows one backing file per inode and refuses to mix passthrough and
-/// cached opens, so every open follows the first until all are released.
-#[derive(Debug, Default)]
-pub(super) enum FileIo {
-    /// No open file.
-    #[default]
-    Idle,
-    /// Opens share one backing file, of the upper layer or of a lower one.
-    Backing {
-        id: BackingId,
-        users: u32,
-        upper: bool,
-    },
-    /// Opens do their I/O through the daemon.
-    Cached { users: u32 },
-}
+/// How the kernel does I/O on a regular inode's opens; the layer is
+/// `true` for a backing file of the upper layer, `false` for a lower one.
+pub(super) type FileIo = crate::backing::FileIo<bool>;
 
 /// Where an overlay object lives in the layers.
 #[derive(Clone, Default)]
@@ -67,6 +51,13 @@ pub(super) struct Node {
     pub(super) dir: bool,
     pub(super) layers: Mutex<Layers>,
     pub(super) io: Mutex<FileIo>,
+}
+
+impl OpenInode for Node {
+    type Layer = bool;
+    fn io(&self) -> &Mutex<FileIo> {
+        &self.io
+    }
 }
 
 impl Node {

@@ -29,20 +29,19 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use idfuse::{
-    AttrReply, BackingId, Context, CreateMode, DirBuf, DirPlusBuf, Entry, Errno, Filesystem,
-    InitFlags, Kstatfs, Negotiated, OpenOutFlags, Opened, Owner, SetAttr, SetxattrFlags, Statx,
-    WriteFlags, Xattr,
+    AttrReply, Context, CreateMode, DirBuf, DirPlusBuf, Entry, Errno, Filesystem, InitFlags,
+    Kstatfs, Negotiated, OpenOutFlags, Opened, Owner, SetAttr, SetxattrFlags, Statx, Xattr,
 };
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, StatxFlags};
 
 use crate::backing::{
-    check_name, key_of, open_child, rdev_from_fuse, set_time, statx_fd, statx_reply, to_attr,
-    AsOwner, Key, ProcFd, BENEATH,
+    check_name, key_of, open_child, rdev_from_fuse, statx_fd, statx_reply, to_attr,
+    write_clears_setid, AsOwner, BackingFiles, Handles, Key, ProcFd, BENEATH,
 };
 
 use copyup::{clear_dir, remove_tree};
@@ -135,18 +134,6 @@ impl OverlayOptions {
 /// entry, DT_*, name); answers whether to go on.
 type Emit<'a> = dyn FnMut(&Arc<Node>, u64, u64, u32, &[u8]) -> Result<bool, Errno> + 'a;
 
-/// An open file or directory.
-struct Handle {
-    /// The open file (a directory's top layer for directories).
-    file: Option<OwnedFd>,
-    /// For regular files: the node, and whether this open shares its
-    /// backing file.
-    io: Option<(Arc<Node>, bool)>,
-    /// For directories: the merged listing, built at opendir and rebuilt
-    /// on a read from offset 0; entry `i` has offset `i + 1`.
-    listing: Option<Mutex<Vec<DirEnt>>>,
-}
-
 /// The overlay filesystem.
 pub struct Overlay {
     table: RwLock<Table>,
@@ -163,12 +150,13 @@ pub struct Overlay {
     /// Device numbers of the layers' filesystems, in order of first sight:
     /// the index tags inode numbers (see [`Overlay::report_ino`]).
     devs: RwLock<Vec<u64>>,
-    handles: RwLock<HashMap<u64, Arc<Handle>>>,
-    next_fh: AtomicU64,
+    /// Open files (a directory's upper layer for directories) and, for
+    /// directories, the merged listing, built at opendir and rebuilt on a
+    /// read from offset 0.
+    handles: Handles<Node, Vec<DirEnt>>,
     proc: ProcFd,
     opts: OverlayOptions,
-    pt_active: AtomicBool,
-    pt_refused: AtomicBool,
+    backing: BackingFiles,
 }
 
 fn io_error(what: String) -> impl FnOnce(Errno) -> std::io::Error {
@@ -283,12 +271,10 @@ impl Overlay {
                 "trusted.overlay."
             },
             devs: RwLock::new(vec![key.0]),
-            handles: RwLock::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            handles: Handles::new(),
             proc,
+            backing: BackingFiles::new(opts.passthrough_io),
             opts,
-            pt_active: AtomicBool::new(false),
-            pt_refused: AtomicBool::new(false),
         })
     }
 
@@ -299,7 +285,7 @@ impl Overlay {
 
     /// True once a file was handed to the kernel as a backing file.
     pub fn passthrough_active(&self) -> bool {
-        self.pt_active.load(Ordering::Relaxed)
+        self.backing.active()
     }
 
     fn node(&self, id: u64) -> Result<Arc<Node>, Errno> {
@@ -308,20 +294,6 @@ impl Overlay {
             .map_err(|_| Errno::IO)?
             .get(id)
             .ok_or(Errno::STALE)
-    }
-
-    fn handle(&self, fh: u64) -> Result<Arc<Handle>, Errno> {
-        let h = self.handles.read().map_err(|_| Errno::IO)?;
-        h.get(&fh).cloned().ok_or(Errno::BADF)
-    }
-
-    fn add_handle(&self, h: Handle) -> Result<u64, Errno> {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .write()
-            .map_err(|_| Errno::IO)?
-            .insert(fh, Arc::new(h));
-        Ok(fh)
     }
 
     fn read_only(&self) -> bool {
@@ -505,28 +477,6 @@ impl Overlay {
         )
     }
 
-    /// Whether the kernel may use backing files now.
-    fn backing_wanted(&self, ctx: &Context<'_>) -> bool {
-        self.opts.passthrough_io && ctx.passthrough() && !self.pt_refused.load(Ordering::Relaxed)
-    }
-
-    fn open_backing(&self, ctx: &Context<'_>, file: BorrowedFd<'_>) -> Option<BackingId> {
-        match ctx.open_backing(file) {
-            Ok(id) => {
-                self.pt_active.store(true, Ordering::Relaxed);
-                Some(id)
-            }
-            Err(e) => {
-                if !self.pt_refused.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "FUSE passthrough unavailable ({e}): it needs CAP_SYS_ADMIN in the initial user namespace; reads and writes go through the daemon"
-                    );
-                }
-                None
-            }
-        }
-    }
-
     /// Make a handle for `file`, an open of the regular file `node` in the
     /// upper layer (`upper`) or a lower one.
     fn opened(
@@ -537,84 +487,43 @@ impl Overlay {
         flags: OFlags,
         upper: bool,
     ) -> Result<Opened, Errno> {
-        let backing = {
-            let mut io = node.io.lock().map_err(|_| Errno::IO)?;
-            match &mut *io {
-                FileIo::Backing {
-                    id,
-                    users,
-                    upper: u,
-                } if *u == upper => {
-                    *users += 1;
-                    Some(*id)
-                }
-                FileIo::Backing { .. } => {
-                    // The inode is open on a lower backing file and this
-                    // open is of the copy (or the reverse). The kernel
-                    // keeps one backing file per inode and refuses any
-                    // other open of it (EBUSY/EINVAL, seen as EIO): say
-                    // "busy" instead, until the other opens are closed.
-                    tracing::info!(
-                        node = node.id,
-                        "open refused with ETXTBSY: the file is open through a backing file of another layer; close it first, or mount with passthrough off"
-                    );
-                    return Err(Errno::TXTBSY);
-                }
-                FileIo::Cached { users } => {
-                    *users += 1;
+        let backing = node.io.lock().map_err(|_| Errno::IO)?.join(upper, || {
+            let st = statx_fd(file.as_fd())?;
+            // A file with setid bits does its I/O through the daemon.
+            Ok(
+                if write_clears_setid(u32::from(st.stx_mode)) || !self.backing.wanted(ctx) {
                     None
-                }
-                FileIo::Idle => {
-                    let st = statx_fd(file.as_fd())?;
-                    let mode = u32::from(st.stx_mode);
-                    let setid = mode & libc::S_ISUID != 0
-                        || mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP;
-                    let id = if setid || !self.backing_wanted(ctx) {
-                        // Writes through a backing file run with the daemon's
-                        // CAP_FSETID and would keep setid bits.
-                        None
-                    } else if !upper {
-                        // Lower files are read-only: the open itself serves.
-                        if flags & BACKING_AS_IS == OFlags::RDONLY {
-                            self.open_backing(ctx, file.as_fd())
-                        } else {
-                            self.proc
-                                .reopen(file.as_fd(), OFlags::RDONLY)
-                                .ok()
-                                .and_then(|f| self.open_backing(ctx, f.as_fd()))
-                        }
-                    } else if flags & BACKING_AS_IS == OFlags::RDWR {
-                        self.open_backing(ctx, file.as_fd())
+                } else {
+                    // Lower files are read-only: a read-only open itself
+                    // serves; the upper file serves read-write.
+                    let want = if upper { OFlags::RDWR } else { OFlags::RDONLY };
+                    if flags & BACKING_AS_IS == want {
+                        self.backing.open(ctx, file.as_fd())
                     } else {
                         self.proc
-                            .reopen(file.as_fd(), OFlags::RDWR)
+                            .reopen(file.as_fd(), want)
                             .ok()
-                            .and_then(|f| self.open_backing(ctx, f.as_fd()))
-                    };
-                    *io = match id {
-                        Some(id) => FileIo::Backing {
-                            id,
-                            users: 1,
-                            upper,
-                        },
-                        None => FileIo::Cached { users: 1 },
-                    };
-                    id
-                }
+                            .and_then(|f| self.backing.open(ctx, f.as_fd()))
+                    }
+                },
+            )
+        });
+        let backing = match backing {
+            Err(Errno::TXTBSY) => {
+                // The inode is open on a backing file of a lower layer and
+                // this open is of the copy (or the reverse). The kernel
+                // keeps one backing file per inode and refuses any other
+                // open of it (EBUSY/EINVAL, seen as EIO): say "busy"
+                // instead, until the other opens are closed.
+                tracing::info!(
+                    node = node.id,
+                    "open refused with ETXTBSY: the file is open through a backing file of another layer; close it first, or mount with passthrough off"
+                );
+                return Err(Errno::TXTBSY);
             }
+            r => r?,
         };
-        let h = Handle {
-            file: Some(file),
-            io: Some((node.clone(), backing.is_some())),
-            listing: None,
-        };
-        let fh = match self.add_handle(h) {
-            Ok(fh) => fh,
-            Err(e) => {
-                Self::put_io(ctx, node);
-                return Err(e);
-            }
-        };
+        let fh = self.handles.add_file(ctx, node, file)?;
         let mut flags = OpenOutFlags::NOFLUSH;
         if backing.is_none() && !upper {
             // Lower data never changes.
@@ -625,41 +534,6 @@ impl Overlay {
             flags,
             backing_id: backing,
         })
-    }
-
-    fn put_io(ctx: &Context<'_>, node: &Node) {
-        let Ok(mut io) = node.io.lock() else {
-            return;
-        };
-        match &mut *io {
-            FileIo::Backing { id, users, .. } => {
-                *users = users.saturating_sub(1);
-                if *users == 0 {
-                    let _ = ctx.close_backing(*id);
-                    *io = FileIo::Idle;
-                }
-            }
-            FileIo::Cached { users } => {
-                *users = users.saturating_sub(1);
-                if *users == 0 {
-                    *io = FileIo::Idle;
-                }
-            }
-            FileIo::Idle => {}
-        }
-    }
-
-    fn kill_suidgid(&self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
-        let st = statx_fd(fd)?;
-        let mode = u32::from(st.stx_mode);
-        let mut m = mode & !libc::S_ISUID;
-        if m & libc::S_IXGRP != 0 {
-            m &= !libc::S_ISGID;
-        }
-        if m != mode {
-            self.proc.chmod(fd, m & 0o7777)?;
-        }
-        Ok(())
     }
 
     /// Remove `name` (a `dir`ectory or not) from `parent`, leaving a
@@ -722,19 +596,10 @@ impl Overlay {
 }
 
 impl Filesystem for Overlay {
+    crate::backing::handle_requests!();
+
     fn capabilities(&self) -> InitFlags {
-        InitFlags::POSIX_ACL
-            | InitFlags::DONT_MASK
-            | InitFlags::HANDLE_KILLPRIV_V2
-            | InitFlags::DO_READDIRPLUS
-            | InitFlags::READDIRPLUS_AUTO
-            | InitFlags::SETXATTR_EXT
-            | InitFlags::CREATE_SUPP_GROUP
-            | InitFlags::CACHE_SYMLINKS
-            | InitFlags::PARALLEL_DIROPS
-            | InitFlags::AUTO_INVAL_DATA
-            | InitFlags::SPLICE_READ
-            | InitFlags::SPLICE_WRITE
+        crate::backing::INIT_FLAGS
     }
 
     fn init(&self, n: &Negotiated) {
@@ -800,7 +665,7 @@ impl Filesystem for Overlay {
 
     fn getattr(&self, _ctx: &Context<'_>, ino: u64, fh: Option<u64>) -> idfuse::Result<AttrReply> {
         let node = self.node(ino)?;
-        if let Some(h) = fh.and_then(|fh| self.handle(fh).ok()) {
+        if let Some(h) = fh.and_then(|fh| self.handles.get(fh).ok()) {
             if let (Some(f), Some(_)) = (&h.file, &h.io) {
                 let st = statx_fd(f.as_fd())?;
                 let layers = node.layers();
@@ -836,41 +701,13 @@ impl Filesystem for Overlay {
         let node = self.node(ino)?;
         let data = a.size != Some(0);
         let upper = self.copy_up(&node, data)?;
-        let fd = upper.as_fd();
-        if let Some(size) = a.size {
-            match a.fh.and_then(|fh| self.handle(fh).ok()) {
-                Some(h) if h.io.is_some() => {
-                    let f = h.file.as_ref().ok_or(Errno::BADF)?;
-                    rustix::fs::ftruncate(f, size)?
-                }
-                _ => {
-                    let f = self.proc.reopen(fd, OFlags::WRONLY | OFlags::NONBLOCK)?;
-                    rustix::fs::ftruncate(&f, size)?;
-                }
-            }
-        }
-        if a.uid.is_some() || a.gid.is_some() {
-            rustix::fs::chownat(
-                fd,
-                "",
-                a.uid.map(rustix::fs::Uid::from_raw),
-                a.gid.map(rustix::fs::Gid::from_raw),
-                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-        }
-        if let Some(mode) = a.mode {
-            self.proc.chmod(fd, mode & 0o7777)?;
-        }
-        if a.kill_suidgid {
-            self.kill_suidgid(fd)?;
-        }
-        if a.atime.is_some() || a.mtime.is_some() {
-            let times = rustix::fs::Timestamps {
-                last_access: set_time(a.atime),
-                last_modification: set_time(a.mtime),
-            };
-            self.proc.utimes(fd, &times)?;
-        }
+        // A truncate through an open regular file, if the kernel named one.
+        let h = a.size.and(a.fh).and_then(|fh| self.handles.get(fh).ok());
+        let open = match &h {
+            Some(h) if h.io.is_some() => Some(h.file()?),
+            _ => None,
+        };
+        self.proc.set_attr(upper.as_fd(), open, a)?;
         self.attr_of(&node)
     }
 
@@ -1162,7 +999,7 @@ impl Filesystem for Overlay {
         };
         let file = self.proc.reopen(fd.as_fd(), oflags)?;
         if kill_suidgid {
-            self.kill_suidgid(file.as_fd())?;
+            self.proc.kill_suidgid(file.as_fd())?;
         }
         self.opened(ctx, &node, file, oflags, upper)
     }
@@ -1181,7 +1018,7 @@ impl Filesystem for Overlay {
         let (pupper, _) = self.make_room(&p, name)?;
         let mut oflags = OFlags::from_bits_retain(flags)
             & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::PATH);
-        if oflags & BACKING_AS_IS == OFlags::WRONLY && self.backing_wanted(ctx) {
+        if oflags & BACKING_AS_IS == OFlags::WRONLY && self.backing.wanted(ctx) {
             // The new file may serve as the backing file too.
             oflags = (oflags & !OFlags::WRONLY) | OFlags::RDWR;
         }
@@ -1254,73 +1091,6 @@ impl Filesystem for Overlay {
         }
     }
 
-    fn read(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        size: u32,
-        buf: &mut Vec<u8>,
-    ) -> idfuse::Result<()> {
-        let h = self.handle(fh)?;
-        let file = h.file.as_ref().ok_or(Errno::BADF)?;
-        buf.resize(size as usize, 0);
-        let n = rustix::io::pread(file, &mut buf[..], offset)?;
-        buf.truncate(n);
-        Ok(())
-    }
-
-    fn write(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        data: &[u8],
-        wf: WriteFlags,
-        _flags: u32,
-    ) -> idfuse::Result<u32> {
-        let h = self.handle(fh)?;
-        let file = h.file.as_ref().ok_or(Errno::BADF)?;
-        if wf.contains(WriteFlags::KILL_SUIDGID) {
-            self.kill_suidgid(file.as_fd())?;
-        }
-        Ok(rustix::io::pwrite(file, data, offset)? as u32)
-    }
-
-    fn flush(&self, _ctx: &Context<'_>, _ino: u64, _fh: u64, _lo: u64) -> idfuse::Result<()> {
-        Ok(())
-    }
-
-    fn release(
-        &self,
-        ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        _flags: u32,
-        _lo: Option<u64>,
-        _flush: bool,
-    ) -> idfuse::Result<()> {
-        let h = self.handles.write().map_err(|_| Errno::IO)?.remove(&fh);
-        if let Some((node, _)) = h.as_ref().and_then(|h| h.io.as_ref()) {
-            Self::put_io(ctx, node);
-        }
-        Ok(())
-    }
-
-    fn fsync(&self, _ctx: &Context<'_>, _ino: u64, fh: u64, datasync: bool) -> idfuse::Result<()> {
-        let h = self.handle(fh)?;
-        let Some(file) = &h.file else {
-            return Ok(());
-        };
-        if datasync {
-            rustix::fs::fdatasync(file)
-        } else {
-            rustix::fs::fsync(file)
-        }
-    }
-
     fn opendir(&self, _ctx: &Context<'_>, ino: u64, _flags: u32) -> idfuse::Result<Opened> {
         let node = self.node(ino)?;
         let layers = node.layers();
@@ -1332,11 +1102,7 @@ impl Filesystem for Overlay {
             ),
             None => None,
         };
-        let fh = self.add_handle(Handle {
-            file,
-            io: None,
-            listing: Some(Mutex::new(listing)),
-        })?;
+        let fh = self.handles.add_dir(file, listing)?;
         let flags = if layers.upper.is_none() {
             OpenOutFlags::CACHE_DIR | OpenOutFlags::KEEP_CACHE
         } else {
@@ -1373,19 +1139,7 @@ impl Filesystem for Overlay {
         self.walk(ino, fh, offset, &mut |dir, ino, next, typ, name| {
             let name = OsStr::from_bytes(name);
             if name == "." || name == ".." {
-                // The kernel ignores these; they carry no lookup.
-                let entry = Entry {
-                    ino: 0,
-                    generation: 0,
-                    attr: idfuse::Attr {
-                        ino,
-                        mode: libc::S_IFDIR,
-                        ..idfuse::Attr::default()
-                    },
-                    entry_timeout: Duration::ZERO,
-                    attr_timeout: Duration::ZERO,
-                };
-                return Ok(out.push(&entry, next, typ, name));
+                return Ok(out.push(&crate::backing::dots_entry(ino), next, typ, name));
             }
             let entry = match self.lookup_in(dir, name) {
                 Ok(Some(e)) => e,
@@ -1399,15 +1153,6 @@ impl Filesystem for Overlay {
             }
             Ok(true)
         })
-    }
-
-    fn releasedir(&self, _ctx: &Context<'_>, _ino: u64, fh: u64, _f: u32) -> idfuse::Result<()> {
-        self.handles.write().map_err(|_| Errno::IO)?.remove(&fh);
-        Ok(())
-    }
-
-    fn fsyncdir(&self, ctx: &Context<'_>, ino: u64, fh: u64, datasync: bool) -> idfuse::Result<()> {
-        self.fsync(ctx, ino, fh, datasync)
     }
 
     fn statfs(&self, _ctx: &Context<'_>, _ino: u64) -> idfuse::Result<Kstatfs> {
@@ -1434,12 +1179,7 @@ impl Filesystem for Overlay {
         let flags = rustix::fs::XattrFlags::from_bits(flags).ok_or(Errno::INVAL)?;
         crate::backing::set_xattr(upper.as_fd(), name, value, flags)?;
         if sf.contains(SetxattrFlags::ACL_KILL_SGID) {
-            let st = statx_fd(upper.as_fd())?;
-            let mode = u32::from(st.stx_mode);
-            if mode & libc::S_ISGID != 0 {
-                self.proc
-                    .chmod(upper.as_fd(), mode & 0o7777 & !libc::S_ISGID)?;
-            }
+            self.proc.kill_sgid(upper.as_fd())?;
         }
         Ok(())
     }
@@ -1460,7 +1200,7 @@ impl Filesystem for Overlay {
         crate::backing::get_xattr(top.as_fd(), name, size)
     }
 
-    fn listxattr(&self, _ctx: &Context<'_>, ino: u64, size: u32) -> idfuse::Result<Xattr> {
+    fn listxattr(&self, _ctx: &Context<'_>, ino: u64, _size: u32) -> idfuse::Result<Xattr> {
         let node = self.node(ino)?;
         let layers = node.layers();
         let top = layers.top().ok_or(Errno::STALE)?;
@@ -1471,14 +1211,7 @@ impl Filesystem for Overlay {
                 list.push(0);
             }
         }
-        if size == 0 {
-            return Ok(Xattr::Size(
-                u32::try_from(list.len()).map_err(|_| Errno::TOOBIG)?,
-            ));
-        }
-        if list.len() > size as usize {
-            return Err(Errno::RANGE);
-        }
+        // The session answers a size query, and a buffer too small.
         Ok(Xattr::Data(list))
     }
 
@@ -1489,72 +1222,6 @@ impl Filesystem for Overlay {
         let node = self.node(ino)?;
         let upper = self.copy_up(&node, true)?;
         crate::backing::remove_xattr(upper.as_fd(), name)
-    }
-
-    fn fallocate(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        length: u64,
-        mode: u32,
-    ) -> idfuse::Result<()> {
-        let h = self.handle(fh)?;
-        let file = h.file.as_ref().ok_or(Errno::BADF)?;
-        let flags = rustix::fs::FallocateFlags::from_bits(mode).ok_or(Errno::OPNOTSUPP)?;
-        rustix::fs::fallocate(file, flags, offset, length)
-    }
-
-    fn lseek(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        whence: u32,
-    ) -> idfuse::Result<u64> {
-        let h = self.handle(fh)?;
-        let file = h.file.as_ref().ok_or(Errno::BADF)?;
-        let off = i64::try_from(offset).map_err(|_| Errno::INVAL)?;
-        let from = match whence as i32 {
-            libc::SEEK_SET => rustix::fs::SeekFrom::Start(offset),
-            libc::SEEK_CUR => rustix::fs::SeekFrom::Current(off),
-            libc::SEEK_END => rustix::fs::SeekFrom::End(off),
-            libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset),
-            libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset),
-            _ => return Err(Errno::INVAL),
-        };
-        rustix::fs::seek(file, from)
-    }
-
-    fn copy_file_range(
-        &self,
-        _ctx: &Context<'_>,
-        _ino_in: u64,
-        fh_in: u64,
-        off_in: u64,
-        _ino_out: u64,
-        fh_out: u64,
-        off_out: u64,
-        len: u64,
-        _flags: u64,
-    ) -> idfuse::Result<u64> {
-        let a = self.handle(fh_in)?;
-        let b = self.handle(fh_out)?;
-        let (fa, fb) = (
-            a.file.as_ref().ok_or(Errno::BADF)?,
-            b.file.as_ref().ok_or(Errno::BADF)?,
-        );
-        let (mut oi, mut oo) = (off_in, off_out);
-        let n = rustix::fs::copy_file_range(
-            fa,
-            Some(&mut oi),
-            fb,
-            Some(&mut oo),
-            usize::try_from(len).unwrap_or(usize::MAX),
-        )?;
-        Ok(n as u64)
     }
 }
 
@@ -1579,10 +1246,10 @@ impl Overlay {
     /// after `offset`, `.` and `..` first: (directory node, d_ino, offset
     /// of the next entry, DT_*, name), until it answers false.
     fn walk(&self, ino: u64, fh: u64, offset: u64, emit: &mut Emit<'_>) -> Result<(), Errno> {
-        let h = self.handle(fh)?;
+        let h = self.handles.get(fh)?;
         let node = self.node(ino)?;
         let mut listing = h
-            .listing
+            .dir
             .as_ref()
             .ok_or(Errno::NOTDIR)?
             .lock()

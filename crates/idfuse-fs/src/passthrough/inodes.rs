@@ -14,30 +14,14 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
-use idfuse::BackingId;
-
 use super::handles::FileHandle;
+use crate::backing::{FileIo, OpenInode};
 
 /// `(st_dev, st_ino)` of a backing inode.
 pub(super) use crate::backing::Key;
 
 /// The root's node id, fixed by the protocol.
 pub(super) const ROOT: u64 = 1;
-
-/// How the kernel does I/O on the open files of one regular inode. The
-/// kernel refuses to mix the two modes on an inode (an open in the other
-/// mode fails with EIO) and allows one backing file per inode, so every
-/// open of an inode follows the first one until all are released.
-#[derive(Debug, Default)]
-pub(super) enum FileIo {
-    /// No open file.
-    #[default]
-    Idle,
-    /// Opened with `FOPEN_PASSTHROUGH`, sharing one backing file.
-    Backing { id: BackingId, users: u32 },
-    /// Opened for reads and writes through the daemon.
-    Cached { users: u32 },
-}
 
 /// What keeps hold of a backing inode.
 #[derive(Debug)]
@@ -56,6 +40,13 @@ pub(super) struct Inode {
     pub(super) dev: u64,
     pub(super) held: Held,
     pub(super) io: Mutex<FileIo>,
+}
+
+impl OpenInode for Inode {
+    type Layer = ();
+    fn io(&self) -> &Mutex<FileIo> {
+        &self.io
+    }
 }
 
 struct Slot {

@@ -37,23 +37,22 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use idfuse::{
-    Attr, AttrReply, BackingId, Context, CreateMode, DirBuf, DirPlusBuf, Entry, Errno, Filesystem,
+    AttrReply, BackingId, Context, CreateMode, DirBuf, DirPlusBuf, Entry, Errno, Filesystem,
     InitFlags, Kstatfs, Negotiated, OpenOutFlags, Opened, Owner, SetAttr, SetxattrFlags, Statx,
-    WriteFlags, Xattr,
+    Xattr,
 };
 use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
 
 use crate::backing::{
-    check_name, key_of, open_child, rdev_from_fuse, set_time, statx_fd, statx_reply, to_attr,
-    AsOwner, ProcFd, BENEATH,
+    check_name, creds, key_of, open_child, rdev_from_fuse, statx_fd, statx_reply, to_attr,
+    write_clears_setid, AsOwner, BackingFiles, Handles, ProcFd, BENEATH,
 };
 use handles::{FdCache, FileHandle, Mounts};
-use inodes::{FileIo, Held, Inode, InodeTable, ROOT};
+use inodes::{Held, Inode, InodeTable, ROOT};
 
 /// How the passthrough holds the backing inodes the kernel has looked up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -258,15 +257,6 @@ pub enum Error {
     },
 }
 
-/// An open file or directory.
-struct Handle {
-    file: OwnedFd,
-    /// For regular files: the inode and whether this open shares its
-    /// backing file (else it does I/O through the daemon).
-    io: Option<(Arc<Inode>, bool)>,
-    dir: Option<Mutex<rustix::fs::Dir>>,
-}
-
 /// An inode's `O_PATH` fd for one operation: its own, or one opened from
 /// its handle (closed when the last user drops it).
 enum InodeFd<'a> {
@@ -299,17 +289,14 @@ pub struct Passthrough {
     handles_ok: bool,
     /// Hold new inodes by handle once this many are held by fds.
     fds_max: usize,
-    handles: RwLock<std::collections::HashMap<u64, Arc<Handle>>>,
-    next_fh: AtomicU64,
+    /// Open files and directories.
+    handles: Handles<Inode, rustix::fs::Dir>,
     /// `/proc/self/fd`, to reopen `O_PATH` fds with real access modes.
     proc: ProcFd,
     /// The source, readable, for syncfs.
     root_dir: OwnedFd,
     opts: PassthroughOptions,
-    pt_active: AtomicBool,
-    /// BACKING_OPEN failed once: the daemon lacks the privilege; say why
-    /// once and stop trying.
-    pt_refused: AtomicBool,
+    backing: BackingFiles,
 }
 
 fn io_err(what: String) -> impl FnOnce(rustix::io::Errno) -> Error {
@@ -416,13 +403,11 @@ impl Passthrough {
             fd_cache: FdCache::new(FD_CACHE),
             handles_ok,
             fds_max,
-            handles: RwLock::new(std::collections::HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            handles: Handles::new(),
             proc,
             root_dir,
+            backing: BackingFiles::new(opts.passthrough_io),
             opts,
-            pt_active: AtomicBool::new(false),
-            pt_refused: AtomicBool::new(false),
         })
     }
 
@@ -480,17 +465,12 @@ impl Passthrough {
     /// True once `FUSE_PASSTHROUGH` was negotiated and a file was handed to
     /// the kernel as a backing file.
     pub fn passthrough_active(&self) -> bool {
-        self.pt_active.load(Ordering::Relaxed)
+        self.backing.active()
     }
 
     fn inode(&self, ino: u64) -> Result<Arc<Inode>, Errno> {
         let inodes = self.inodes.read().map_err(|_| Errno::IO)?;
         inodes.get(ino).ok_or(Errno::STALE)
-    }
-
-    fn handle(&self, fh: u64) -> Result<Arc<Handle>, Errno> {
-        let h = self.handles.read().map_err(|_| Errno::IO)?;
-        h.get(&fh).cloned().ok_or(Errno::BADF)
     }
 
     /// Reopen an inode's `O_PATH` fd with real access flags.
@@ -502,6 +482,7 @@ impl Passthrough {
     /// looked-up inode, found in the directory `parent`) and describe it
     /// to the kernel.
     fn register(&self, parent: BorrowedFd<'_>, fd: OwnedFd) -> Result<Entry, Errno> {
+        creds::searching()?;
         let st = statx_fd(fd.as_fd())?;
         let handle = if self.handles_ok
             && self.inodes.read().map_err(|_| Errno::IO)?.fd_count() >= self.fds_max
@@ -583,6 +564,7 @@ impl Passthrough {
     }
 
     fn lookup_name(&self, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
+        creds::searching()?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
         let fd = open_child(pfd.as_fd(), name)?;
@@ -628,34 +610,6 @@ impl Passthrough {
         })
     }
 
-    /// Clear S_ISUID, and S_ISGID if group-executable (killpriv v2: the
-    /// daemon runs with CAP_FSETID, so the backing fs will not do it).
-    fn kill_suidgid(&self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
-        let st = statx_fd(fd)?;
-        let mode = u32::from(st.stx_mode);
-        let mut m = mode & !libc::S_ISUID;
-        if m & libc::S_IXGRP != 0 {
-            m &= !libc::S_ISGID;
-        }
-        if m != mode {
-            self.chmod(fd, m & 0o7777)?;
-        }
-        Ok(())
-    }
-
-    fn chmod(&self, fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
-        self.proc.chmod(fd, mode)
-    }
-
-    fn add_handle(&self, h: Handle) -> Result<u64, Errno> {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .write()
-            .map_err(|_| Errno::IO)?
-            .insert(fh, Arc::new(h));
-        Ok(fh)
-    }
-
     /// Open flags for a file of this handle.
     fn open_flags(&self, flags: u32) -> OFlags {
         let mut f = OFlags::from_bits_retain(flags)
@@ -671,18 +625,16 @@ impl Passthrough {
         f
     }
 
-    /// Whether opens may get a backing file: wanted, negotiated, permitted.
-    fn backing_wanted(&self, ctx: &Context<'_>) -> bool {
-        self.opts.passthrough_io && ctx.passthrough() && !self.pt_refused.load(Ordering::Relaxed)
-    }
-
     /// Register a backing file for `inode` (BACKING_OPEN), if passthrough
     /// is wanted, negotiated and permitted. `file` serves as it is when it
     /// is open read-write without O_APPEND (`rw`), else it is reopened so.
     fn open_backing(&self, ctx: &Context<'_>, file: BorrowedFd<'_>, rw: bool) -> Option<BackingId> {
-        if !self.backing_wanted(ctx) {
+        if !self.backing.wanted(ctx) {
             return None;
         }
+        // BACKING_OPEN keeps the opener's credentials for the kernel's I/O
+        // on the file: the daemon's, never a creating owner's.
+        creds::daemon().ok()?;
         // One backing file serves every open of the inode, whatever its
         // access mode, so it is read-write (and not appending); where the
         // source refuses that, the inode does its I/O through the daemon.
@@ -692,37 +644,14 @@ impl Passthrough {
             Some(self.reopen(file, OFlags::RDWR).ok()?)
         };
         let backing = reopened.as_ref().map_or(file, |f| f.as_fd());
-        match ctx.open_backing(backing) {
-            Ok(id) => {
-                self.pt_active.store(true, Ordering::Relaxed);
-                Some(id)
-            }
-            Err(e) => {
-                if !self.pt_refused.swap(true, Ordering::Relaxed) {
-                    let why = if e == Errno::PERM {
-                        "it needs CAP_SYS_ADMIN in the initial user namespace"
-                    } else {
-                        "the kernel refused the backing file"
-                    };
-                    tracing::warn!(
-                        "FUSE passthrough unavailable ({e}): {why}; reads and writes go through the daemon"
-                    );
-                }
-                None
-            }
-        }
+        self.backing.open(ctx, backing)
     }
 
-    /// True for a file whose setid bits a write by another user clears:
-    /// S_ISUID, or S_ISGID with group execute. `mode`: the file's, when
-    /// known already.
+    /// See [`write_clears_setid`]; `mode`: the file's, when known already
+    /// (an unknown mode counts as setid).
     fn must_lose_setid_on_write(file: BorrowedFd<'_>, mode: Option<u32>) -> bool {
-        let Some(mode) = mode.or_else(|| statx_fd(file).ok().map(|st| u32::from(st.stx_mode)))
-        else {
-            return true;
-        };
-        mode & libc::S_ISUID != 0
-            || mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP
+        mode.or_else(|| statx_fd(file).ok().map(|st| u32::from(st.stx_mode)))
+            .is_none_or(write_clears_setid)
     }
 
     /// Make a handle for `file`, an open of the regular file `inode` with
@@ -736,48 +665,15 @@ impl Passthrough {
         flags: OFlags,
         mode: Option<u32>,
     ) -> Result<Opened, Errno> {
-        let backing = {
-            let mut io = inode.io.lock().map_err(|_| Errno::IO)?;
-            match &mut *io {
-                FileIo::Backing { id, users } => {
-                    *users += 1;
-                    Some(*id)
-                }
-                FileIo::Cached { users } => {
-                    *users += 1;
-                    None
-                }
-                FileIo::Idle => {
-                    let id = if Self::must_lose_setid_on_write(file.as_fd(), mode) {
-                        // Writes through a backing file run with the
-                        // daemon's CAP_FSETID and would keep the bits, so
-                        // such a file does its I/O through the daemon,
-                        // which clears them (WRITE with KILL_SUIDGID).
-                        None
-                    } else {
-                        let rw = flags & BACKING_AS_IS == OFlags::RDWR;
-                        self.open_backing(ctx, file.as_fd(), rw)
-                    };
-                    *io = match id {
-                        Some(id) => FileIo::Backing { id, users: 1 },
-                        None => FileIo::Cached { users: 1 },
-                    };
-                    id
-                }
-            }
-        };
-        let h = Handle {
-            file,
-            io: Some((inode.clone(), backing.is_some())),
-            dir: None,
-        };
-        let fh = match self.add_handle(h) {
-            Ok(fh) => fh,
-            Err(e) => {
-                Self::put_io(ctx, inode);
-                return Err(e);
-            }
-        };
+        let backing = inode.io.lock().map_err(|_| Errno::IO)?.join((), || {
+            Ok(if Self::must_lose_setid_on_write(file.as_fd(), mode) {
+                None
+            } else {
+                let rw = flags & BACKING_AS_IS == OFlags::RDWR;
+                self.open_backing(ctx, file.as_fd(), rw)
+            })
+        })?;
+        let fh = self.handles.add_file(ctx, inode, file)?;
         Ok(Opened {
             fh,
             // `flush` has nothing to do (locks are the kernel's, and a
@@ -794,30 +690,6 @@ impl Passthrough {
         })
     }
 
-    /// One open of `inode` is gone; the last one closes a backing file.
-    fn put_io(ctx: &Context<'_>, inode: &Inode) {
-        let Ok(mut io) = inode.io.lock() else {
-            return;
-        };
-        match &mut *io {
-            FileIo::Backing { id, users } => {
-                *users = users.saturating_sub(1);
-                if *users == 0 {
-                    // Files the kernel opened with it keep it alive.
-                    let _ = ctx.close_backing(*id);
-                    *io = FileIo::Idle;
-                }
-            }
-            FileIo::Cached { users } => {
-                *users = users.saturating_sub(1);
-                if *users == 0 {
-                    *io = FileIo::Idle;
-                }
-            }
-            FileIo::Idle => {}
-        }
-    }
-
     /// A new file of `parent` was opened as `file`: count its lookup and
     /// open it for the kernel.
     fn created(
@@ -829,8 +701,10 @@ impl Passthrough {
         kill_suidgid: bool,
     ) -> Result<(Entry, Opened), Errno> {
         if kill_suidgid {
-            self.kill_suidgid(file.as_fd())?;
+            // A chmod, if any, puts the daemon's credentials back.
+            self.proc.kill_suidgid(file.as_fd())?;
         }
+        // O_PATH: no access check, whoever's credentials are in effect.
         let path = self.reopen(file.as_fd(), OFlags::PATH)?;
         let entry = self.register(parent, path)?;
         let inode = self.inode(entry.ino)?;
@@ -847,19 +721,10 @@ impl Passthrough {
 }
 
 impl Filesystem for Passthrough {
+    crate::backing::handle_requests!();
+
     fn capabilities(&self) -> InitFlags {
-        InitFlags::POSIX_ACL
-            | InitFlags::DONT_MASK
-            | InitFlags::HANDLE_KILLPRIV_V2
-            | InitFlags::DO_READDIRPLUS
-            | InitFlags::READDIRPLUS_AUTO
-            | InitFlags::SETXATTR_EXT
-            | InitFlags::CREATE_SUPP_GROUP
-            | InitFlags::CACHE_SYMLINKS
-            | InitFlags::PARALLEL_DIROPS
-            | InitFlags::AUTO_INVAL_DATA
-            | InitFlags::SPLICE_READ
-            | InitFlags::SPLICE_WRITE
+        crate::backing::INIT_FLAGS
     }
 
     fn init(&self, n: &Negotiated) {
@@ -890,6 +755,7 @@ impl Filesystem for Passthrough {
     }
 
     fn lookup(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<Entry> {
+        creds::searching()?;
         if name == "." || name == ".." {
             return self.lookup_dots(parent, name);
         }
@@ -932,8 +798,9 @@ impl Filesystem for Passthrough {
     }
 
     fn getattr(&self, _ctx: &Context<'_>, ino: u64, fh: Option<u64>) -> idfuse::Result<AttrReply> {
-        if let Some(h) = fh.and_then(|fh| self.handle(fh).ok()) {
-            let st = statx_fd(h.file.as_fd())?;
+        creds::searching()?;
+        if let Some(h) = fh.and_then(|fh| self.handles.get(fh).ok()) {
+            let st = statx_fd(h.file()?)?;
             return Ok(AttrReply {
                 attr: to_attr(&st),
                 timeout: self.attr_ttl(key_of(&st).0),
@@ -950,15 +817,16 @@ impl Filesystem for Passthrough {
         _flags: u32,
         mask: u32,
     ) -> idfuse::Result<(Statx, Duration)> {
+        creds::searching()?;
         let want = StatxFlags::from_bits_retain(mask) | StatxFlags::BASIC_STATS;
-        let h = fh.and_then(|fh| self.handle(fh).ok());
+        let h = fh.and_then(|fh| self.handles.get(fh).ok());
         let i = self.inode(ino)?;
         let ifd = match &h {
             Some(_) => None,
             None => Some(self.fd(&i)?),
         };
         let fd = match (&h, &ifd) {
-            (Some(h), _) => h.file.as_fd(),
+            (Some(h), _) => h.file()?,
             (None, Some(fd)) => fd.as_fd(),
             (None, None) => return Err(Errno::IO),
         };
@@ -967,47 +835,21 @@ impl Filesystem for Passthrough {
     }
 
     fn setattr(&self, _ctx: &Context<'_>, ino: u64, a: &SetAttr) -> idfuse::Result<AttrReply> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
-        let fd = ifd.as_fd();
-        if let Some(size) = a.size {
-            match a.fh.and_then(|fh| self.handle(fh).ok()) {
-                Some(h) => rustix::fs::ftruncate(&h.file, size)?,
-                None => {
-                    let f = self.reopen(fd, OFlags::WRONLY | OFlags::NONBLOCK)?;
-                    rustix::fs::ftruncate(&f, size)?;
-                }
-            }
-        }
-        if a.uid.is_some() || a.gid.is_some() {
-            // Ids are in the filesystem's id space already. The backing fs
-            // clears setid bits on chown of a non-directory by itself.
-            rustix::fs::chownat(
-                fd,
-                "",
-                a.uid.map(rustix::fs::Uid::from_raw),
-                a.gid.map(rustix::fs::Gid::from_raw),
-                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-        }
-        if let Some(mode) = a.mode {
-            self.chmod(fd, mode & 0o7777)?;
-        }
-        if a.kill_suidgid {
-            self.kill_suidgid(fd)?;
-        }
-        if a.atime.is_some() || a.mtime.is_some() {
-            let times = rustix::fs::Timestamps {
-                last_access: set_time(a.atime),
-                last_modification: set_time(a.mtime),
-            };
-            // Through the magic link: lands on the inode, even a symlink.
-            self.proc.utimes(fd, &times)?;
-        }
+        // A truncate through an open file of the inode, if the kernel named one.
+        let h = a.size.and(a.fh).and_then(|fh| self.handles.get(fh).ok());
+        let open = match &h {
+            Some(h) => Some(h.file()?),
+            None => None,
+        };
+        self.proc.set_attr(ifd.as_fd(), open, a)?;
         self.attr_of(ino)
     }
 
     fn readlink(&self, _ctx: &Context<'_>, ino: u64) -> idfuse::Result<Vec<u8>> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         let t = rustix::fs::readlinkat(&ifd, "", Vec::new())?;
@@ -1023,6 +865,7 @@ impl Filesystem for Passthrough {
         mode: CreateMode,
         rdev: u32,
     ) -> idfuse::Result<Entry> {
+        creds::searching()?;
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
@@ -1032,7 +875,7 @@ impl Filesystem for Passthrough {
             rustix::fs::FileType::from_raw_mode(mode.mode)
         };
         {
-            let _as = AsOwner::new(owner, mode.umask)?;
+            creds::owner(owner, mode.umask)?;
             rustix::fs::mknodat(
                 &pfd,
                 name,
@@ -1052,11 +895,12 @@ impl Filesystem for Passthrough {
         owner: &Owner,
         mode: CreateMode,
     ) -> idfuse::Result<Entry> {
+        creds::searching()?;
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
         {
-            let _as = AsOwner::new(owner, mode.umask)?;
+            creds::owner(owner, mode.umask)?;
             rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(mode.mode & 0o7777))?;
         }
         self.lookup_name(parent, name)
@@ -1070,11 +914,12 @@ impl Filesystem for Passthrough {
         owner: &Owner,
         target: &OsStr,
     ) -> idfuse::Result<Entry> {
+        creds::searching()?;
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
         {
-            let _as = AsOwner::new(owner, 0)?;
+            creds::owner(owner, 0)?;
             // The target is stored, never resolved by the daemon.
             rustix::fs::symlinkat(target, &pfd, name)?;
         }
@@ -1082,6 +927,7 @@ impl Filesystem for Passthrough {
     }
 
     fn unlink(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<()> {
+        creds::daemon()?;
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
@@ -1089,6 +935,7 @@ impl Filesystem for Passthrough {
     }
 
     fn rmdir(&self, _ctx: &Context<'_>, parent: u64, name: &OsStr) -> idfuse::Result<()> {
+        creds::daemon()?;
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
@@ -1105,6 +952,7 @@ impl Filesystem for Passthrough {
         flags: u32,
         whiteout_owner: Option<&Owner>,
     ) -> idfuse::Result<()> {
+        creds::daemon()?;
         check_name(name)?;
         check_name(newname)?;
         let p = self.inode(parent)?;
@@ -1129,6 +977,7 @@ impl Filesystem for Passthrough {
         newparent: u64,
         newname: &OsStr,
     ) -> idfuse::Result<Entry> {
+        creds::daemon()?;
         check_name(newname)?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
@@ -1148,12 +997,13 @@ impl Filesystem for Passthrough {
         flags: u32,
         kill_suidgid: bool,
     ) -> idfuse::Result<Opened> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         let oflags = self.open_flags(flags);
         let file = self.reopen(ifd.as_fd(), oflags)?;
         if kill_suidgid {
-            self.kill_suidgid(file.as_fd())?;
+            self.proc.kill_suidgid(file.as_fd())?;
         }
         self.opened(ctx, &i, file, oflags, None)
     }
@@ -1168,11 +1018,12 @@ impl Filesystem for Passthrough {
         flags: u32,
         kill_suidgid: bool,
     ) -> idfuse::Result<(Entry, Opened)> {
+        creds::searching()?;
         check_name(name)?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
         let mut oflags = self.open_flags(flags);
-        if oflags & BACKING_AS_IS == OFlags::WRONLY && self.backing_wanted(ctx) {
+        if oflags & BACKING_AS_IS == OFlags::WRONLY && self.backing.wanted(ctx) {
             // A file this open creates may be opened read-write whatever
             // its mode (the VFS checks no permission on a file the open
             // created), and then serves as the backing file too: no
@@ -1180,7 +1031,7 @@ impl Filesystem for Passthrough {
             oflags = (oflags & !OFlags::WRONLY) | OFlags::RDWR;
         }
         let file = {
-            let _as = AsOwner::new(owner, mode.umask)?;
+            creds::owner(owner, mode.umask)?;
             // Always O_EXCL: the kernel treats the file as created by the
             // caller and skips its permission check on it, so a file that
             // appeared in the source meanwhile must not be opened here.
@@ -1203,6 +1054,7 @@ impl Filesystem for Passthrough {
         mode: CreateMode,
         flags: u32,
     ) -> idfuse::Result<(Entry, Opened)> {
+        creds::searching()?;
         let p = self.inode(parent)?;
         let pfd = self.fd(&p)?;
         let mut f = (self.open_flags(flags) & !OFlags::DIRECTORY) | OFlags::TMPFILE;
@@ -1210,7 +1062,7 @@ impl Filesystem for Passthrough {
             f |= OFlags::RDWR;
         }
         let file = {
-            let _as = AsOwner::new(owner, mode.umask)?;
+            creds::owner(owner, mode.umask)?;
             rustix::fs::openat(
                 self.proc.dir(),
                 ProcFd::name(pfd.as_fd()).as_c_str(),
@@ -1221,91 +1073,13 @@ impl Filesystem for Passthrough {
         self.created(ctx, pfd.as_fd(), file, f, false)
     }
 
-    fn read(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        size: u32,
-        buf: &mut Vec<u8>,
-    ) -> idfuse::Result<()> {
-        let h = self.handle(fh)?;
-        buf.reserve(size as usize);
-        let spare = buf
-            .spare_capacity_mut()
-            .get_mut(..size as usize)
-            .ok_or(Errno::NOMEM)?;
-        let n = rustix::io::pread(&h.file, spare, offset)?.0.len();
-        // SAFETY: pread initialised the first `n` bytes of the spare
-        // capacity, and `buf` was empty on entry.
-        unsafe { buf.set_len(n) };
-        Ok(())
-    }
-
-    fn write(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        data: &[u8],
-        wf: WriteFlags,
-        _flags: u32,
-    ) -> idfuse::Result<u32> {
-        let h = self.handle(fh)?;
-        if wf.contains(WriteFlags::KILL_SUIDGID) {
-            self.kill_suidgid(h.file.as_fd())?;
-        }
-        let n = rustix::io::pwrite(&h.file, data, offset)?;
-        Ok(n as u32)
-    }
-
-    fn flush(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        _fh: u64,
-        _lock_owner: u64,
-    ) -> idfuse::Result<()> {
-        Ok(())
-    }
-
-    fn release(
-        &self,
-        ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        _flags: u32,
-        _lo: Option<u64>,
-        _flush: bool,
-    ) -> idfuse::Result<()> {
-        let h = self.handles.write().map_err(|_| Errno::IO)?.remove(&fh);
-        if let Some((inode, _)) = h.as_ref().and_then(|h| h.io.as_ref()) {
-            Self::put_io(ctx, inode);
-        }
-        Ok(())
-    }
-
-    fn fsync(&self, _ctx: &Context<'_>, _ino: u64, fh: u64, datasync: bool) -> idfuse::Result<()> {
-        let h = self.handle(fh)?;
-        if datasync {
-            rustix::fs::fdatasync(&h.file)
-        } else {
-            rustix::fs::fsync(&h.file)
-        }
-    }
-
     fn opendir(&self, _ctx: &Context<'_>, ino: u64, _flags: u32) -> idfuse::Result<Opened> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         let file = self.reopen(ifd.as_fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
         let dir = rustix::fs::Dir::read_from(&file)?;
-        let fh = self.add_handle(Handle {
-            file,
-            io: None,
-            dir: Some(Mutex::new(dir)),
-        })?;
+        let fh = self.handles.add_dir(Some(file), dir)?;
         // A listing the kernel keeps is dropped with the directory's pages
         // when the watch reports a change in it.
         let flags = if self.long_cache(i.dev) {
@@ -1328,7 +1102,8 @@ impl Filesystem for Passthrough {
         offset: u64,
         out: &mut DirBuf,
     ) -> idfuse::Result<()> {
-        let h = self.handle(fh)?;
+        creds::daemon()?;
+        let h = self.handles.get(fh)?;
         let mut dir = h
             .dir
             .as_ref()
@@ -1354,7 +1129,8 @@ impl Filesystem for Passthrough {
         offset: u64,
         out: &mut DirPlusBuf<'_>,
     ) -> idfuse::Result<()> {
-        let h = self.handle(fh)?;
+        creds::daemon()?;
+        let h = self.handles.get(fh)?;
         let mut dir = h
             .dir
             .as_ref()
@@ -1368,19 +1144,7 @@ impl Filesystem for Passthrough {
             let typ = (e.file_type().as_raw_mode() & libc::S_IFMT) >> 12;
             let off = e.offset() as u64;
             if name == "." || name == ".." {
-                // The kernel ignores these; they carry no lookup.
-                let entry = Entry {
-                    ino: 0,
-                    generation: 0,
-                    attr: Attr {
-                        ino: e.ino(),
-                        mode: libc::S_IFDIR,
-                        ..Attr::default()
-                    },
-                    entry_timeout: Duration::ZERO,
-                    attr_timeout: Duration::ZERO,
-                };
-                if !out.push(&entry, off, typ, name) {
+                if !out.push(&crate::backing::dots_entry(e.ino()), off, typ, name) {
                     break;
                 }
                 continue;
@@ -1399,22 +1163,8 @@ impl Filesystem for Passthrough {
         Ok(())
     }
 
-    fn releasedir(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        _flags: u32,
-    ) -> idfuse::Result<()> {
-        self.handles.write().map_err(|_| Errno::IO)?.remove(&fh);
-        Ok(())
-    }
-
-    fn fsyncdir(&self, ctx: &Context<'_>, ino: u64, fh: u64, datasync: bool) -> idfuse::Result<()> {
-        self.fsync(ctx, ino, fh, datasync)
-    }
-
     fn statfs(&self, _ctx: &Context<'_>, ino: u64) -> idfuse::Result<Kstatfs> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         crate::backing::statfs(ifd.as_fd())
@@ -1429,19 +1179,14 @@ impl Filesystem for Passthrough {
         flags: u32,
         sf: SetxattrFlags,
     ) -> idfuse::Result<()> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         let flags = rustix::fs::XattrFlags::from_bits(flags).ok_or(Errno::INVAL)?;
         // Verbatim: ACLs and capabilities arrive in the filesystem's ids.
         crate::backing::set_xattr(ifd.as_fd(), name, value, flags)?;
         if sf.contains(SetxattrFlags::ACL_KILL_SGID) {
-            // The backing fs updated the mode from the ACL but, the daemon
-            // holding CAP_FSETID, kept S_ISGID the caller must lose.
-            let st = statx_fd(ifd.as_fd())?;
-            let mode = u32::from(st.stx_mode);
-            if mode & libc::S_ISGID != 0 {
-                self.chmod(ifd.as_fd(), mode & 0o7777 & !libc::S_ISGID)?;
-            }
+            self.proc.kill_sgid(ifd.as_fd())?;
         }
         Ok(())
     }
@@ -1453,84 +1198,28 @@ impl Filesystem for Passthrough {
         name: &OsStr,
         size: u32,
     ) -> idfuse::Result<Xattr> {
+        creds::searching()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         crate::backing::get_xattr(ifd.as_fd(), name, size)
     }
 
     fn listxattr(&self, _ctx: &Context<'_>, ino: u64, size: u32) -> idfuse::Result<Xattr> {
+        creds::searching()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         crate::backing::list_xattr(ifd.as_fd(), size)
     }
 
     fn removexattr(&self, _ctx: &Context<'_>, ino: u64, name: &OsStr) -> idfuse::Result<()> {
+        creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
         crate::backing::remove_xattr(ifd.as_fd(), name)
     }
 
-    fn fallocate(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        length: u64,
-        mode: u32,
-    ) -> idfuse::Result<()> {
-        let h = self.handle(fh)?;
-        let flags = rustix::fs::FallocateFlags::from_bits(mode).ok_or(Errno::OPNOTSUPP)?;
-        rustix::fs::fallocate(&h.file, flags, offset, length)
-    }
-
-    fn lseek(
-        &self,
-        _ctx: &Context<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: u64,
-        whence: u32,
-    ) -> idfuse::Result<u64> {
-        let h = self.handle(fh)?;
-        let off = i64::try_from(offset).map_err(|_| Errno::INVAL)?;
-        let from = match whence as i32 {
-            libc::SEEK_SET => rustix::fs::SeekFrom::Start(offset),
-            libc::SEEK_CUR => rustix::fs::SeekFrom::Current(off),
-            libc::SEEK_END => rustix::fs::SeekFrom::End(off),
-            libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset),
-            libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset),
-            _ => return Err(Errno::INVAL),
-        };
-        rustix::fs::seek(&h.file, from)
-    }
-
-    fn copy_file_range(
-        &self,
-        _ctx: &Context<'_>,
-        _ino_in: u64,
-        fh_in: u64,
-        off_in: u64,
-        _ino_out: u64,
-        fh_out: u64,
-        off_out: u64,
-        len: u64,
-        _flags: u64,
-    ) -> idfuse::Result<u64> {
-        let a = self.handle(fh_in)?;
-        let b = self.handle(fh_out)?;
-        let (mut oi, mut oo) = (off_in, off_out);
-        let n = rustix::fs::copy_file_range(
-            &a.file,
-            Some(&mut oi),
-            &b.file,
-            Some(&mut oo),
-            usize::try_from(len).unwrap_or(usize::MAX),
-        )?;
-        Ok(n as u64)
-    }
-
     fn syncfs(&self, _ctx: &Context<'_>, _ino: u64) -> idfuse::Result<()> {
+        creds::daemon()?;
         rustix::fs::syncfs(&self.root_dir)
     }
 }
