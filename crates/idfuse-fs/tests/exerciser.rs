@@ -302,6 +302,45 @@ impl Mount {
         let _ = fs::write(dir.join(self.conn.to_string()).join("abort"), "1");
     }
 
+    /// What this process's Ceph client is waiting for (the MDS requests
+    /// and OSD operations in flight, from its admin socket), for the
+    /// report of a hang; empty for other targets.
+    fn client_requests(&self) -> String {
+        #[cfg(feature = "cephfs-tests")]
+        if let Some(c) = &self._ceph {
+            let me = format!(".{}.asok", std::process::id());
+            let socks = fs::read_dir(c.0.path().join("run"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(&me));
+            let mut out = String::new();
+            for sock in socks {
+                for cmd in ["mds_requests", "objecter_requests"] {
+                    let o = std::process::Command::new("timeout")
+                        .args(["10", "ceph", "--admin-daemon"])
+                        .arg(&sock)
+                        .arg(cmd)
+                        .stdin(std::process::Stdio::null())
+                        .output();
+                    let text = match o {
+                        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into(),
+                        Ok(o) => format!(
+                            "failed ({}): {}",
+                            o.status,
+                            String::from_utf8_lossy(&o.stderr)
+                        ),
+                        Err(e) => format!("failed: {e}"),
+                    };
+                    out.push_str(&format!("  {cmd}: {}\n", text.trim()));
+                }
+            }
+            return out;
+        }
+        String::new()
+    }
+
     fn inode_count(&self) -> usize {
         match self.fs.as_ref().expect("mounted") {
             Fs::Mem(s) => s.filesystem().inode_count(),
@@ -367,8 +406,12 @@ fn conn_of(mnt: &Path) -> u32 {
 fn join_by<T>(h: JoinHandle<T>, deadline: Instant, m: &Mount, what: &str) -> T {
     while !h.is_finished() {
         if Instant::now() >= deadline {
+            let threads = thread_dump(m);
             m.abort();
-            panic!("{what}: still running at the deadline (a hang?); connection aborted");
+            panic!(
+                "{what}: still running at the deadline (a hang?); connection aborted.\n\
+                 Where this process's threads waited:\n{threads}"
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -376,6 +419,35 @@ fn join_by<T>(h: JoinHandle<T>, deadline: Instant, m: &Mount, what: &str) -> T {
         Ok(v) => v,
         Err(p) => std::panic::resume_unwind(p),
     }
+}
+
+/// Where each thread of this process waits: name, kernel wait channel and
+/// the top of its kernel stack (root can read it). The daemon's workers
+/// and libcephfs's threads live in this process, so a hang shows who holds
+/// up whom. (Not gdb: attaching waits for every thread to stop, and a
+/// thread blocked in a FUSE request this process should answer never does.)
+fn thread_dump(m: &Mount) -> String {
+    let mut out = String::new();
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return "(no /proc/self/task)".into();
+    };
+    for t in tasks.flatten() {
+        let p = t.path();
+        let read = |f: &str| fs::read_to_string(p.join(f)).unwrap_or_default();
+        let stack: Vec<String> = read("stack")
+            .lines()
+            .take(5)
+            .map(|l| l.split_whitespace().nth(1).unwrap_or(l).to_string())
+            .collect();
+        out.push_str(&format!(
+            "  {} {}: {}\n",
+            t.file_name().to_string_lossy(),
+            read("comm").trim(),
+            stack.join(" < ")
+        ));
+    }
+    out.push_str(&m.client_requests());
+    out
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -670,17 +742,80 @@ impl Fsx {
             .position(|(a, b)| a != b)
             .unwrap_or(expected.len().min(actual.len()));
         let at = |b: &[u8]| format!("{:02x?}", &b[i.min(b.len())..(i + 16).min(b.len())]);
+        let bad = expected.iter().zip(actual).filter(|(a, b)| a != b).count();
+        let last = expected
+            .iter()
+            .zip(actual)
+            .rposition(|(a, b)| a != b)
+            .map_or(i, |j| j);
         self.fail(&format!(
             "{what}: {} bytes expected, {} got; first difference at offset {} \
-             (op offset {off} + {i}): expected {} actual {}\nlast ops that changed that byte \
-             (newest first): {}",
+             (op offset {off} + {i}): expected {} actual {}; {bad} bytes differ, the last at \
+             offset {}\nlast ops that changed that byte (newest first): {}\nread again: {}",
             expected.len(),
             actual.len(),
             off + i,
             at(expected),
             at(actual),
+            off + last,
             self.touched(off + i),
+            self.second_look(off, expected),
         ));
+    }
+
+    /// After a mismatch: reads the range again through the open file (the
+    /// kernel's page cache) and through a fresh O_DIRECT descriptor (the
+    /// filesystem itself), to tell a stale cache from stale data.
+    fn second_look(&self, off: usize, expected: &[u8]) -> String {
+        let verdict = |got: std::io::Result<Vec<u8>>| match got {
+            Ok(g) if g == expected => "correct".to_string(),
+            Ok(g) => match expected.iter().zip(&g).position(|(a, b)| a != b) {
+                Some(j) => format!("wrong from offset {}", off + j),
+                None => format!("{} bytes of {}", g.len(), expected.len()),
+            },
+            Err(e) => format!("failed: {e}"),
+        };
+        let read_all = |f: &File, buf: &mut [u8], at: u64| -> std::io::Result<usize> {
+            let mut got = 0;
+            while got < buf.len() {
+                match f.read_at(&mut buf[got..], at + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(got)
+        };
+        let cached = {
+            let mut b = vec![0u8; expected.len()];
+            read_all(self.file(), &mut b, off as u64).map(|n| {
+                b.truncate(n);
+                b
+            })
+        };
+        // O_DIRECT wants aligned offsets, lengths and memory.
+        let direct = (|| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&self.path)?;
+            let a = 4096;
+            let start = off - off % a;
+            let end = (off + expected.len()).div_ceil(a) * a;
+            let mut raw = vec![0u8; end - start + a];
+            let skip = raw.as_ptr().align_offset(a);
+            let buf = &mut raw[skip..skip + end - start];
+            let n = read_all(&f, buf, start as u64)?;
+            let from = off - start;
+            Ok(buf[from.min(n)..(from + expected.len()).min(n)].to_vec())
+        })();
+        format!(
+            "through the page cache {}; with O_DIRECT (from the filesystem) {}",
+            verdict(cached),
+            verdict(direct)
+        )
     }
 
     fn check_size(&self, what: &str) {
