@@ -785,7 +785,7 @@ fn mknod_of_a_whiteout_device_is_refused() {
     let mk = |rel: &str, dev: u64| {
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &f.mnt(rel),
+            f.mnt(rel),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::from_raw_mode(0o644),
             dev,
