@@ -163,6 +163,8 @@ paxos propose interval = 0.1
 mon data avail warn = 1
 mon data avail crit = 0
 [client]
+# CEPH_CLUSTER_CLIENT_DEBUG=20 makes the clients log what they wait for.
+debug client = ${CEPH_CLUSTER_CLIENT_DEBUG:-0}
 # Several clients of one name (two mounts, ceph-fuse) each get a socket.
 admin socket = $dir/run/\$name.\$pid.asok
 log file = $dir/log/\$name.\$pid.log

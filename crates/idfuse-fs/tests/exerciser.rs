@@ -316,6 +316,25 @@ impl Mount {
                 .map(|e| e.path())
                 .filter(|p| p.to_string_lossy().ends_with(&me));
             let mut out = String::new();
+            // The end of this client's log (verbose with
+            // CEPH_CLUSTER_CLIENT_DEBUG=20 in the cluster script).
+            let log =
+                c.0.path()
+                    .join("log")
+                    .join(format!("client.admin.{}.log", std::process::id()));
+            if let Ok(keep) = std::env::var("IDFUSE_HANG_KEEP") {
+                let _ = fs::copy(
+                    &log,
+                    Path::new(&keep).join(log.file_name().unwrap_or_default()),
+                );
+            }
+            let tail = fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = tail.lines().collect();
+            out.push_str(&format!(
+                "  end of {}:\n{}\n",
+                log.display(),
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            ));
             for sock in socks {
                 for cmd in ["mds_requests", "objecter_requests"] {
                     let o = std::process::Command::new("timeout")
@@ -408,6 +427,7 @@ fn join_by<T>(h: JoinHandle<T>, deadline: Instant, m: &Mount, what: &str) -> T {
         if Instant::now() >= deadline {
             let threads = thread_dump(m);
             m.abort();
+            let threads = threads + &backtraces();
             panic!(
                 "{what}: still running at the deadline (a hang?); connection aborted.\n\
                  Where this process's threads waited:\n{threads}"
@@ -448,6 +468,28 @@ fn thread_dump(m: &Mount) -> String {
     }
     out.push_str(&m.client_requests());
     out
+}
+
+/// With `IDFUSE_HANG_GDB=FILE`: every thread's user-space backtrace, by
+/// gdb, into FILE. Only after the connection is aborted: gdb waits for
+/// every thread to stop, and one in a FUSE request that this process
+/// should answer would not before.
+fn backtraces() -> String {
+    let Ok(file) = std::env::var("IDFUSE_HANG_GDB") else {
+        return String::new();
+    };
+    let r = std::process::Command::new("timeout")
+        .args(["60", "gdb", "-p", &std::process::id().to_string(), "-batch"])
+        .args(["-ex", "thread apply all bt"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match r {
+        Ok(o) => match fs::write(&file, &o.stdout) {
+            Ok(()) => format!("  gdb backtraces in {file}\n"),
+            Err(e) => format!("  gdb backtraces: {file}: {e}\n"),
+        },
+        Err(e) => format!("  gdb: {e}\n"),
+    }
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
