@@ -48,7 +48,7 @@ use crate::backing::{
 use copyup::{clear_dir, remove_tree};
 use inodes::{FileIo, Layers, Node, Table, ROOT};
 use layers::{is_dir, is_whiteout, reserved, DirEnt, Reader};
-pub use layout::{Layout, LayoutError};
+pub use layout::{Layout, LayoutError, LowerOptions};
 
 /// How long the kernel may cache names and attributes of objects that
 /// live only in lower layers, which are immutable by contract.
