@@ -831,6 +831,126 @@ fn bad_layouts_are_refused_by_name_and_nothing_is_mounted() {
     refused(&mnt, &format!("upperdir={u},workdir={w}"), &["lowerdir"]);
 }
 
+/// `lowerdir+=DIR` once per layer (kernel 6.8's form) stacks the layers in
+/// the order given, the path taken as it is (a colon in it is part of the
+/// name), and the overlay shows what `lowerdir=L1:L2` shows.
+#[test]
+fn lowerdir_add_stacks_one_layer_per_option() {
+    let mut s = Scratch::new();
+    let (l1, l2) = image(&s);
+    let top = s.path("fs/l:1");
+    std::fs::rename(&l1, &top).expect("rename l1 to a name with a colon");
+    let (upper, work) = (s.mkdir("fs/upper"), s.mkdir("fs/work"));
+    let mnt = s.mkdir("mnt");
+    let opts = format!(
+        "lowerdir+={},lowerdir+={},upperdir={},workdir={}",
+        top.display(),
+        l2.display(),
+        upper.display(),
+        work.display()
+    );
+    s.overlay(&mnt, &opts, &[]);
+    let added = walk(&mnt);
+    change(&mnt);
+    check_changed("lowerdir+= overlay", &walk(&mnt));
+    s.unmount(&mnt);
+    assert_eq!(
+        added.get("shadowed").map(String::as_str),
+        Some("file \"from l1\\n\" 644 0:0"),
+        "the first lowerdir+= is on top"
+    );
+
+    // The same layers as one lowerdir= (the colon escaped), read-only.
+    let spec = format!(
+        "lowerdir={}:{}",
+        top.display().to_string().replace(':', "\\:"),
+        l2.display()
+    );
+    s.overlay(&mnt, &spec, &[]);
+    let listed = walk(&mnt);
+    s.unmount(&mnt);
+    assert_same_view(
+        "lowerdir+= / lowerdir= over the same layers",
+        &added,
+        &listed,
+    );
+}
+
+#[test]
+fn lowerdir_and_lowerdir_add_do_not_mix_and_passthrough_options_are_refused() {
+    let s = Scratch::new();
+    let (l1, l2) = image(&s);
+    let mnt = s.mkdir("mnt");
+    let (a, b) = (l1.display().to_string(), l2.display().to_string());
+    for opts in [
+        format!("lowerdir={a},lowerdir+={b}"),
+        format!("lowerdir+={a},lowerdir={b}"),
+    ] {
+        refused(&mnt, &opts, &["cannot be mixed", "lowerdir+=DIR"]);
+    }
+    refused(
+        &mnt,
+        &format!("lowerdir+={a},lowerdir+="),
+        &["lowerdir+=DIR"],
+    );
+    refused(
+        &mnt,
+        &format!("lowerdir+={a},datadir+={b}"),
+        &["datadir+=", "data-only"],
+    );
+    for opt in ["cache=auto", "inode_handles=always"] {
+        let name = opt.split('=').next().unwrap();
+        refused(
+            &mnt,
+            &format!("lowerdir={a},{opt}"),
+            &[name, "option of `idfuse mount passthrough`"],
+        );
+    }
+    refused(
+        &mnt,
+        &format!("lowerdir={a},writeback_cache"),
+        &["writeback_cache"],
+    );
+}
+
+/// `idfuse mount overlay --help` names the overlay's options and not the
+/// passthrough's; the passthrough's help keeps them.
+#[test]
+fn overlay_help_lists_only_its_options() {
+    let help = |fs: &str| {
+        let o = run_ok(Command::new(BIN).args(["mount", fs, "--help"]));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let ov = help("overlay");
+    for want in [
+        "lowerdir=DIR[:DIR...]",
+        "lowerdir+=DIR",
+        "upperdir=DIR",
+        "workdir=DIR",
+        "userxattr",
+        "entry_timeout=SECS",
+        "attr_timeout=SECS",
+        "timeout=SECS",
+        "default_permissions",
+        "allow_other",
+        "fsname=NAME",
+    ] {
+        assert!(ov.contains(want), "overlay --help lacks {want}:\n{ov}");
+    }
+    for not in ["cache=auto", "inode_handles=auto", "fanotify", "SOURCE"] {
+        assert!(!ov.contains(not), "overlay --help names {not}:\n{ov}");
+    }
+    let pt = help("passthrough");
+    for want in ["cache=auto|always|never", "inode_handles=auto|never|always"] {
+        assert!(pt.contains(want), "passthrough --help lacks {want}:\n{pt}");
+    }
+    let mem = help("memfs");
+    assert!(
+        !mem.contains("inode_handles") && mem.contains("default_permissions"),
+        "memfs --help:\n{mem}"
+    );
+}
+
 // ---------------------------------------------------------------------
 // SIGKILL during a copy-up
 
