@@ -18,6 +18,10 @@
 //!   through one name copies that name only (kernel overlayfs without
 //!   `index=on` does the same), so the other names keep the lower data once
 //!   the kernel forgets the node, and `st_nlink` is the copy's own.
+//! - A file opened for reading before its copy-up reads the copy after it,
+//!   as on kernel overlayfs. The kernel itself reads an open it was given
+//!   a lower backing file for (FUSE passthrough), so while one is open, an
+//!   open for writing is refused with ETXTBSY instead.
 //! - No permission checks: the kernel makes them (`default_permissions`).
 
 mod copyup;
@@ -30,7 +34,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use idfuse::{
@@ -142,6 +146,12 @@ struct Handle {
     /// For regular files: the node, and whether this open shares its
     /// backing file.
     io: Option<(Arc<Node>, bool)>,
+    /// Whether `file` is in the upper layer.
+    upper: bool,
+    /// For a regular file opened (read-only) in a lower layer and copied
+    /// up since: the copy, opened read-only, which the open reads from
+    /// then on (see [`Overlay::data_fd`]).
+    copy: OnceLock<OwnedFd>,
     /// For directories: the merged listing, built at opendir and rebuilt
     /// on a read from offset 0; entry `i` has offset `i + 1`.
     listing: Option<Mutex<Vec<DirEnt>>>,
@@ -606,6 +616,8 @@ impl Overlay {
         let h = Handle {
             file: Some(file),
             io: Some((node.clone(), backing.is_some())),
+            upper,
+            copy: OnceLock::new(),
             listing: None,
         };
         let fh = match self.add_handle(h) {
@@ -625,6 +637,33 @@ impl Overlay {
             flags,
             backing_id: backing,
         })
+    }
+
+    /// The file whose data an open file handle `h` reads: its own, or,
+    /// when it was opened in a lower layer and the file was copied up
+    /// since (by another open for writing, a truncate, ...), the copy, as
+    /// kernel overlayfs switches such a file over on its next read. (An
+    /// open the kernel reads through a lower backing file itself does not
+    /// reach the daemon; the copy-up then waits for it, see
+    /// [`FileIo::Backing`].)
+    fn data_fd<'h>(&self, h: &'h Handle) -> Result<BorrowedFd<'h>, Errno> {
+        let file = h.file.as_ref().ok_or(Errno::BADF)?;
+        let Some((node, _)) = &h.io else {
+            return Ok(file.as_fd());
+        };
+        if h.upper {
+            return Ok(file.as_fd());
+        }
+        if let Some(copy) = h.copy.get() {
+            return Ok(copy.as_fd());
+        }
+        let Some(upper) = node.layers().upper else {
+            return Ok(file.as_fd());
+        };
+        let copy = self.proc.reopen(upper.as_fd(), OFlags::RDONLY)?;
+        // A racing read may have set it first; either copy serves.
+        let _ = h.copy.set(copy);
+        Ok(h.copy.get().ok_or(Errno::IO)?.as_fd())
     }
 
     fn put_io(ctx: &Context<'_>, node: &Node) {
@@ -801,8 +840,8 @@ impl Filesystem for Overlay {
     fn getattr(&self, _ctx: &Context<'_>, ino: u64, fh: Option<u64>) -> idfuse::Result<AttrReply> {
         let node = self.node(ino)?;
         if let Some(h) = fh.and_then(|fh| self.handle(fh).ok()) {
-            if let (Some(f), Some(_)) = (&h.file, &h.io) {
-                let st = statx_fd(f.as_fd())?;
+            if let (Some(_), Some(_)) = (&h.file, &h.io) {
+                let st = statx_fd(self.data_fd(&h)?)?;
                 let layers = node.layers();
                 return Ok(AttrReply {
                     attr: self.attr(&node, &layers, &st),
@@ -1258,7 +1297,7 @@ impl Filesystem for Overlay {
         buf: &mut Vec<u8>,
     ) -> idfuse::Result<()> {
         let h = self.handle(fh)?;
-        let file = h.file.as_ref().ok_or(Errno::BADF)?;
+        let file = self.data_fd(&h)?;
         buf.resize(size as usize, 0);
         let n = rustix::io::pread(file, &mut buf[..], offset)?;
         buf.truncate(n);
@@ -1305,9 +1344,10 @@ impl Filesystem for Overlay {
 
     fn fsync(&self, _ctx: &Context<'_>, _ino: u64, fh: u64, datasync: bool) -> idfuse::Result<()> {
         let h = self.handle(fh)?;
-        let Some(file) = &h.file else {
+        if h.file.is_none() {
             return Ok(());
-        };
+        }
+        let file = self.data_fd(&h)?;
         if datasync {
             rustix::fs::fdatasync(file)
         } else {
@@ -1329,6 +1369,8 @@ impl Filesystem for Overlay {
         let fh = self.add_handle(Handle {
             file,
             io: None,
+            upper: true,
+            copy: OnceLock::new(),
             listing: Some(Mutex::new(listing)),
         })?;
         let flags = if layers.upper.is_none() {
@@ -1509,7 +1551,7 @@ impl Filesystem for Overlay {
         whence: u32,
     ) -> idfuse::Result<u64> {
         let h = self.handle(fh)?;
-        let file = h.file.as_ref().ok_or(Errno::BADF)?;
+        let file = self.data_fd(&h)?;
         let off = i64::try_from(offset).map_err(|_| Errno::INVAL)?;
         let from = match whence as i32 {
             libc::SEEK_SET => rustix::fs::SeekFrom::Start(offset),
@@ -1536,10 +1578,7 @@ impl Filesystem for Overlay {
     ) -> idfuse::Result<u64> {
         let a = self.handle(fh_in)?;
         let b = self.handle(fh_out)?;
-        let (fa, fb) = (
-            a.file.as_ref().ok_or(Errno::BADF)?,
-            b.file.as_ref().ok_or(Errno::BADF)?,
-        );
+        let (fa, fb) = (self.data_fd(&a)?, b.file.as_ref().ok_or(Errno::BADF)?);
         let (mut oi, mut oo) = (off_in, off_out);
         let n = rustix::fs::copy_file_range(
             fa,
