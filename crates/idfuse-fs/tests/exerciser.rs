@@ -716,6 +716,11 @@ pub(crate) struct Fsx {
     copied_up_at: Option<(u64, Op)>,
     /// Compare the whole file after the current op.
     compare_next: bool,
+    /// Keep the read-only open of an existing file when it is reopened for
+    /// writing, and read and fstat through it on every other op.
+    keep_reader: bool,
+    /// That read-only open, once the file is open for writing.
+    reader: Option<File>,
 }
 
 pub(crate) struct FsxReport {
@@ -762,6 +767,8 @@ impl Fsx {
             readonly_until: 0,
             copied_up_at: None,
             compare_next: false,
+            keep_reader: false,
+            reader: None,
         }
     }
 
@@ -772,12 +779,22 @@ impl Fsx {
     /// reopens it for writing, which copies it up: a truncate does so by
     /// path (truncate(2), a SETATTR that copies the data up), any other op
     /// with an open for writing. The whole file is compared right after.
-    pub(crate) fn on_existing(name: &str, path: PathBuf, seed: u64, initial: Vec<u8>) -> Fsx {
+    /// With `keep_reader`, the read-only open stays, and every other read
+    /// and fstat goes through it: it must see the copy and every change
+    /// made to it (as on kernel overlayfs).
+    pub(crate) fn on_existing(
+        name: &str,
+        path: PathBuf,
+        seed: u64,
+        initial: Vec<u8>,
+        keep_reader: bool,
+    ) -> Fsx {
         let file = File::open(&path)
             .unwrap_or_else(|e| panic!("{name}: open {} read-only: {e}", path.display()));
         let mut f = Fsx::new_with(name, path, seed, file);
         f.model = initial;
         f.writable = false;
+        f.keep_reader = keep_reader;
         f.readonly_until = 500 + Rng(seed ^ 0x0ead_0417).below(1500);
         f
     }
@@ -850,8 +867,17 @@ impl Fsx {
         ));
     }
 
+    /// The open to read through for this op: the kept read-only one on
+    /// every other op, if any.
+    fn read_file(&self) -> &File {
+        match &self.reader {
+            Some(r) if self.opno.is_multiple_of(2) => r,
+            _ => self.file(),
+        }
+    }
+
     fn check_size(&self, what: &str) {
-        let size = match self.file().metadata() {
+        let size = match self.read_file().metadata() {
             Ok(m) => m.len(),
             Err(e) => self.io_fail("fstat", e),
         };
@@ -971,7 +997,14 @@ impl Fsx {
             }
             note.push_str("truncate(2) by path, then ");
         }
-        self.file = None;
+        // Closed first unless kept: a second open of a file the kernel
+        // reads through a lower backing file is refused (ETXTBSY).
+        let ro = self.file.take();
+        if self.keep_reader {
+            self.reader = ro;
+        } else {
+            drop(ro);
+        }
         match OpenOptions::new().read(true).write(true).open(&self.path) {
             Ok(f) => self.file = Some(f),
             Err(e) => self.io_fail("open for writing", e),
@@ -1013,7 +1046,10 @@ impl Fsx {
                 data.resize(len, 0);
                 let mut got = 0;
                 while got < len {
-                    match self.file().read_at(&mut data[got..], (off + got) as u64) {
+                    match self
+                        .read_file()
+                        .read_at(&mut data[got..], (off + got) as u64)
+                    {
                         Ok(0) => break,
                         Ok(n) => got += n,
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -1237,6 +1273,7 @@ impl Fsx {
         }
         self.step(Op::Compare);
         self.file = None;
+        self.reader = None;
         FsxReport {
             counts: self.counts,
             falloc_off: self.falloc_off,
@@ -1271,7 +1308,13 @@ fn fsx_on(target: Target) {
     let h = {
         let (name, path, lower) = (name.clone(), path.clone(), lower.clone());
         std::thread::spawn(move || match lower {
-            Some(initial) => Fsx::on_existing(&name, path, seed, initial).run(ops),
+            // Without FUSE passthrough, a reader open since before the
+            // copy-up stays (with it, the kernel reads such an open through
+            // the lower file itself, and the copy-up's open waits for it).
+            Some(initial) => {
+                let keep_reader = matches!(target, Target::Overlay(false));
+                Fsx::on_existing(&name, path, seed, initial, keep_reader).run(ops)
+            }
             None => Fsx::new(&name, path, seed).run(ops),
         })
     };
