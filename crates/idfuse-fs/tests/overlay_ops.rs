@@ -965,3 +965,38 @@ fn a_reader_open_before_the_copy_up_reads_the_copy() {
     assert_eq!(&buf[..n], b"UPP", "the reader sees the truncate");
     assert_eq!(fs::read(f.p("l2/f")).expect("lower"), b"lower data\n");
 }
+
+/// While the kernel reads a lower file through its backing file (FUSE
+/// passthrough), a truncate by path cannot switch that open over to the
+/// copy; it is refused with ETXTBSY, like an open for writing, rather than
+/// leaving the reader on stale data. Once the reader is closed it works.
+#[test]
+fn truncate_waits_for_lower_backed_readers() {
+    use std::os::unix::fs::FileExt;
+    let f = fixture(true, |r| {
+        fs::write(r.join("l1/f"), b"lower data\n").expect("write");
+    });
+    let reader = fs::File::open(f.mnt("f")).expect("open for reading");
+    assert!(f.ov().passthrough_active(), "a lower backing file");
+    let path = CString::new(f.mnt("f").as_os_str().as_bytes()).expect("path");
+    // SAFETY: truncate(2) with a NUL-terminated path that outlives the call.
+    let r = unsafe { libc::truncate(path.as_ptr(), 3) };
+    let e = std::io::Error::last_os_error();
+    let mut buf = [0u8; 32];
+    let n = reader.read_at(&mut buf, 0).expect("read");
+    assert_eq!(
+        (r, e.raw_os_error(), &buf[..n]),
+        (-1, Some(libc::ETXTBSY), &b"lower data\n"[..]),
+        "truncate refused, the reader's data unchanged"
+    );
+    drop(reader);
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::truncate(path.as_ptr(), 3) },
+        0,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+    assert_eq!(fs::read(f.mnt("f")).expect("read"), b"low");
+    assert_eq!(fs::read(f.p("l1/f")).expect("lower"), b"lower data\n");
+}

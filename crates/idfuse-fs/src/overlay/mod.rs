@@ -21,7 +21,8 @@
 //! - A file opened for reading before its copy-up reads the copy after it,
 //!   as on kernel overlayfs. The kernel itself reads an open it was given
 //!   a lower backing file for (FUSE passthrough), so while one is open, an
-//!   open for writing is refused with ETXTBSY instead.
+//!   open for writing and a truncate by path are refused with ETXTBSY
+//!   instead.
 //! - No permission checks: the kernel makes them (`default_permissions`).
 
 mod copyup;
@@ -873,6 +874,22 @@ impl Filesystem for Overlay {
 
     fn setattr(&self, _ctx: &Context<'_>, ino: u64, a: &SetAttr) -> idfuse::Result<AttrReply> {
         let node = self.node(ino)?;
+        if a.size.is_some() && node.layers().upper.is_none() {
+            let lower_backed = matches!(
+                *node.io.lock().map_err(|_| Errno::IO)?,
+                FileIo::Backing { upper: false, .. }
+            );
+            if lower_backed {
+                // The kernel reads those opens through the lower file
+                // itself and would go on showing its old data: refused,
+                // as an open for writing is (see `opened`).
+                tracing::info!(
+                    node = node.id,
+                    "truncate refused with ETXTBSY: the file is open through a backing file of a lower layer; close it first, or mount with passthrough off"
+                );
+                return Err(Errno::TXTBSY);
+            }
+        }
         let data = a.size != Some(0);
         let upper = self.copy_up(&node, data)?;
         let fd = upper.as_fd();
