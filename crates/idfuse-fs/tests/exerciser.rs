@@ -985,6 +985,15 @@ impl Fsx {
     /// (see [`Fsx::on_existing`]); returns a note for the history.
     fn open_for_writing(&mut self, op: Op) -> String {
         let mut note = String::from("first change: ");
+        // Closed first unless kept: a file the kernel reads through a
+        // lower backing file (FUSE passthrough) can be neither opened for
+        // writing nor truncated meanwhile (ETXTBSY).
+        let ro = self.file.take();
+        if self.keep_reader {
+            self.reader = ro;
+        } else {
+            drop(ro);
+        }
         if let Op::Truncate { size } = op {
             let path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
                 self.path.as_os_str(),
@@ -996,14 +1005,6 @@ impl Fsx {
                 self.io_fail("truncate(2) by path", std::io::Error::last_os_error());
             }
             note.push_str("truncate(2) by path, then ");
-        }
-        // Closed first unless kept: a second open of a file the kernel
-        // reads through a lower backing file is refused (ETXTBSY).
-        let ro = self.file.take();
-        if self.keep_reader {
-            self.reader = ro;
-        } else {
-            drop(ro);
         }
         match OpenOptions::new().read(true).write(true).open(&self.path) {
             Ok(f) => self.file = Some(f),
