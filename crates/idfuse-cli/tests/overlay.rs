@@ -1031,7 +1031,8 @@ fn dead_daemon_error(e: &std::io::Error) -> bool {
 /// there wholly old or wholly new, or not at all); remounted on the same
 /// layers, the overlay shows the file wholly old or wholly new (new if the
 /// client's write and fsync succeeded, old if its open failed), no debris
-/// of the killed copy-up is visible, and WORKDIR/work was cleared.
+/// of the killed copy-up is visible, and WORKDIR/work was cleared; the
+/// write then succeeds.
 fn sigkill_during_copy_up(passthrough: bool) {
     let mut s = Scratch::new();
     s.tmpfs_with("big", c"mode=0755,size=1g");
@@ -1166,12 +1167,27 @@ fn sigkill_during_copy_up(passthrough: bool) {
         WriteEnd::WriteFailed(_) => {}
     }
     eprintln!("passthrough={passthrough}: after the remount big is wholly {what}");
+    // The copy-up works again after the killed one.
+    let again = write_patch(&mnt.join("big"));
+    assert!(
+        matches!(again, WriteEnd::Done),
+        "the write after the remount: {again:?}"
+    );
+    assert_eq!(
+        hash(&std::fs::read(mnt.join("big")).expect("read big after the write")),
+        h_new
+    );
+    s.unmount(&mnt);
+    assert_eq!(
+        hash(&std::fs::read(upper.join("big")).expect("read the upper copy")),
+        h_new,
+        "the upper copy"
+    );
     assert_eq!(
         hash(&std::fs::read(l2.join("big")).expect("read the lower file")),
         h_old,
         "the lower file is untouched"
     );
-    s.unmount(&mnt);
 }
 
 #[test]
