@@ -1971,8 +1971,10 @@ fn stress_metadata_overlay() {
 /// `stress/b` merged from both, and under them, by name, files in either
 /// layer, lower-only directories, merged directories (with entries, so
 /// rmdir meets ENOTEMPTY), a bottom file whited out by the top layer and a
-/// bottom directory hidden by an opaque one on top. `n00` and `n01` are
-/// merged directories with entries, as they are parents in the stressor.
+/// bottom directory hidden by an opaque one on top. `a/n00` and `a/n01`,
+/// parents in the stressor, are merged directories with entries (which
+/// cannot be renamed); `b/n00` and `b/n01` are not in the lowers, so that
+/// the stressor makes, moves and removes them in the upper as on memfs.
 fn stress_fill_layers(root: &Path) {
     let l = |layer: &str, rel: String| root.join(layer).join("stress").join(rel);
     let file = |p: PathBuf, what: &str| {
@@ -1987,7 +1989,11 @@ fn stress_fill_layers(root: &Path) {
         }
         for i in 0..STRESS_NAMES {
             let n = format!("{parent}/n{i:02}");
-            let case = if i < 2 { 4 } else { (i + 3 * pi) % 8 };
+            let case = match (i, pi) {
+                (0 | 1, 0) => 4,
+                (0 | 1, _) => 7,
+                _ => (i + 3 * pi) % 8,
+            };
             match case {
                 0 | 1 => file(l("l2", n.clone()), "l2"),
                 2 => file(l("l1", n.clone()), "l1"),
