@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context as _};
 use idfuse::{Caller, Filesystem, MountOptions, Session, SessionConfig};
 use idfuse_fs::memfs::{Fault, MemFs, MemFsOptions};
-use idfuse_fs::overlay::{Layout, Overlay, OverlayOptions};
+use idfuse_fs::overlay::{Layout, LowerOptions, Overlay, OverlayOptions};
 use idfuse_fs::passthrough::{Passthrough, PassthroughOptions};
 
 #[derive(clap::Args)]
@@ -38,6 +38,7 @@ enum FsKind {
         fault: Option<Fault>,
     },
     /// Mirror SOURCE at MOUNTPOINT.
+    #[command(mut_arg("options", |a| a.help(PASSTHROUGH_OPTIONS_HELP)))]
     Passthrough {
         /// The directory to mirror.
         source: PathBuf,
@@ -51,11 +52,10 @@ enum FsKind {
         passthrough: bool,
     },
     /// Layers LOWERDIRs (leftmost on top) under UPPERDIR as kernel overlayfs
-    /// does: -o lowerdir=L1:L2[,upperdir=U,workdir=W] (without upperdir and
-    /// workdir, read-only), also userxattr (keep whiteout and opaque marks
-    /// in user.overlay.* xattrs, for a daemon in a user namespace) and
-    /// entry_timeout/attr_timeout/timeout=SECS for upper objects
-    /// (lower-only ones are cached for a day: lowers are immutable).
+    /// does: -o lowerdir=L1:L2[,upperdir=U,workdir=W] or
+    /// -o lowerdir+=L1,lowerdir+=L2[,upperdir=U,workdir=W] (without upperdir
+    /// and workdir, read-only).
+    #[command(mut_arg("options", |a| a.help(OVERLAY_OPTIONS_HELP)))]
     Overlay {
         /// Where to mount the overlay (an existing directory outside the
         /// layers).
@@ -80,19 +80,33 @@ enum FsKind {
     },
 }
 
+/// The `-o` options every filesystem takes, as mount(8) and libfuse spell
+/// them (writeback_cache aside: overlay and cephfs refuse it).
+macro_rules! common_options {
+    () => {
+        "default_permissions, allow_other, ro, nosuid, nodev, noexec, noatime, max_read=N, fsname=NAME, subtype=NAME"
+    };
+}
+
+/// `-o` of `idfuse mount passthrough`.
+const PASSTHROUGH_OPTIONS_HELP: &str = concat!(
+    "Mount options, comma-separated, as mount(8) and libfuse spell them: ",
+    common_options!(),
+    ", writeback_cache (with --passthrough false); also cache=auto|always|never (auto, the default: cache names, attributes and listings for a day where a fanotify watch on SOURCE invalidates them on change, else for timeout=SECS; always: for a SOURCE nobody else changes; never: no caching), entry_timeout=SECS, attr_timeout=SECS, timeout=SECS (default 1; given, they apply to every inode) and inode_handles=auto|never|always (hold cached inodes by file handle rather than open fd; auto: past half the open-file limit)"
+);
+
+/// `-o` of `idfuse mount overlay`: only what the overlay takes.
+const OVERLAY_OPTIONS_HELP: &str = concat!(
+    "Mount options, comma-separated. The layers: lowerdir=DIR[:DIR...] (leftmost on top; \\: for a colon in a name) or lowerdir+=DIR once per layer (kernel 6.8's form: each appends a layer below the ones before, the path taken as it is; not mixed with lowerdir=), upperdir=DIR and workdir=DIR (both, on one filesystem, for a writable overlay); userxattr (keep whiteout and opaque marks in user.overlay.* xattrs, for a daemon in a user namespace); entry_timeout=SECS, attr_timeout=SECS, timeout=SECS (for upper objects, default 1; lower-only ones are cached for a day: lowers are immutable); and, as mount(8) and libfuse spell them: ",
+    common_options!(),
+    ". Passthrough's cache= and inode_handles=, and writeback_cache, are refused"
+);
+
 #[derive(clap::Args)]
 struct Common {
     /// Mount options, comma-separated, as mount(8) and libfuse spell them:
     /// default_permissions, allow_other, ro, nosuid, nodev, noexec, noatime,
-    /// max_read=N, fsname=NAME, subtype=NAME, writeback_cache; passthrough
-    /// also takes cache=auto|always|never (auto, the default: cache names,
-    /// attributes and listings for a day where a fanotify watch on SOURCE
-    /// invalidates them on change, else for timeout=SECS; always: for a
-    /// SOURCE nobody else changes; never: no caching), entry_timeout=SECS,
-    /// attr_timeout=SECS, timeout=SECS (default 1; given, they apply to
-    /// every inode) and inode_handles=auto|never|always (hold cached inodes
-    /// by file handle rather than open fd; auto: past half the open-file
-    /// limit).
+    /// max_read=N, fsname=NAME, subtype=NAME, writeback_cache.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Stay in the foreground (otherwise the daemon detaches once mounted).
@@ -223,9 +237,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 passthrough_io: passthrough,
                 ..OverlayOptions::default()
             };
-            let (mut lower, mut upper, mut work) = (None, None, None);
+            let mut lower = LowerOptions::default();
+            let (mut upper, mut work) = (None, None);
             let mut known = vec![
                 "lowerdir=DIR[:DIR…]".to_string(),
+                "lowerdir+=DIR".to_string(),
                 "upperdir=DIR".to_string(),
                 "workdir=DIR".to_string(),
             ];
@@ -233,8 +249,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let (mut mount, mut session) = settings(
                 &common,
                 &mut |k, v| {
+                    if lower.take(k, v).map_err(|e| e.to_string())? {
+                        return Ok(true);
+                    }
+                    if passthrough_only(k) {
+                        return Err(format!(
+                            "`{k}` is an option of `idfuse mount passthrough`, not of overlay: \
+                             the overlay caches lower-only objects for a day (lowers do not \
+                             change) and upper ones for entry_timeout/attr_timeout/timeout=SECS; \
+                             drop `{k}`"
+                        ));
+                    }
                     let slot = match k {
-                        "lowerdir" => &mut lower,
                         "upperdir" => &mut upper,
                         "workdir" => &mut work,
                         _ => return oopts.parse_option(k, v),
@@ -253,16 +279,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 bail!("writeback_cache is not available for overlay: it keeps files on FUSE passthrough and copies them up underneath the kernel's cache. Drop writeback_cache");
             }
             session.passthrough = oopts.passthrough_io;
-            let Some(lower) = lower else {
-                bail!("overlay needs its layers: -o lowerdir=DIR[:DIR…] (leftmost on top), and upperdir=DIR,workdir=DIR for a writable overlay");
-            };
+            if lower.is_empty() {
+                bail!("overlay needs its layers: -o lowerdir=DIR[:DIR…] (leftmost on top) or lowerdir+=DIR once per layer (top first), and upperdir=DIR,workdir=DIR for a writable overlay");
+            }
             if mount.fsname.is_empty() || mount.fsname == MountOptions::default().fsname {
                 mount.fsname = "overlay".into();
             }
             idfuse::check_mountpoint(&mountpoint)?;
             refuse_stacking(&mountpoint, common.stack)?;
-            let layout = Layout::from_options(
-                &lower,
+            let layout = Layout::from_layers(
+                &lower.layers()?,
                 upper.as_deref().map(Path::new),
                 work.as_deref().map(Path::new),
                 &mountpoint,
@@ -299,6 +325,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             serve(make, stats, &mountpoint, &common, mount, session)
         }
     }
+}
+
+/// True for the `-o` options of passthrough that overlay does not take
+/// (cache=, inode_handles=): refused by name rather than as unknown.
+fn passthrough_only(key: &str) -> bool {
+    let name = |o: &String| o.split('=').next().unwrap_or_default().to_string();
+    PassthroughOptions::known_options()
+        .iter()
+        .map(name)
+        .any(|n| n == key)
+        && !OverlayOptions::known_options()
+            .iter()
+            .map(name)
+            .any(|n| n == key)
 }
 
 /// A second mount on a mountpoint hides the first, which is rarely what a

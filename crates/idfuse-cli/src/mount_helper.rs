@@ -282,6 +282,11 @@ mod tests {
                 line(&["overlay", "/m", "-o", "lowerdir=/a:/b"]),
                 "mount overlay /m -o lowerdir=/a:/b,fsname=overlay"
             );
+            // One layer per option, as kernel overlayfs 6.8+ takes them.
+            assert_eq!(
+                line(&["overlay", "/m", "-o", "lowerdir+=/a:b,lowerdir+=/c"]),
+                "mount overlay /m -o lowerdir+=/a:b,lowerdir+=/c,fsname=overlay"
+            );
         } else {
             let err = t.unwrap_err().to_string();
             assert!(err.contains("not part of this idfuse yet"), "{err}");

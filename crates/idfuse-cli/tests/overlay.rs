@@ -2,7 +2,9 @@
 //! an upper written by idfuse mounts under kernel overlayfs with the same
 //! view and the reverse (metadata in trusted.overlay.* and, with
 //! `userxattr`, in user.overlay.*), two containers share one image through two
-//! idmapped overlays, and an overlay without an upper is read-only.
+//! idmapped overlays, an overlay without an upper is read-only, and a
+//! daemon killed during the copy-up of a 256 MiB file leaves the file
+//! wholly old or wholly new.
 //!
 //! Each test runs in a private mount namespace of its own thread, with its
 //! layers on a tmpfs in a temp directory (kernel overlayfs keeps
@@ -76,13 +78,18 @@ impl Scratch {
 
     /// A fresh tmpfs at `rel`.
     fn tmpfs(&self, rel: &str) -> PathBuf {
+        self.tmpfs_with(rel, c"mode=0755")
+    }
+
+    /// A fresh tmpfs at `rel` with these mount options.
+    fn tmpfs_with(&self, rel: &str, opts: &std::ffi::CStr) -> PathBuf {
         let p = self.mkdir(rel);
         rustix::mount::mount(
             "tmpfs",
             &p,
             "tmpfs",
             rustix::mount::MountFlags::empty(),
-            Some(c"mode=0755"),
+            Some(opts),
         )
         .unwrap_or_else(|e| panic!("mount tmpfs at {}: {e}", p.display()));
         p
@@ -822,4 +829,373 @@ fn bad_layouts_are_refused_by_name_and_nothing_is_mounted() {
     // The option and its form (the fix) are named, whoever words it.
     refused(&mnt, "lowerdir=", &["lowerdir=DIR"]);
     refused(&mnt, &format!("upperdir={u},workdir={w}"), &["lowerdir"]);
+}
+
+/// `lowerdir+=DIR` once per layer (kernel 6.8's form) stacks the layers in
+/// the order given, the path taken as it is (a colon in it is part of the
+/// name), and the overlay shows what `lowerdir=L1:L2` shows.
+#[test]
+fn lowerdir_add_stacks_one_layer_per_option() {
+    let mut s = Scratch::new();
+    let (l1, l2) = image(&s);
+    let top = s.path("fs/l:1");
+    std::fs::rename(&l1, &top).expect("rename l1 to a name with a colon");
+    let (upper, work) = (s.mkdir("fs/upper"), s.mkdir("fs/work"));
+    let mnt = s.mkdir("mnt");
+    let opts = format!(
+        "lowerdir+={},lowerdir+={},upperdir={},workdir={}",
+        top.display(),
+        l2.display(),
+        upper.display(),
+        work.display()
+    );
+    s.overlay(&mnt, &opts, &[]);
+    let added = walk(&mnt);
+    change(&mnt);
+    check_changed("lowerdir+= overlay", &walk(&mnt));
+    s.unmount(&mnt);
+    assert_eq!(
+        added.get("shadowed").map(String::as_str),
+        Some("file \"from l1\\n\" 644 0:0"),
+        "the first lowerdir+= is on top"
+    );
+
+    // The same layers as one lowerdir= (the colon escaped), read-only.
+    let spec = format!(
+        "lowerdir={}:{}",
+        top.display().to_string().replace(':', "\\:"),
+        l2.display()
+    );
+    s.overlay(&mnt, &spec, &[]);
+    let listed = walk(&mnt);
+    s.unmount(&mnt);
+    assert_same_view(
+        "lowerdir+= / lowerdir= over the same layers",
+        &added,
+        &listed,
+    );
+}
+
+#[test]
+fn lowerdir_and_lowerdir_add_do_not_mix_and_passthrough_options_are_refused() {
+    let s = Scratch::new();
+    let (l1, l2) = image(&s);
+    let mnt = s.mkdir("mnt");
+    let (a, b) = (l1.display().to_string(), l2.display().to_string());
+    for opts in [
+        format!("lowerdir={a},lowerdir+={b}"),
+        format!("lowerdir+={a},lowerdir={b}"),
+    ] {
+        refused(&mnt, &opts, &["cannot be mixed", "lowerdir+=DIR"]);
+    }
+    refused(
+        &mnt,
+        &format!("lowerdir+={a},lowerdir+="),
+        &["lowerdir+=DIR"],
+    );
+    refused(
+        &mnt,
+        &format!("lowerdir+={a},datadir+={b}"),
+        &["datadir+=", "data-only"],
+    );
+    for opt in ["cache=auto", "inode_handles=always"] {
+        let name = opt.split('=').next().unwrap();
+        refused(
+            &mnt,
+            &format!("lowerdir={a},{opt}"),
+            &[name, "option of `idfuse mount passthrough`"],
+        );
+    }
+    refused(
+        &mnt,
+        &format!("lowerdir={a},writeback_cache"),
+        &["writeback_cache"],
+    );
+}
+
+/// `idfuse mount overlay --help` names the overlay's options and not the
+/// passthrough's; the passthrough's help keeps them.
+#[test]
+fn overlay_help_lists_only_its_options() {
+    let help = |fs: &str| {
+        let o = run_ok(Command::new(BIN).args(["mount", fs, "--help"]));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let ov = help("overlay");
+    for want in [
+        "lowerdir=DIR[:DIR...]",
+        "lowerdir+=DIR",
+        "upperdir=DIR",
+        "workdir=DIR",
+        "userxattr",
+        "entry_timeout=SECS",
+        "attr_timeout=SECS",
+        "timeout=SECS",
+        "default_permissions",
+        "allow_other",
+        "fsname=NAME",
+    ] {
+        assert!(ov.contains(want), "overlay --help lacks {want}:\n{ov}");
+    }
+    for not in ["cache=auto", "inode_handles=auto", "fanotify", "SOURCE"] {
+        assert!(!ov.contains(not), "overlay --help names {not}:\n{ov}");
+    }
+    let pt = help("passthrough");
+    for want in ["cache=auto|always|never", "inode_handles=auto|never|always"] {
+        assert!(pt.contains(want), "passthrough --help lacks {want}:\n{pt}");
+    }
+    let mem = help("memfs");
+    assert!(
+        !mem.contains("inode_handles") && mem.contains("default_permissions"),
+        "memfs --help:\n{mem}"
+    );
+}
+
+// ---------------------------------------------------------------------
+// SIGKILL during a copy-up
+
+/// The size of the lower file whose copy-up is interrupted.
+const BIG: usize = 256 << 20;
+/// Where the write that triggers the copy-up lands, and its length.
+const BIG_WRITE_AT: usize = 100 << 20;
+const BIG_WRITE_LEN: usize = 64 << 10;
+
+/// The lower file's bytes: each 8-byte word from its index.
+fn big_old() -> Vec<u8> {
+    let mut v = vec![0u8; BIG];
+    for (i, w) in v.chunks_mut(8).enumerate() {
+        let x = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x0123_4567_89ab_cdef;
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+    v
+}
+
+/// What the write puts at `BIG_WRITE_AT`.
+fn big_patch() -> Vec<u8> {
+    (0..BIG_WRITE_LEN).map(|i| (i % 251) as u8 ^ 0xa5).collect()
+}
+
+/// A 64-bit hash of `data`, 8 bytes at a time.
+fn hash(data: &[u8]) -> u64 {
+    data.chunks(8).fold(0xcbf2_9ce4_8422_2325u64, |h, c| {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        (h ^ u64::from_le_bytes(w))
+            .wrapping_mul(0x0100_0000_01b3)
+            .rotate_left(29)
+    }) ^ data.len() as u64
+}
+
+/// How the client's write ended.
+#[derive(Debug)]
+enum WriteEnd {
+    /// Opened, written and fsync'ed.
+    Done,
+    /// The open (which copies up) failed.
+    OpenFailed(std::io::Error),
+    /// Opened (copied up), then the write or fsync failed.
+    WriteFailed(std::io::Error),
+}
+
+fn write_patch(path: &Path) -> WriteEnd {
+    use std::os::unix::fs::FileExt;
+    let f = match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) => return WriteEnd::OpenFailed(e),
+    };
+    match f
+        .write_all_at(&big_patch(), BIG_WRITE_AT as u64)
+        .and_then(|()| f.sync_all())
+    {
+        Ok(()) => WriteEnd::Done,
+        Err(e) => WriteEnd::WriteFailed(e),
+    }
+}
+
+/// The error a client of a killed daemon may see: ENOTCONN, or (over
+/// io_uring, a request caught in the ring's teardown) ECANCELED, or
+/// ECONNABORTED.
+fn dead_daemon_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)
+    )
+}
+
+/// A client opens a 256 MiB lower file for writing, which copies it up;
+/// the daemon is killed by SIGKILL while the copy is being built in
+/// WORKDIR/work (when the test sees the temporary file there; if the copy
+/// is too quick to be seen, whenever the kill lands). Whatever the moment:
+/// the client gets an error of a dead connection or its write completed;
+/// the dead mount unmounts; the upper holds no partial copy (the file is
+/// there wholly old or wholly new, or not at all); remounted on the same
+/// layers, the overlay shows the file wholly old or wholly new (new if the
+/// client's write and fsync succeeded, old if its open failed), no debris
+/// of the killed copy-up is visible, and WORKDIR/work was cleared; the
+/// write then succeeds.
+fn sigkill_during_copy_up(passthrough: bool) {
+    let mut s = Scratch::new();
+    s.tmpfs_with("big", c"mode=0755,size=1g");
+    let (l1, l2) = (s.mkdir("big/l1"), s.mkdir("big/l2"));
+    let (upper, work) = (s.mkdir("big/upper"), s.mkdir("big/work"));
+    let mnt = s.mkdir("mnt");
+    let old = big_old();
+    std::fs::write(l2.join("big"), &old).expect("write the lower file");
+    std::fs::write(l1.join("small"), b"small\n").expect("write a small lower file");
+    let mut new = old.clone();
+    new[BIG_WRITE_AT..BIG_WRITE_AT + BIG_WRITE_LEN].copy_from_slice(&big_patch());
+    let (h_old, h_new) = (hash(&old), hash(&new));
+    assert_ne!(h_old, h_new);
+    drop((old, new));
+
+    let opts = idfuse_opts(&[&l1, &l2], &upper, &work);
+    let pt = if passthrough { "true" } else { "false" };
+    s.overlay(&mnt, &opts, &["--passthrough", pt]);
+    let pid = s.daemons.last().expect("the daemon").id();
+    assert_eq!(
+        std::fs::read(mnt.join("small")).expect("read through the mount"),
+        b"small\n"
+    );
+
+    let client = {
+        let p = mnt.join("big");
+        std::thread::spawn(move || write_patch(&p))
+    };
+    // Kill as soon as the copy is being built: a file in WORKDIR/work.
+    let ww = work.join("work");
+    let start = Instant::now();
+    let mut seen = None;
+    while seen.is_none() && !client.is_finished() && start.elapsed() < PATIENCE {
+        seen = std::fs::read_dir(&ww).ok().and_then(|d| {
+            d.filter_map(Result::ok)
+                .find_map(|e| e.metadata().ok().map(|m| (e.file_name(), m.len())))
+        });
+    }
+    // SAFETY: SIGKILL to our own child by pid; it is not reaped yet (it is
+    // in s.daemons), so the pid cannot have been reused.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let daemon = s.daemons.last_mut().expect("the daemon");
+    let st = daemon.wait().expect("wait for the killed daemon");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(libc::SIGKILL),
+        "{st}"
+    );
+    s.daemons.pop();
+    match &seen {
+        Some((name, len)) => eprintln!(
+            "passthrough={passthrough}: killed while {name:?} was {len} bytes in WORKDIR/work"
+        ),
+        None => eprintln!(
+            "passthrough={passthrough}: the copy-up was not seen in progress; killed after it"
+        ),
+    }
+
+    let deadline = Instant::now() + PATIENCE;
+    while !client.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the client still blocked after the daemon was killed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let end = client.join().expect("the client thread");
+    eprintln!("passthrough={passthrough}: the client: {end:?}");
+    match &end {
+        WriteEnd::Done => {}
+        WriteEnd::OpenFailed(e) | WriteEnd::WriteFailed(e) => {
+            assert!(dead_daemon_error(e), "the client's error: {e}")
+        }
+    }
+    // The mount is dead, and unmounts.
+    let r = std::fs::symlink_metadata(mnt.join("never-looked-up"));
+    assert!(
+        r.as_ref().is_err_and(dead_daemon_error),
+        "lookup on the dead mount: {r:?}"
+    );
+    run_ok(Command::new("umount").arg(&mnt));
+    assert!(!is_mounted(&mnt), "the dead mount is gone");
+
+    // No partial copy ever reaches the upper: the rename into place is the
+    // last step of a copy-up.
+    let on_disk = std::fs::read(upper.join("big")).ok().map(|d| hash(&d));
+    assert!(
+        on_disk.is_none() || on_disk == Some(h_old) || on_disk == Some(h_new),
+        "the upper holds a partial copy"
+    );
+    let debris: Vec<String> = std::fs::read_dir(&ww)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    eprintln!("passthrough={passthrough}: left in WORKDIR/work: {debris:?}");
+
+    // Remounted on the same layers: the file wholly old or wholly new, and
+    // nothing else.
+    s.overlay(&mnt, &opts, &["--passthrough", pt]);
+    let left: Vec<String> = std::fs::read_dir(&ww)
+        .expect("read WORKDIR/work")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "WORKDIR/work not cleared at mount: {left:?}"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&mnt)
+        .expect("readdir the merged root")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["big", "small"], "the merged view");
+    assert_eq!(
+        std::fs::metadata(mnt.join("big")).expect("stat big").len(),
+        BIG as u64
+    );
+    let h = hash(&std::fs::read(mnt.join("big")).expect("read big after the remount"));
+    let what = if h == h_old {
+        "old"
+    } else if h == h_new {
+        "new"
+    } else {
+        panic!("big is neither wholly old nor wholly new after the kill")
+    };
+    match &end {
+        WriteEnd::Done => assert_eq!(what, "new", "a completed, fsync'ed write was lost"),
+        WriteEnd::OpenFailed(_) => assert_eq!(what, "old", "a failed open changed the file"),
+        WriteEnd::WriteFailed(_) => {}
+    }
+    eprintln!("passthrough={passthrough}: after the remount big is wholly {what}");
+    // The copy-up works again after the killed one.
+    let again = write_patch(&mnt.join("big"));
+    assert!(
+        matches!(again, WriteEnd::Done),
+        "the write after the remount: {again:?}"
+    );
+    assert_eq!(
+        hash(&std::fs::read(mnt.join("big")).expect("read big after the write")),
+        h_new
+    );
+    s.unmount(&mnt);
+    assert_eq!(
+        hash(&std::fs::read(upper.join("big")).expect("read the upper copy")),
+        h_new,
+        "the upper copy"
+    );
+    assert_eq!(
+        hash(&std::fs::read(l2.join("big")).expect("read the lower file")),
+        h_old,
+        "the lower file is untouched"
+    );
+}
+
+#[test]
+fn sigkill_during_copy_up_of_a_256_mib_file() {
+    sigkill_during_copy_up(true);
+}
+
+#[test]
+fn sigkill_during_copy_up_of_a_256_mib_file_without_fuse_passthrough() {
+    sigkill_during_copy_up(false);
 }

@@ -954,3 +954,73 @@ fn tmpfile_fallocate_and_copy_file_range() {
     );
     assert_eq!(fs::read(f.p("l2/d/src")).expect("lower"), b"0123456789");
 }
+
+/// A file open for reading before its copy-up reads the copy afterwards,
+/// as on kernel overlayfs (since 4.19): writes through another open and a
+/// truncate(2) by path are seen through it.
+#[test]
+fn a_reader_open_before_the_copy_up_reads_the_copy() {
+    use std::os::unix::fs::FileExt;
+    let opts = OverlayOptions {
+        passthrough_io: false,
+        ..OverlayOptions::default()
+    };
+    let f = fixture_with(true, opts, |r| {
+        fs::write(r.join("l2/f"), b"lower data\n").expect("write");
+    });
+    let reader = fs::File::open(f.mnt("f")).expect("open for reading");
+    let mut buf = [0u8; 32];
+    let n = reader.read_at(&mut buf, 0).expect("read the lower file");
+    assert_eq!(&buf[..n], b"lower data\n");
+    let writer = fs::OpenOptions::new()
+        .write(true)
+        .open(f.mnt("f"))
+        .expect("open for writing (copies up)");
+    writer.write_all_at(b"UPPER", 0).expect("write");
+    let n = reader.read_at(&mut buf, 0).expect("read after the copy-up");
+    assert_eq!(&buf[..n], b"UPPER data\n", "the reader sees the copy");
+    drop(writer);
+    let path = CString::new(f.mnt("f").as_os_str().as_bytes()).expect("path");
+    // SAFETY: truncate(2) with a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::truncate(path.as_ptr(), 3) }, 0, "truncate");
+    let n = reader
+        .read_at(&mut buf, 0)
+        .expect("read after the truncate");
+    assert_eq!(&buf[..n], b"UPP", "the reader sees the truncate");
+    assert_eq!(fs::read(f.p("l2/f")).expect("lower"), b"lower data\n");
+}
+
+/// While the kernel reads a lower file through its backing file (FUSE
+/// passthrough), a truncate by path cannot switch that open over to the
+/// copy; it is refused with ETXTBSY, like an open for writing, rather than
+/// leaving the reader on stale data. Once the reader is closed it works.
+#[test]
+fn truncate_waits_for_lower_backed_readers() {
+    use std::os::unix::fs::FileExt;
+    let f = fixture(true, |r| {
+        fs::write(r.join("l1/f"), b"lower data\n").expect("write");
+    });
+    let reader = fs::File::open(f.mnt("f")).expect("open for reading");
+    assert!(f.ov().passthrough_active(), "a lower backing file");
+    let path = CString::new(f.mnt("f").as_os_str().as_bytes()).expect("path");
+    // SAFETY: truncate(2) with a NUL-terminated path that outlives the call.
+    let r = unsafe { libc::truncate(path.as_ptr(), 3) };
+    let e = std::io::Error::last_os_error();
+    let mut buf = [0u8; 32];
+    let n = reader.read_at(&mut buf, 0).expect("read");
+    assert_eq!(
+        (r, e.raw_os_error(), &buf[..n]),
+        (-1, Some(libc::ETXTBSY), &b"lower data\n"[..]),
+        "truncate refused, the reader's data unchanged"
+    );
+    drop(reader);
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::truncate(path.as_ptr(), 3) },
+        0,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+    assert_eq!(fs::read(f.mnt("f")).expect("read"), b"low");
+    assert_eq!(fs::read(f.p("l1/f")).expect("lower"), b"lower data\n");
+}

@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use idfuse::{BackingId, Context, Errno, WriteFlags};
+use rustix::fs::OFlags;
 
 use super::{creds, ProcFd};
 
@@ -97,28 +98,71 @@ pub(crate) trait OpenInode {
     type Layer: Copy + PartialEq;
     /// The I/O mode its opens share.
     fn io(&self) -> &Mutex<FileIo<Self::Layer>>;
+    /// Where the data of an open made on `layer` lives now, when no longer
+    /// in the file it opened: the overlay's copy of a lower file copied up
+    /// since (any fd of it, `O_PATH` too). Such an open reads, fstats,
+    /// fsyncs and seeks that file from then on, reopened read-only once
+    /// (see [`Handle::data`]), as kernel overlayfs switches it on its next
+    /// read. `None`, the default: the data never moves.
+    fn moved(&self, _layer: Self::Layer) -> Option<Arc<OwnedFd>> {
+        None
+    }
+}
+
+/// An open regular file's inode, whose [`FileIo`] counts the open.
+pub(crate) struct OpenFile<N: OpenInode> {
+    pub(crate) inode: Arc<N>,
+    /// The real file it was opened on.
+    layer: N::Layer,
+    /// Where its data moved since (see [`OpenInode::moved`]), opened
+    /// read-only.
+    moved: OnceLock<OwnedFd>,
 }
 
 /// An open file or directory.
-pub(crate) struct Handle<N, D> {
+pub(crate) struct Handle<N: OpenInode, D> {
     /// The open file; `None` for a directory with nothing to read itself
     /// (an overlay directory with no upper layer).
     pub(crate) file: Option<OwnedFd>,
     /// For regular files: the inode, whose [`FileIo`] counts this open.
-    pub(crate) io: Option<Arc<N>>,
+    pub(crate) io: Option<OpenFile<N>>,
     /// For directories: the filesystem's reading state.
     pub(crate) dir: Option<Mutex<D>>,
 }
 
-impl<N, D> Handle<N, D> {
+impl<N: OpenInode, D> Handle<N, D> {
     /// The open file, EBADF where there is none.
     pub(crate) fn file(&self) -> Result<BorrowedFd<'_>, Errno> {
         self.file.as_ref().map(AsFd::as_fd).ok_or(Errno::BADF)
     }
+
+    /// The file whose data the open reads: its own file, or, once the
+    /// inode's data moved (see [`OpenInode::moved`]), that file, reopened
+    /// read-only on first use and kept for the life of the open. For the
+    /// requests that read (READ, fstat, FSYNC, LSEEK, the source of
+    /// COPY_FILE_RANGE); writes go to [`Handle::file`], which is where the
+    /// data is for any open that may write.
+    pub(crate) fn data(&self, proc: &ProcFd) -> Result<BorrowedFd<'_>, Errno> {
+        let file = self.file()?;
+        let Some(open) = &self.io else {
+            return Ok(file);
+        };
+        if let Some(moved) = open.moved.get() {
+            return Ok(moved.as_fd());
+        }
+        let Some(to) = open.inode.moved(open.layer) else {
+            return Ok(file);
+        };
+        creds::daemon()?;
+        let moved = proc.reopen(to.as_fd(), OFlags::RDONLY)?;
+        // A racing request may have set it first; either one serves.
+        let _ = open.moved.set(moved);
+        Ok(open.moved.get().ok_or(Errno::IO)?.as_fd())
+    }
 }
 
 /// The open handles by the `fh` the kernel was given.
-pub(crate) struct Handles<N, D> {
+pub(crate) struct Handles<N: OpenInode, D> {
     by_fh: RwLock<HashMap<u64, Arc<Handle<N, D>>>>,
     next: AtomicU64,
 }
@@ -145,17 +189,23 @@ impl<N: OpenInode, D> Handles<N, D> {
         })
     }
 
-    /// Keep an open of the regular file `inode`, already counted in its
-    /// [`FileIo`]; its `fh`. On failure the count is undone.
+    /// Keep an open of the regular file `inode` made on its real file
+    /// `layer`, already counted in its [`FileIo`]; its `fh`. On failure
+    /// the count is undone.
     pub(crate) fn add_file(
         &self,
         ctx: &Context<'_>,
         inode: &Arc<N>,
+        layer: N::Layer,
         file: OwnedFd,
     ) -> Result<u64, Errno> {
         let h = Handle {
             file: Some(file),
-            io: Some(inode.clone()),
+            io: Some(OpenFile {
+                inode: inode.clone(),
+                layer,
+                moved: OnceLock::new(),
+            }),
             dir: None,
         };
         self.add(h).inspect_err(|_| put_io(ctx, &**inode))
@@ -174,19 +224,20 @@ impl<N: OpenInode, D> Handles<N, D> {
     /// regular inode closes its backing file.
     pub(crate) fn release(&self, ctx: &Context<'_>, fh: u64) -> Result<(), Errno> {
         let h = self.by_fh.write().map_err(|_| Errno::IO)?.remove(&fh);
-        if let Some(inode) = h.as_ref().and_then(|h| h.io.as_ref()) {
-            put_io(ctx, &**inode);
+        if let Some(open) = h.as_ref().and_then(|h| h.io.as_ref()) {
+            put_io(ctx, &*open.inode);
         }
         Ok(())
     }
 
     /// FSYNC and FSYNCDIR; nothing to do for a handle without a file.
-    pub(crate) fn fsync(&self, fh: u64, datasync: bool) -> Result<(), Errno> {
+    pub(crate) fn fsync(&self, proc: &ProcFd, fh: u64, datasync: bool) -> Result<(), Errno> {
         creds::daemon()?;
         let h = self.get(fh)?;
-        let Some(file) = &h.file else {
+        if h.file.is_none() {
             return Ok(());
-        };
+        }
+        let file = h.data(proc)?;
         if datasync {
             rustix::fs::fdatasync(file)
         } else {
@@ -197,6 +248,7 @@ impl<N: OpenInode, D> Handles<N, D> {
     /// READ: up to `size` bytes at `offset` into `buf` (empty on entry).
     pub(crate) fn read(
         &self,
+        proc: &ProcFd,
         fh: u64,
         offset: u64,
         size: u32,
@@ -204,7 +256,7 @@ impl<N: OpenInode, D> Handles<N, D> {
     ) -> Result<(), Errno> {
         creds::daemon()?;
         let h = self.get(fh)?;
-        let file = h.file()?;
+        let file = h.data(proc)?;
         buf.clear();
         buf.reserve(size as usize);
         let spare = buf
@@ -253,10 +305,16 @@ impl<N: OpenInode, D> Handles<N, D> {
     }
 
     /// LSEEK, SEEK_DATA and SEEK_HOLE included.
-    pub(crate) fn lseek(&self, fh: u64, offset: u64, whence: u32) -> Result<u64, Errno> {
+    pub(crate) fn lseek(
+        &self,
+        proc: &ProcFd,
+        fh: u64,
+        offset: u64,
+        whence: u32,
+    ) -> Result<u64, Errno> {
         creds::daemon()?;
         let h = self.get(fh)?;
-        let file = h.file()?;
+        let file = h.data(proc)?;
         let off = i64::try_from(offset).map_err(|_| Errno::INVAL)?;
         let from = match whence as i32 {
             libc::SEEK_SET => rustix::fs::SeekFrom::Start(offset),
@@ -272,6 +330,7 @@ impl<N: OpenInode, D> Handles<N, D> {
     /// COPY_FILE_RANGE between two open files.
     pub(crate) fn copy_file_range(
         &self,
+        proc: &ProcFd,
         fh_in: u64,
         off_in: u64,
         fh_out: u64,
@@ -283,7 +342,7 @@ impl<N: OpenInode, D> Handles<N, D> {
         let b = self.get(fh_out)?;
         let (mut oi, mut oo) = (off_in, off_out);
         let n = rustix::fs::copy_file_range(
-            a.file()?,
+            a.data(proc)?,
             Some(&mut oi),
             b.file()?,
             Some(&mut oo),
@@ -384,7 +443,7 @@ macro_rules! handle_requests {
             size: u32,
             buf: &mut Vec<u8>,
         ) -> idfuse::Result<()> {
-            self.handles.read(fh, offset, size, buf)
+            self.handles.read(&self.proc, fh, offset, size, buf)
         }
 
         fn write(
@@ -429,7 +488,7 @@ macro_rules! handle_requests {
             fh: u64,
             datasync: bool,
         ) -> idfuse::Result<()> {
-            self.handles.fsync(fh, datasync)
+            self.handles.fsync(&self.proc, fh, datasync)
         }
 
         fn releasedir(
@@ -449,7 +508,7 @@ macro_rules! handle_requests {
             fh: u64,
             datasync: bool,
         ) -> idfuse::Result<()> {
-            self.handles.fsync(fh, datasync)
+            self.handles.fsync(&self.proc, fh, datasync)
         }
 
         fn fallocate(
@@ -472,7 +531,7 @@ macro_rules! handle_requests {
             offset: u64,
             whence: u32,
         ) -> idfuse::Result<u64> {
-            self.handles.lseek(fh, offset, whence)
+            self.handles.lseek(&self.proc, fh, offset, whence)
         }
 
         fn copy_file_range(
@@ -488,7 +547,7 @@ macro_rules! handle_requests {
             _flags: u64,
         ) -> idfuse::Result<u64> {
             self.handles
-                .copy_file_range(fh_in, off_in, fh_out, off_out, len)
+                .copy_file_range(&self.proc, fh_in, off_in, fh_out, off_out, len)
         }
     };
 }

@@ -58,6 +58,14 @@ impl OpenInode for Node {
     fn io(&self) -> &Mutex<FileIo> {
         &self.io
     }
+
+    /// An open of a lower file follows the copy once there is one.
+    fn moved(&self, upper: bool) -> Option<Arc<OwnedFd>> {
+        if upper {
+            return None;
+        }
+        self.layers().upper
+    }
 }
 
 impl Node {

@@ -7,9 +7,10 @@
 //! The parsing follows kernel overlayfs: `:` separates lower layers and a
 //! backslash escapes the next character (`\:` for a colon in a name, `\\`
 //! for a backslash). The kernel's `::` (data-only lower layers) is refused
-//! with its own message. The new mount API's one-layer-per-option form
-//! (`lowerdir+=DIR`) needs no escaping: collect those paths and hand them to
-//! [`Layout::from_layers`].
+//! with its own message. The one-layer-per-option form of kernel 6.8+
+//! (`lowerdir+=DIR`, repeated, each appending a layer below the ones
+//! before) needs no escaping; [`LowerOptions`] takes either form from
+//! mount options, and refuses a mix of the two as the kernel does.
 
 use std::fmt;
 use std::io;
@@ -71,6 +72,29 @@ pub enum LayoutError {
         spec: String,
         /// What is wrong with it, and the fix.
         why: &'static str,
+    },
+    /// Both `lowerdir=` and `lowerdir+=` were given.
+    #[error(
+        "lowerdir= and lowerdir+= cannot be mixed (kernel overlayfs refuses it too): \
+         give the lower layers either as one lowerdir=DIR[:DIR...] or as one \
+         lowerdir+=DIR per layer"
+    )]
+    MixedLowerdir,
+    /// `lowerdir+=` with no directory.
+    #[error(
+        "lowerdir+= needs a directory: lowerdir+=DIR adds one lower layer below \
+         the ones before it"
+    )]
+    EmptyLowerdirAdd,
+    /// `datadir+=`: a data-only lower layer.
+    #[error(
+        "datadir+={dir}: data-only lower layers (reached only through metacopy \
+         redirects) are not supported by this overlay; add the layer with \
+         lowerdir+= if its files should be seen"
+    )]
+    DataOnlyLayer {
+        /// The directory given.
+        dir: String,
     },
     /// More lower layers than kernel overlayfs stacks.
     #[error(
@@ -241,6 +265,66 @@ pub fn parse_lowerdir(spec: &str) -> Result<Vec<PathBuf>, LayoutError> {
     }
     layers.push(PathBuf::from(cur));
     Ok(layers)
+}
+
+/// The lower layers as mount options name them: one `lowerdir=L1:L2:…`
+/// (a later one replaces an earlier one), or `lowerdir+=DIR` once per
+/// layer, leftmost (first given) on top, the path taken as it is (`:` and
+/// `\` are part of it). A mix of the two is refused, as kernel overlayfs
+/// refuses `lowerdir+` after `lowerdir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LowerOptions {
+    list: Option<String>,
+    added: Vec<PathBuf>,
+}
+
+impl LowerOptions {
+    /// Take the mount option `key[=value]` if it names lower layers
+    /// (`lowerdir`, `lowerdir+`, and `datadir+`, which is refused);
+    /// `Ok(false)` for any other option.
+    pub fn take(&mut self, key: &str, value: Option<&str>) -> Result<bool, LayoutError> {
+        match key {
+            "lowerdir" => {
+                if !self.added.is_empty() {
+                    return Err(LayoutError::MixedLowerdir);
+                }
+                match value {
+                    Some(v) if !v.is_empty() => self.list = Some(v.to_string()),
+                    _ => return Err(LayoutError::EmptyLowerdir),
+                }
+            }
+            "lowerdir+" => {
+                if self.list.is_some() {
+                    return Err(LayoutError::MixedLowerdir);
+                }
+                match value {
+                    Some(v) if !v.is_empty() => self.added.push(PathBuf::from(v)),
+                    _ => return Err(LayoutError::EmptyLowerdirAdd),
+                }
+            }
+            "datadir+" => {
+                return Err(LayoutError::DataOnlyLayer {
+                    dir: value.unwrap_or_default().to_string(),
+                })
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// True when no lower layer was named.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_none() && self.added.is_empty()
+    }
+
+    /// The layers, top first (paths not checked yet).
+    pub fn layers(&self) -> Result<Vec<PathBuf>, LayoutError> {
+        match &self.list {
+            Some(spec) => parse_lowerdir(spec),
+            None if self.added.is_empty() => Err(LayoutError::EmptyLowerdir),
+            None => Ok(self.added.clone()),
+        }
+    }
 }
 
 /// Resolve one layer to a canonical directory.
@@ -492,6 +576,85 @@ mod tests {
                 other => panic!("{spec:?}: expected BadLowerdir, got {other:?}"),
             }
         }
+    }
+
+    /// Feed `opts` (`key=value` or `key`) to a [`LowerOptions`].
+    fn lower_options(opts: &[&str]) -> Result<LowerOptions, LayoutError> {
+        let mut l = LowerOptions::default();
+        for o in opts {
+            let (k, v) = match o.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (*o, None),
+            };
+            assert!(l.take(k, v)?, "{o} not taken");
+        }
+        Ok(l)
+    }
+
+    #[test]
+    fn lowerdir_add_appends_one_layer_each_taken_as_it_is() {
+        let l = lower_options(&[r"lowerdir+=/a:b", r"lowerdir+=/c\:d", "lowerdir+=/e"]).unwrap();
+        assert_eq!(
+            l.layers().unwrap(),
+            vec![
+                PathBuf::from("/a:b"),
+                PathBuf::from(r"/c\:d"),
+                PathBuf::from("/e")
+            ]
+        );
+        let l = lower_options(&["lowerdir+=/only"]).unwrap();
+        assert_eq!(l.layers().unwrap(), vec![PathBuf::from("/only")]);
+    }
+
+    #[test]
+    fn lowerdir_is_split_and_a_later_one_replaces_it() {
+        let l = lower_options(&["lowerdir=/x", r"lowerdir=/a:/b\:c"]).unwrap();
+        assert_eq!(
+            l.layers().unwrap(),
+            vec![PathBuf::from("/a"), PathBuf::from("/b:c")]
+        );
+    }
+
+    #[test]
+    fn lowerdir_and_lowerdir_add_do_not_mix() {
+        for opts in [
+            &["lowerdir=/a", "lowerdir+=/b"][..],
+            &["lowerdir+=/a", "lowerdir=/b"],
+            &["lowerdir+=/a", "lowerdir+=/b", "lowerdir=/c:/d"],
+        ] {
+            let e = lower_options(opts).unwrap_err();
+            assert!(matches!(e, LayoutError::MixedLowerdir), "{opts:?}: {e:?}");
+            let msg = e.to_string();
+            assert!(msg.contains("cannot be mixed"), "{msg}");
+            assert!(
+                msg.contains("lowerdir=DIR[:DIR...]") && msg.contains("lowerdir+=DIR"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_and_data_only_layers_are_refused_with_the_fix() {
+        for (opts, says) in [
+            (&["lowerdir+="][..], "lowerdir+=DIR"),
+            (&["lowerdir+"], "lowerdir+=DIR"),
+            (&["lowerdir="], "lowerdir=DIR"),
+            (&["lowerdir+=/a", "datadir+=/d"], "datadir+=/d"),
+        ] {
+            let e = lower_options(opts).unwrap_err();
+            assert!(e.to_string().contains(says), "{opts:?}: {e}");
+        }
+        assert!(matches!(
+            LowerOptions::default().layers(),
+            Err(LayoutError::EmptyLowerdir)
+        ));
+        assert!(LowerOptions::default().is_empty());
+        let mut l = LowerOptions::default();
+        assert!(
+            !l.take("upperdir", Some("/u")).unwrap(),
+            "not a lower option"
+        );
+        assert!(l.is_empty());
     }
 
     #[test]

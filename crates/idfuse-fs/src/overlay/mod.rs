@@ -18,6 +18,11 @@
 //!   through one name copies that name only (kernel overlayfs without
 //!   `index=on` does the same), so the other names keep the lower data once
 //!   the kernel forgets the node, and `st_nlink` is the copy's own.
+//! - A file opened for reading before its copy-up reads the copy after it,
+//!   as on kernel overlayfs. The kernel itself reads an open it was given
+//!   a lower backing file for (FUSE passthrough), so while one is open, an
+//!   open for writing and a truncate by path are refused with ETXTBSY
+//!   instead.
 //! - No permission checks: the kernel makes them (`default_permissions`).
 
 mod copyup;
@@ -47,7 +52,7 @@ use crate::backing::{
 use copyup::{clear_dir, remove_tree};
 use inodes::{FileIo, Layers, Node, Table, ROOT};
 use layers::{is_dir, is_whiteout, reserved, DirEnt, Reader};
-pub use layout::{Layout, LayoutError};
+pub use layout::{Layout, LayoutError, LowerOptions};
 
 /// How long the kernel may cache names and attributes of objects that
 /// live only in lower layers, which are immutable by contract.
@@ -523,7 +528,7 @@ impl Overlay {
             }
             r => r?,
         };
-        let fh = self.handles.add_file(ctx, node, file)?;
+        let fh = self.handles.add_file(ctx, node, upper, file)?;
         let mut flags = OpenOutFlags::NOFLUSH;
         if backing.is_none() && !upper {
             // Lower data never changes.
@@ -666,8 +671,9 @@ impl Filesystem for Overlay {
     fn getattr(&self, _ctx: &Context<'_>, ino: u64, fh: Option<u64>) -> idfuse::Result<AttrReply> {
         let node = self.node(ino)?;
         if let Some(h) = fh.and_then(|fh| self.handles.get(fh).ok()) {
-            if let (Some(f), Some(_)) = (&h.file, &h.io) {
-                let st = statx_fd(f.as_fd())?;
+            if h.io.is_some() {
+                // A lower open copied up since reads the copy.
+                let st = statx_fd(h.data(&self.proc)?)?;
                 let layers = node.layers();
                 return Ok(AttrReply {
                     attr: self.attr(&node, &layers, &st),
@@ -699,6 +705,22 @@ impl Filesystem for Overlay {
 
     fn setattr(&self, _ctx: &Context<'_>, ino: u64, a: &SetAttr) -> idfuse::Result<AttrReply> {
         let node = self.node(ino)?;
+        if a.size.is_some() && node.layers().upper.is_none() {
+            let lower_backed = matches!(
+                *node.io.lock().map_err(|_| Errno::IO)?,
+                FileIo::Backing { layer: false, .. }
+            );
+            if lower_backed {
+                // The kernel reads those opens through the lower file
+                // itself and would go on showing its old data: refused,
+                // as an open for writing is (see `opened`).
+                tracing::info!(
+                    node = node.id,
+                    "truncate refused with ETXTBSY: the file is open through a backing file of a lower layer; close it first, or mount with passthrough off"
+                );
+                return Err(Errno::TXTBSY);
+            }
+        }
         let data = a.size != Some(0);
         let upper = self.copy_up(&node, data)?;
         // A truncate through an open regular file, if the kernel named one.

@@ -673,7 +673,7 @@ impl Passthrough {
                 self.open_backing(ctx, file.as_fd(), rw)
             })
         })?;
-        let fh = self.handles.add_file(ctx, inode, file)?;
+        let fh = self.handles.add_file(ctx, inode, (), file)?;
         Ok(Opened {
             fh,
             // `flush` has nothing to do (locks are the kernel's, and a
