@@ -749,6 +749,31 @@ impl CephFs {
         })
     }
 
+    /// Whether `name` exists in `parent`, as libcephfs's lookup says (its
+    /// cache or the MDS); the reference the lookup takes is dropped.
+    fn probe(&self, parent: *mut ffi::Inode, name: &CStr) -> idfuse::Result<()> {
+        let mut out = std::ptr::null_mut();
+        let mut st = CephStatx::default();
+        // SAFETY: parent held; out-pointers to locals.
+        let r = unsafe {
+            ffi::ceph_ll_lookup(
+                self.m(),
+                parent,
+                name.as_ptr(),
+                &mut out,
+                &mut st,
+                0,
+                0,
+                self.root_perm.ptr,
+            )
+        };
+        if r == 0 {
+            self.put(out, 1);
+            return Ok(());
+        }
+        Err(errno(r))
+    }
+
     fn put(&self, inode: *mut ffi::Inode, n: u64) {
         // SAFETY: we hold at least `n` ll references on inode.
         unsafe { ffi::ceph_ll_forget(self.m(), inode, n.min(i32::MAX as u64) as libc::c_int) };
@@ -1134,31 +1159,27 @@ impl Filesystem for CephFs {
         let np = self.inode(newparent)?;
         let name = cstr(name)?;
         let newname = cstr(newname)?;
-        if flags & (libc::RENAME_NOREPLACE | libc::RENAME_WHITEOUT) != 0 {
-            // Checked, not atomic: another client may create the name
-            // between the check and the rename.
-            let mut out = std::ptr::null_mut();
-            let mut st = CephStatx::default();
-            // SAFETY: newparent held; out-pointers to locals.
-            let r = unsafe {
-                ffi::ceph_ll_lookup(
-                    self.m(),
-                    np,
-                    newname.as_ptr(),
-                    &mut out,
-                    &mut st,
-                    0,
-                    0,
-                    self.root_perm.ptr,
-                )
-            };
-            if r == 0 {
-                self.put(out, 1);
+        // libcephfs 16.2.15 marks the target's dentry "renaming" before it
+        // looks up the source and the target, and only a rename that
+        // reaches the MDS clears the mark. If either lookup fails (the
+        // source is gone, which its cache can say while the kernel's still
+        // shows the name), the mark stays, and every later lookup of the
+        // target name waits for it forever: the two-thread metadata
+        // stressor hung so in about one run of three. So both lookups are
+        // made here first, and a rename they would fail is answered here
+        // without reaching `ceph_ll_rename`. The kernel holds both
+        // directories locked for the rename, so no other request of this
+        // mount can remove the source in between; another client still
+        // can (RELIABILITY.md).
+        self.probe(p, &name)?;
+        match self.probe(np, &newname) {
+            Ok(()) if flags & (libc::RENAME_NOREPLACE | libc::RENAME_WHITEOUT) != 0 => {
+                // Checked, not atomic: another client may create the name
+                // between the check and the rename.
                 return Err(Errno::EXIST);
             }
-            if r != -libc::ENOENT {
-                return Err(errno(r));
-            }
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e),
         }
         // SAFETY: both parents held; C strings.
         check(unsafe {
