@@ -134,6 +134,21 @@ fn a_server_that_does_not_opt_in_is_explained_and_skipped() {
     assert!(leftovers().is_empty());
 }
 
+/// A target that cannot start fails the run (exit status and FAIL lines),
+/// rather than showing as skips that exit 0.
+#[test]
+fn a_target_that_does_not_start_fails_the_run() {
+    // The daemon refuses an option it does not know, so it never mounts.
+    let (ok, text) = conformance(&["--target", "passthrough:no_such_option", "--only", "A1"]);
+    assert!(!ok, "a target that did not start passed:\n{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL  A1 ") && l.contains("target did not start")),
+        "{text}"
+    );
+    assert!(leftovers().is_empty());
+}
+
 #[test]
 fn interrupted_runs_leave_nothing_mounted() {
     for sig in [libc::SIGINT, libc::SIGKILL] {

@@ -266,17 +266,19 @@ pub fn run(opts: &RunOptions, out: &mut dyn Write, stop: &dyn Fn() -> bool) -> V
         let inst = match inst {
             Ok(i) => i,
             Err(e) => {
+                // A target the run was asked for and could not start is a
+                // failure of the run, not a row of skips that exits 0.
                 for s in &chosen {
                     let r = ScenarioResult {
                         scenario: s.id.into(),
                         target: t.to_string(),
-                        status: "skip".into(),
+                        status: "fail".into(),
                         detail: format!("target did not start: {e}"),
                         record: Value::Null,
                     };
                     let _ = writeln!(
                         out,
-                        "skip  {:<3} {:<12} {} ({})",
+                        "FAIL  {:<3} {:<12} {} ({})",
                         s.id, t, s.title, r.detail
                     );
                     results.push(r);
