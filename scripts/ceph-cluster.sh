@@ -174,7 +174,8 @@ mon data = $dir/mon/\$id
 [osd]
 osd data = $dir/osd/\$id
 osd objectstore = memstore
-memstore device bytes = 1073741824
+# The store is RAM; CEPH_CLUSTER_OSD_BYTES sizes it (1 GiB by default).
+memstore device bytes = ${CEPH_CLUSTER_OSD_BYTES:-1073741824}
 osd max object name len = 256
 osd max object namespace len = 64
 [mds]

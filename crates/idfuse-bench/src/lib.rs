@@ -72,7 +72,10 @@ struct CephCluster {
 }
 
 impl CephCluster {
-    fn start(base: &Path) -> Result<Self, String> {
+    /// `osd_mib`: the size of the OSD's in-memory store. Deleted files are
+    /// purged in the background, so it must hold several repetitions'
+    /// files: a full store blocks every client (and the run) for good.
+    fn start(base: &Path, osd_mib: u64) -> Result<Self, String> {
         std::fs::create_dir_all(base).map_err(|e| e.to_string())?;
         let script = base.join("ceph-cluster.sh");
         std::fs::write(&script, idfuse_conformance::target::CEPH_CLUSTER_SH)
@@ -85,6 +88,7 @@ impl CephCluster {
             .arg(&c.script)
             .arg("start")
             .arg(&c.dir)
+            .env("CEPH_CLUSTER_OSD_BYTES", (osd_mib << 20).to_string())
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
@@ -678,7 +682,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
     let mut skipped: Vec<Vec<Option<String>>> = vec![vec![None; targets.len()]; WORKLOADS.len()];
     let mut commands = Vec::new();
     let ceph = if targets.iter().any(|t| CEPH_TARGETS.contains(&t.as_str())) {
-        Some(CephCluster::start(&base)?)
+        Some(CephCluster::start(&base, (sizes.file_mib as u64 * 6).max(3072))?)
     } else {
         None
     };
