@@ -682,7 +682,10 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
     let mut skipped: Vec<Vec<Option<String>>> = vec![vec![None; targets.len()]; WORKLOADS.len()];
     let mut commands = Vec::new();
     let ceph = if targets.iter().any(|t| CEPH_TARGETS.contains(&t.as_str())) {
-        Some(CephCluster::start(&base, (sizes.file_mib as u64 * 6).max(3072))?)
+        Some(CephCluster::start(
+            &base,
+            (sizes.file_mib as u64 * 6).max(3072),
+        )?)
     } else {
         None
     };

@@ -752,34 +752,19 @@ impl CephFs {
     /// Whether `name` exists in `parent`, as libcephfs's lookup says (its
     /// cache or the MDS); the reference the lookup takes is dropped.
     fn probe(&self, parent: *mut ffi::Inode, name: &CStr) -> idfuse::Result<()> {
-        let mut out = std::ptr::null_mut();
-        let mut st = CephStatx::default();
-        // SAFETY: parent held; out-pointers to locals.
-        let r = unsafe {
-            ffi::ceph_ll_lookup(
-                self.m(),
-                parent,
-                name.as_ptr(),
-                &mut out,
-                &mut st,
-                0,
-                0,
-                self.root_perm.ptr,
-            )
-        };
-        if r == 0 {
-            self.put(out, 1);
-            return Ok(());
-        }
-        Err(errno(r))
+        let (inode, _) = self.ll_lookup(parent, name, 0)?;
+        self.put(inode, 1);
+        Ok(())
     }
 
-    fn put(&self, inode: *mut ffi::Inode, n: u64) {
-        // SAFETY: we hold at least `n` ll references on inode.
-        unsafe { ffi::ceph_ll_forget(self.m(), inode, n.min(i32::MAX as u64) as libc::c_int) };
-    }
-
-    fn lookup_inner(&self, parent: *mut ffi::Inode, name: &CStr) -> idfuse::Result<Entry> {
+    /// `ceph_ll_lookup` asking for the statx fields in `want`: the inode,
+    /// with one ll reference the caller owns, and its attributes.
+    fn ll_lookup(
+        &self,
+        parent: *mut ffi::Inode,
+        name: &CStr,
+        want: libc::c_uint,
+    ) -> idfuse::Result<(*mut ffi::Inode, CephStatx)> {
         let mut out = std::ptr::null_mut();
         let mut st = CephStatx::default();
         // SAFETY: parent held; out-pointers to locals.
@@ -790,12 +775,22 @@ impl CephFs {
                 name.as_ptr(),
                 &mut out,
                 &mut st,
-                ffi::STATX_BASIC_STATS,
+                want,
                 0,
                 self.root_perm.ptr,
             )
         })?;
-        self.remember(out, &st)
+        Ok((out, st))
+    }
+
+    fn put(&self, inode: *mut ffi::Inode, n: u64) {
+        // SAFETY: we hold at least `n` ll references on inode.
+        unsafe { ffi::ceph_ll_forget(self.m(), inode, n.min(i32::MAX as u64) as libc::c_int) };
+    }
+
+    fn lookup_inner(&self, parent: *mut ffi::Inode, name: &CStr) -> idfuse::Result<Entry> {
+        let (inode, st) = self.ll_lookup(parent, name, ffi::STATX_BASIC_STATS)?;
+        self.remember(inode, &st)
     }
 
     fn file(fh: u64) -> idfuse::Result<&'static FileHandle> {
