@@ -142,9 +142,11 @@ struct Handle {
     /// For regular files: the node, and whether this open shares its
     /// backing file.
     io: Option<(Arc<Node>, bool)>,
-    /// For directories: the merged listing, built at opendir and rebuilt
-    /// on a read from offset 0; entry `i` has offset `i + 1`.
-    listing: Option<Mutex<Vec<DirEnt>>>,
+    /// For directories: the merged listing, built on the first read (not
+    /// at opendir: a listing the kernel has cached is opened, never read)
+    /// and rebuilt on a later read from offset 0; entry `i` has offset
+    /// `i + 3`.
+    listing: Option<Mutex<Option<Vec<DirEnt>>>>,
 }
 
 /// The overlay filesystem.
@@ -1318,7 +1320,6 @@ impl Filesystem for Overlay {
     fn opendir(&self, _ctx: &Context<'_>, ino: u64, _flags: u32) -> idfuse::Result<Opened> {
         let node = self.node(ino)?;
         let layers = node.layers();
-        let listing = self.listing(&layers)?;
         let file = match &layers.upper {
             Some(u) => Some(
                 self.proc
@@ -1329,16 +1330,16 @@ impl Filesystem for Overlay {
         let fh = self.add_handle(Handle {
             file,
             io: None,
-            listing: Some(Mutex::new(listing)),
+            listing: Some(Mutex::new(None)),
         })?;
-        let flags = if layers.upper.is_none() {
-            OpenOutFlags::CACHE_DIR | OpenOutFlags::KEEP_CACHE
-        } else {
-            OpenOutFlags::empty()
-        };
+        // The kernel may keep listings: lowers do not change, and every
+        // change to an upper directory passes through the kernel, which
+        // then drops the listing it cached; a change made in the upper
+        // layer behind the mount's back (undefined for overlayfs too) is
+        // seen once the directory's attributes expire and its mtime moved.
         Ok(Opened {
             fh,
-            flags,
+            flags: OpenOutFlags::CACHE_DIR | OpenOutFlags::KEEP_CACHE,
             ..Opened::default()
         })
     }
@@ -1581,10 +1582,11 @@ impl Overlay {
             .ok_or(Errno::NOTDIR)?
             .lock()
             .map_err(|_| Errno::IO)?;
-        if offset == 0 {
-            // rewinddir(3) must show changes made since opendir.
-            *listing = self.listing(&node.layers())?;
+        // rewinddir(3) must show changes made since opendir.
+        if offset == 0 || listing.is_none() {
+            *listing = Some(self.listing(&node.layers())?);
         }
+        let listing = listing.as_deref().unwrap_or_default();
         let parent_ino = node.layers().parent.map_or(node.ino, |(p, _)| p.ino);
         let dt_dir = libc::S_IFDIR >> 12;
         // Offsets: 1 is past ".", 2 past "..", 2 + i + 1 past entry i.
