@@ -1118,3 +1118,39 @@ pub fn markdown(r: &Report) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fig(target: &str, median: f64) -> Figure {
+        Figure {
+            workload: "copy-up on first write".into(),
+            target: target.into(),
+            unit: "MiB/s".into(),
+            median,
+            min: median,
+            max: median,
+            skipped: None,
+        }
+    }
+
+    #[test]
+    fn overlay_ratios_are_to_kernel_overlayfs_and_fuse_overlayfs() {
+        let r = Report {
+            machine: "test".into(),
+            commands: Vec::new(),
+            figures: vec![
+                fig("overlay", 900.0),
+                fig("fuse-overlayfs-layers", 600.0),
+                fig("overlayfs", 1000.0),
+            ],
+        };
+        let md = markdown(&r);
+        assert!(md.contains("×overlayfs / ×best peer"), "{md}");
+        assert!(md.contains("| 900 (900–900) ×0.90 / ×1.50 |"), "{md}");
+        // The peer and the reference get no ratio to the peer.
+        assert!(md.contains("| 600 (600–600) ×0.60 |"), "{md}");
+        assert!(md.contains("| 1000 (1000–1000) ×1.00 |"), "{md}");
+    }
+}
