@@ -693,11 +693,23 @@ fn readdir_dir(dir: &Path, s: &Sizes) -> Result<PathBuf, String> {
     Ok(d)
 }
 
+/// List `d` and stat every entry as `ls -l` does: `fstatat` for the basic
+/// attributes. Not `DirEntry::metadata`, whose `statx` also asks for the
+/// birth time, which FUSE attributes do not carry: on a server that
+/// answers `FUSE_STATX` every entry would cost a round trip that `ls`
+/// never makes.
 fn list(d: &Path) -> Result<usize, String> {
+    use rustix::fs::{AtFlags, OFlags};
+    let at = rustix::fs::open(
+        d,
+        OFlags::PATH | OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| format!("{}: {e}", d.display()))?;
     Ok(std::fs::read_dir(d)
         .map_err(|e| e.to_string())?
         .filter_map(Result::ok)
-        .filter(|e| e.metadata().is_ok())
+        .filter(|e| rustix::fs::statat(&at, e.file_name(), AtFlags::SYMLINK_NOFOLLOW).is_ok())
         .count())
 }
 
