@@ -1,6 +1,8 @@
 //! `idfuse bench`: the same workloads on native tmpfs, idfuse's filesystems
 //! and peer FUSE servers, interleaved (A B C A B C …) in one run, reported
 //! as medians with min–max and ratios to native and to the best peer.
+//! The overlay group ([`OVERLAY_TARGETS`]) runs its own workloads over two
+//! lower layers and an upper, with kernel overlayfs as the reference.
 //!
 //! [`run`] mounts every target it is given (as root, through the `idfuse`
 //! binary named in [`BenchOptions`]) and [`markdown`] renders the report:
