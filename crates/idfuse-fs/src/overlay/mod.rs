@@ -156,9 +156,10 @@ pub struct Overlay {
     /// the index tags inode numbers (see [`Overlay::report_ino`]).
     devs: RwLock<Vec<u64>>,
     /// Open files (a directory's upper layer for directories) and, for
-    /// directories, the merged listing, built at opendir and rebuilt on a
-    /// read from offset 0.
-    handles: Handles<Node, Vec<DirEnt>>,
+    /// directories, the merged listing, built on the first read (not at
+    /// opendir: a listing the kernel has cached is opened, never read) and
+    /// rebuilt on a later read from offset 0; entry `i` has offset `i + 3`.
+    handles: Handles<Node, Option<Vec<DirEnt>>>,
     proc: ProcFd,
     opts: OverlayOptions,
     backing: BackingFiles,
@@ -1116,7 +1117,6 @@ impl Filesystem for Overlay {
     fn opendir(&self, _ctx: &Context<'_>, ino: u64, _flags: u32) -> idfuse::Result<Opened> {
         let node = self.node(ino)?;
         let layers = node.layers();
-        let listing = self.listing(&layers)?;
         let file = match &layers.upper {
             Some(u) => Some(
                 self.proc
@@ -1124,15 +1124,15 @@ impl Filesystem for Overlay {
             ),
             None => None,
         };
-        let fh = self.handles.add_dir(file, listing)?;
-        let flags = if layers.upper.is_none() {
-            OpenOutFlags::CACHE_DIR | OpenOutFlags::KEEP_CACHE
-        } else {
-            OpenOutFlags::empty()
-        };
+        let fh = self.handles.add_dir(file, None)?;
+        // The kernel may keep listings: lowers do not change, and every
+        // change to an upper directory passes through the kernel, which
+        // then drops the listing it cached; a change made in the upper
+        // layer behind the mount's back (undefined for overlayfs too) is
+        // seen once the directory's attributes expire and its mtime moved.
         Ok(Opened {
             fh,
-            flags,
+            flags: OpenOutFlags::CACHE_DIR | OpenOutFlags::KEEP_CACHE,
             ..Opened::default()
         })
     }
@@ -1276,10 +1276,11 @@ impl Overlay {
             .ok_or(Errno::NOTDIR)?
             .lock()
             .map_err(|_| Errno::IO)?;
-        if offset == 0 {
-            // rewinddir(3) must show changes made since opendir.
-            *listing = self.listing(&node.layers())?;
+        // rewinddir(3) must show changes made since opendir.
+        if offset == 0 || listing.is_none() {
+            *listing = Some(self.listing(&node.layers())?);
         }
+        let listing = listing.as_deref().unwrap_or_default();
         let parent_ino = node.layers().parent.map_or(node.ino, |(p, _)| p.ino);
         let dt_dir = libc::S_IFDIR >> 12;
         // Offsets: 1 is past ".", 2 past "..", 2 + i + 1 past entry i.
