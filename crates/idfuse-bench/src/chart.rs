@@ -1,5 +1,6 @@
 //! The report as a PNG bar chart: one group per workload, one bar per
-//! target, each bar the median relative to native (native = 1.0) so that
+//! target, each bar the median relative to native (native = 1.0; kernel
+//! overlayfs for the overlay group) so that
 //! workloads with different units share one axis; whiskers show min–max.
 
 use std::path::Path;
@@ -123,9 +124,12 @@ fn groups(r: &Report) -> (Vec<String>, Vec<Group>) {
             .iter()
             .filter(|f| f.workload == w && measured(f))
             .collect();
-        let native = row.iter().find(|f| f.target == "native");
+        let native = row.iter().find(|f| crate::is_reference(&f.target));
         let (base, reference) = match native {
-            Some(n) => (n.median, format!("native: {}", human(n.median, &n.unit))),
+            Some(n) => (
+                n.median,
+                format!("{}: {}", n.target, human(n.median, &n.unit)),
+            ),
             None => {
                 // `row` is non-empty: the workload was listed for a figure.
                 let best = row.iter().copied().fold(None::<&Figure>, |a, f| match a {
@@ -189,7 +193,7 @@ fn human(v: f64, unit: &str) -> String {
 }
 
 fn colour(targets: &[String], slot: usize) -> RGBColor {
-    if targets.get(slot).is_some_and(|t| t == "native") {
+    if targets.get(slot).is_some_and(|t| crate::is_reference(t)) {
         NATIVE
     } else {
         COLOURS[slot % COLOURS.len()]
@@ -246,6 +250,10 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
         .flat_map(|g| g.bars.iter().map(|b| b.max.max(b.median)))
         .fold(1.0f64, f64::max);
     let ymax = top * 1.12;
+    let base = targets
+        .iter()
+        .find(|t| crate::is_reference(t))
+        .map_or("native", String::as_str);
 
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -254,7 +262,7 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
     // Title, machine line and legend.
     let title = TextStyle::from((FAMILY, 30, FontStyle::Bold).into_font());
     head.draw_text(
-        "idfuse bench: median relative to native (native = 1.0, higher is better)",
+        &format!("idfuse bench: median relative to {base} ({base} = 1.0, higher is better)"),
         &title,
         (24, 14),
     )
@@ -305,7 +313,7 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
         .y_labels(12)
         .y_max_light_lines(1)
         .y_label_formatter(&|v| format!("{v:.1}"))
-        .y_desc("× native")
+        .y_desc(format!("× {base}"))
         .label_style((FAMILY, 17))
         .axis_desc_style((FAMILY, 19))
         .light_line_style(RGBColor(235, 235, 235))

@@ -1,6 +1,8 @@
 //! `idfuse bench`: the same workloads on native tmpfs, idfuse's filesystems
 //! and peer FUSE servers, interleaved (A B C A B C …) in one run, reported
 //! as medians with min–max and ratios to native and to the best peer.
+//! The overlay group ([`OVERLAY_TARGETS`]) runs its own workloads over two
+//! lower layers and an upper, with kernel overlayfs as the reference.
 //!
 //! [`run`] mounts every target it is given (as root, through the `idfuse`
 //! binary named in [`BenchOptions`]) and [`markdown`] renders the report:
@@ -62,8 +64,35 @@ pub const TARGETS: &[&str] = &[
 /// ceph-fuse as the peer.
 pub const CEPH_TARGETS: &[&str] = &["cephfs", "cephfs-idmap", "ceph-fuse"];
 
+/// Overlay filesystems, run only when named (or with `--suite overlay`),
+/// and never together with the other groups: each target mounts two lower
+/// layers and an upper with its work directory, all on one fresh tmpfs,
+/// prepared identically for every target and repetition. idfuse's overlay,
+/// the same seen through an idmapped view (identity map), fuse-overlayfs
+/// with those layers (the peer; the `fuse-overlayfs` target of the default
+/// group is a one-layer mirror) and kernel overlayfs (the reference of this
+/// group, as native tmpfs is of the default one).
+pub const OVERLAY_TARGETS: &[&str] = &[
+    "overlay",
+    "overlay-idmap",
+    "fuse-overlayfs-layers",
+    "overlayfs",
+];
+
 /// Peers: other FUSE servers from Debian.
-const PEERS: &[&str] = &["bindfs", "mergerfs", "fuse-overlayfs", "ceph-fuse"];
+const PEERS: &[&str] = &[
+    "bindfs",
+    "mergerfs",
+    "fuse-overlayfs",
+    "fuse-overlayfs-layers",
+    "ceph-fuse",
+];
+
+/// The in-kernel references that ratios are taken against: native tmpfs
+/// for the mirrors, kernel overlayfs for the overlays.
+fn is_reference(target: &str) -> bool {
+    matches!(target, "native" | "overlayfs")
+}
 
 /// The single-node Ceph cluster of a run with CephFS targets; stopped on drop.
 struct CephCluster {
@@ -145,6 +174,8 @@ pub struct Report {
 
 struct Sizes {
     file_mib: usize,
+    /// The lower file whose copy-up is timed.
+    copyup_mib: usize,
     files: usize,
     random_reads: usize,
     /// Random reads go on at least this long.
@@ -178,13 +209,17 @@ impl Drop for Mounted {
 }
 
 fn tmpfs(dir: &Path) -> Result<(), String> {
+    tmpfs_with(dir, c"mode=0777,size=3g")
+}
+
+fn tmpfs_with(dir: &Path, opts: &std::ffi::CStr) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     rustix::mount::mount(
         "tmpfs",
         dir,
         "tmpfs",
         rustix::mount::MountFlags::empty(),
-        Some(c"mode=0777,size=3g"),
+        Some(opts),
     )
     .map_err(|e| format!("tmpfs at {}: {e}", dir.display()))
 }
@@ -360,6 +395,141 @@ fn mount(
     m.daemon = Some(child);
     m.mounts.push(mnt.clone());
     m.dir = mnt;
+    Ok((m, argv.join(" ")))
+}
+
+/// The lower file read by the overlay group (in the bottom layer, so that
+/// a lookup passes both): the name the mirror workloads read and write.
+const LOWER_FILE: &str = "seq";
+/// The lower file whose copy-up is timed.
+const COPYUP_FILE: &str = "copyup";
+/// Whiteouts in the upper copy of the merged directory.
+const WHITEOUTS: usize = 500;
+
+fn write_mib(p: &Path, mib: usize) -> Result<(), String> {
+    let block = vec![0x5au8; 1 << 20];
+    let mut f = std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    for _ in 0..mib {
+        f.write_all(&block).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn touch(p: &Path) -> Result<(), String> {
+    std::fs::File::create(p)
+        .map(drop)
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Two lower layers and an upper with its work directory on a fresh tmpfs
+/// at `layers`, written directly (not through any overlay): `l2` (the
+/// bottom) holds the file the reads use and the one copied up; `many`, the
+/// merged directory the listings read, has half its names in each lower
+/// plus [`WHITEOUTS`] more in `l2` that the upper hides with char 0/0
+/// whiteouts, so that it lists `s.files` entries.
+fn overlay_layers(layers: &Path, s: &Sizes) -> Result<[PathBuf; 4], String> {
+    tmpfs_with(layers, c"mode=0755,size=5g")?;
+    let dirs = ["l1", "l2", "upper", "work"].map(|d| layers.join(d));
+    for d in &dirs {
+        std::fs::create_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let [l1, l2, upper, _] = &dirs;
+    write_mib(&l2.join(LOWER_FILE), s.file_mib)?;
+    write_mib(&l2.join(COPYUP_FILE), s.copyup_mib)?;
+    for d in [l1, l2, upper] {
+        std::fs::create_dir(d.join("many")).map_err(|e| e.to_string())?;
+    }
+    for i in 0..s.files {
+        let lower = if i % 2 == 0 { l1 } else { l2 };
+        touch(&lower.join(format!("many/entry-{i:06}")))?;
+    }
+    for i in 0..WHITEOUTS {
+        let name = format!("many/gone-{i:06}");
+        touch(&l2.join(&name))?;
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.join(&name),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .map_err(|e| format!("whiteout {name}: {e}"))?;
+    }
+    Ok(dirs)
+}
+
+/// Mount an overlay target over freshly prepared layers under `work`.
+fn mount_overlay(
+    target: &str,
+    work: &Path,
+    idfuse: &Path,
+    s: &Sizes,
+) -> Result<(Mounted, String), String> {
+    let prog = match target {
+        "fuse-overlayfs-layers" => "fuse-overlayfs",
+        _ => "",
+    };
+    if !prog.is_empty() && !which(prog) {
+        return Err(format!(
+            "{prog} is not installed (Debian package {prog}; scripts/bench-deps.sh installs it)"
+        ));
+    }
+    let layers = work.join("layers");
+    let mnt = work.join("mnt");
+    std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
+    let mut m = Mounted {
+        dir: mnt.clone(),
+        mounts: vec![layers.clone()],
+        daemon: None,
+        clean: false,
+    };
+    let [l1, l2, upper, wk] = overlay_layers(&layers, s)?;
+    let opts = format!(
+        "lowerdir={}:{},upperdir={},workdir={}",
+        l1.display(),
+        l2.display(),
+        upper.display(),
+        wk.display()
+    );
+    let m_s = mnt.to_string_lossy().to_string();
+    let argv: Vec<String> = match target {
+        "overlayfs" => {
+            let data = std::ffi::CString::new(opts.clone()).map_err(|e| e.to_string())?;
+            rustix::mount::mount(
+                "overlay",
+                &mnt,
+                "overlay",
+                rustix::mount::MountFlags::empty(),
+                Some(data.as_c_str()),
+            )
+            .map_err(|e| format!("mount -t overlay at {m_s}: {e}"))?;
+            m.mounts.push(mnt);
+            return Ok((m, format!("mount -t overlay overlay -o {opts} {m_s}")));
+        }
+        "fuse-overlayfs-layers" => {
+            vec!["fuse-overlayfs".into(), "-f".into(), "-o".into(), opts, m_s]
+        }
+        "overlay" | "overlay-idmap" => {
+            let mut v: Vec<String> = vec![
+                idfuse.to_string_lossy().into(),
+                "mount".into(),
+                "overlay".into(),
+                m_s,
+                "-o".into(),
+                opts,
+            ];
+            if target == "overlay-idmap" {
+                v.extend(["--idmap".into(), "b:0:0:65536".into()]);
+            }
+            v.extend(["--foreground".into(), "--io-uring".into(), "off".into()]);
+            v
+        }
+        _ => return Err(format!("unknown overlay target {target}")),
+    };
+    // Pushed before the daemon starts: a daemon that mounted and then
+    // failed to report so is still unmounted on drop.
+    m.mounts.push(mnt.clone());
+    m.daemon = Some(idfuse_conformance::target::start_daemon(&argv, &mnt)?);
     Ok((m, argv.join(" ")))
 }
 
@@ -552,11 +722,23 @@ fn readdir_dir(dir: &Path, s: &Sizes) -> Result<PathBuf, String> {
     Ok(d)
 }
 
+/// List `d` and stat every entry as `ls -l` does: `fstatat` for the basic
+/// attributes. Not `DirEntry::metadata`, whose `statx` also asks for the
+/// birth time, which FUSE attributes do not carry: on a server that
+/// answers `FUSE_STATX` every entry would cost a round trip that `ls`
+/// never makes.
 fn list(d: &Path) -> Result<usize, String> {
+    use rustix::fs::{AtFlags, OFlags};
+    let at = rustix::fs::open(
+        d,
+        OFlags::PATH | OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| format!("{}: {e}", d.display()))?;
     Ok(std::fs::read_dir(d)
         .map_err(|e| e.to_string())?
         .filter_map(Result::ok)
-        .filter(|e| e.metadata().is_ok())
+        .filter(|e| rustix::fs::statat(&at, e.file_name(), AtFlags::SYMLINK_NOFOLLOW).is_ok())
         .count())
 }
 
@@ -658,6 +840,81 @@ const WORKLOADS: &[(&str, Work)] = &[
     ("two processes, metadata", two_procs),
 ];
 
+/// A new file written through the overlay (into the upper layer), in a
+/// new directory so that it does not meet the lower file of the same name;
+/// removed afterwards to keep the layers' tmpfs small.
+fn seq_write_new(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    let d = dir.join("new");
+    std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+    let r = seq_write(&d, s);
+    let _ = std::fs::remove_file(d.join("seq"));
+    r
+}
+
+/// The copy-up of a lower file of `copyup_mib`: the time of its first
+/// write (open `O_WRONLY`, write one byte, close), as MiB of file copied
+/// per second.
+fn copy_up(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    let p = dir.join(COPYUP_FILE);
+    let len = std::fs::metadata(&p)
+        .map_err(|e| format!("{}: {e}", p.display()))?
+        .len();
+    if len != (s.copyup_mib as u64) << 20 {
+        return Err(format!(
+            "{} is {len} bytes, not {} MiB",
+            p.display(),
+            s.copyup_mib
+        ));
+    }
+    let t = Instant::now();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .map_err(|e| format!("open O_WRONLY {}: {e}", p.display()))?;
+    f.write_all(b"x").map_err(|e| e.to_string())?;
+    drop(f);
+    Ok((s.copyup_mib as f64 / t.elapsed().as_secs_f64(), "MiB/s"))
+}
+
+/// The merged directory must list `s.files` names: both lowers, whiteouts
+/// honoured. Checked after the timed listing, so as not to warm it.
+fn merged(f: Work) -> impl Fn(&Path, &Sizes) -> Result<(f64, &'static str), String> {
+    move |dir, s| {
+        let r = f(dir, s)?;
+        let n = list(&dir.join("many"))?;
+        if n != s.files {
+            return Err(format!(
+                "the merged directory lists {n} entries, not {}",
+                s.files
+            ));
+        }
+        Ok(r)
+    }
+}
+
+fn merged_cold(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    merged(readdir_cold)(dir, s)
+}
+
+fn merged_warm(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    merged(readdir_warm)(dir, s)
+}
+
+/// The overlay group's workloads, in the order they run on each mount.
+/// The listings come first, so that "cold" is the first listing of the
+/// merged directory after the mount (with the kernel's caches dropped
+/// too), and the copy-up after the reads of the other lower file.
+const OVERLAY_WORKLOADS: &[(&str, Work)] = &[
+    ("readdir merged dir, cold", merged_cold),
+    ("readdir merged dir, warm", merged_warm),
+    ("seq read lower file (cold)", seq_read),
+    ("4 KiB random read lower file", rand_buffered),
+    ("seq write new file", seq_write_new),
+    ("copy-up on first write", copy_up),
+    ("create+stat+unlink", metadata),
+    ("untar a crate + du", untar_du),
+];
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -668,6 +925,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
     let sizes = if opts.quick {
         Sizes {
             file_mib: 64,
+            copyup_mib: 256,
             files: 1000,
             random_reads: 5000,
             min_time: std::time::Duration::from_millis(1500),
@@ -676,6 +934,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
     } else {
         Sizes {
             file_mib: 1024,
+            copyup_mib: 1024,
             files: 10_000,
             random_reads: 50_000,
             min_time: std::time::Duration::from_secs(4),
@@ -690,20 +949,39 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
         TARGETS.iter().map(|s| s.to_string()).collect()
     } else {
         for t in &opts.targets {
-            if !TARGETS.contains(&t.as_str()) && !CEPH_TARGETS.contains(&t.as_str()) {
+            if !TARGETS.contains(&t.as_str())
+                && !CEPH_TARGETS.contains(&t.as_str())
+                && !OVERLAY_TARGETS.contains(&t.as_str())
+            {
                 return Err(format!(
-                    "unknown target `{t}`; known: {}, {}",
+                    "unknown target `{t}`; known: {}, {}, {}",
                     TARGETS.join(", "),
-                    CEPH_TARGETS.join(", ")
+                    CEPH_TARGETS.join(", "),
+                    OVERLAY_TARGETS.join(", ")
                 ));
             }
         }
         opts.targets.clone()
     };
+    let overlays = targets
+        .iter()
+        .filter(|t| OVERLAY_TARGETS.contains(&t.as_str()))
+        .count();
+    if overlays != 0 && overlays != targets.len() {
+        return Err(format!(
+            "the overlay targets ({}) run their own workloads over layers and cannot share a run with other targets",
+            OVERLAY_TARGETS.join(", ")
+        ));
+    }
+    let workloads = if overlays != 0 {
+        OVERLAY_WORKLOADS
+    } else {
+        WORKLOADS
+    };
     let base = std::env::temp_dir().join(format!("idfuse-bench.{}", std::process::id()));
-    let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); targets.len()]; WORKLOADS.len()];
-    let mut units = vec![""; WORKLOADS.len()];
-    let mut skipped: Vec<Vec<Option<String>>> = vec![vec![None; targets.len()]; WORKLOADS.len()];
+    let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); targets.len()]; workloads.len()];
+    let mut units = vec![""; workloads.len()];
+    let mut skipped: Vec<Vec<Option<String>>> = vec![vec![None; targets.len()]; workloads.len()];
     let mut commands = Vec::new();
     let ceph = if targets.iter().any(|t| CEPH_TARGETS.contains(&t.as_str())) {
         Some(CephCluster::start(
@@ -720,7 +998,12 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
         for (ti, t) in targets.iter().enumerate() {
             let work = base.join(format!("{t}-{rep}"));
             let _ = std::fs::create_dir_all(&work);
-            let (m, cmd) = match mount(t, &work, &opts.idfuse, ceph_conf.as_deref()) {
+            let mounted = if overlays != 0 {
+                mount_overlay(t, &work, &opts.idfuse, &sizes)
+            } else {
+                mount(t, &work, &opts.idfuse, ceph_conf.as_deref())
+            };
+            let (m, cmd) = match mounted {
                 Ok(x) => x,
                 Err(e) => {
                     for row in skipped.iter_mut() {
@@ -733,7 +1016,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
             if rep == 0 {
                 commands.push((t.clone(), cmd));
             }
-            for (wi, (name, f)) in WORKLOADS.iter().enumerate() {
+            for (wi, (name, f)) in workloads.iter().enumerate() {
                 // Each workload starts with the kernel's caches dropped: the
                 // inodes the previous one left cached would otherwise count
                 // against this one (for the mirror, one open fd each).
@@ -757,7 +1040,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
     drop(ceph);
     let _ = std::fs::remove_dir_all(&base);
     let mut figures = Vec::new();
-    for (wi, (name, _)) in WORKLOADS.iter().enumerate() {
+    for (wi, (name, _)) in workloads.iter().enumerate() {
         for (ti, t) in targets.iter().enumerate() {
             let mut v = samples[wi][ti].clone();
             let f = if v.is_empty() {
@@ -797,7 +1080,11 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
         .to_string_lossy()
         .into_owned();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let machine = format!("kernel {release}, {cores} cores; passthrough target uses FUSE_PASSTHROUGH (root, backing files); sizes: {} MiB file, {} files, {} reps", sizes.file_mib, sizes.files, sizes.reps);
+    let machine = if overlays != 0 {
+        format!("kernel {release}, {cores} cores; layers: two lowers and upper+work on one fresh tmpfs per target and repetition; sizes: {} MiB lower file, {} MiB copy-up, {} entries merged ({} in each lower, {WHITEOUTS} whited out), {} files, {} reps", sizes.file_mib, sizes.copyup_mib, sizes.files, sizes.files / 2, sizes.files, sizes.reps)
+    } else {
+        format!("kernel {release}, {cores} cores; passthrough target uses FUSE_PASSTHROUGH (root, backing files); sizes: {} MiB file, {} files, {} reps", sizes.file_mib, sizes.files, sizes.reps)
+    };
     Ok(Report {
         machine,
         commands,
@@ -805,8 +1092,9 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
     })
 }
 
-/// The report as a Markdown table: each figure with its ratio to native
-/// and to the best peer of the same run.
+/// The report as a Markdown table: each figure with its ratio to the
+/// in-kernel reference (native tmpfs, or kernel overlayfs for the overlay
+/// group) and to the best peer of the same run.
 pub fn markdown(r: &Report) -> String {
     let mut targets: Vec<String> = Vec::new();
     for f in &r.figures {
@@ -814,7 +1102,11 @@ pub fn markdown(r: &Report) -> String {
             targets.push(f.target.clone());
         }
     }
-    let mut s = format!("Machine: {}\n\nMedian (min–max); ×native / ×best peer. Higher is better everywhere.\n\n| workload | {} |\n|---|{}\n", r.machine, targets.join(" | "), "---|".repeat(targets.len()));
+    let reference = targets
+        .iter()
+        .find(|t| is_reference(t))
+        .map_or("native", String::as_str);
+    let mut s = format!("Machine: {}\n\nMedian (min–max); ×{reference} / ×best peer. Higher is better everywhere.\n\n| workload | {} |\n|---|{}\n", r.machine, targets.join(" | "), "---|".repeat(targets.len()));
     let mut workloads: Vec<String> = Vec::new();
     for f in &r.figures {
         if !workloads.contains(&f.workload) {
@@ -825,7 +1117,7 @@ pub fn markdown(r: &Report) -> String {
         let row: Vec<&Figure> = r.figures.iter().filter(|f| &f.workload == w).collect();
         let native = row
             .iter()
-            .find(|f| f.target == "native" && f.skipped.is_none())
+            .find(|f| is_reference(&f.target) && f.skipped.is_none())
             .map(|f| f.median);
         let best_peer = row
             .iter()
@@ -843,7 +1135,7 @@ pub fn markdown(r: &Report) -> String {
                 None => {
                     let rn = native.map_or(String::new(), |n| format!(" ×{:.2}", f.median / n));
                     let rp = best_peer
-                        .filter(|_| !PEERS.contains(&f.target.as_str()) && f.target != "native")
+                        .filter(|_| !PEERS.contains(&f.target.as_str()) && !is_reference(&f.target))
                         .map_or(String::new(), |p| format!(" / ×{:.2}", f.median / p));
                     format!("{:.0} ({:.0}–{:.0}){rn}{rp}", f.median, f.min, f.max)
                 }
@@ -870,4 +1162,40 @@ pub fn markdown(r: &Report) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fig(target: &str, median: f64) -> Figure {
+        Figure {
+            workload: "copy-up on first write".into(),
+            target: target.into(),
+            unit: "MiB/s".into(),
+            median,
+            min: median,
+            max: median,
+            skipped: None,
+        }
+    }
+
+    #[test]
+    fn overlay_ratios_are_to_kernel_overlayfs_and_fuse_overlayfs() {
+        let r = Report {
+            machine: "test".into(),
+            commands: Vec::new(),
+            figures: vec![
+                fig("overlay", 900.0),
+                fig("fuse-overlayfs-layers", 600.0),
+                fig("overlayfs", 1000.0),
+            ],
+        };
+        let md = markdown(&r);
+        assert!(md.contains("×overlayfs / ×best peer"), "{md}");
+        assert!(md.contains("| 900 (900–900) ×0.90 / ×1.50 |"), "{md}");
+        // The peer and the reference get no ratio to the peer.
+        assert!(md.contains("| 600 (600–600) ×0.60 |"), "{md}");
+        assert!(md.contains("| 1000 (1000–1000) ×1.00 |"), "{md}");
+    }
 }

@@ -5,17 +5,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use idfuse_bench::{chart, markdown, run as run_bench, BenchOptions, CEPH_TARGETS, TARGETS};
+use idfuse_bench::{
+    chart, markdown, run as run_bench, BenchOptions, CEPH_TARGETS, OVERLAY_TARGETS, TARGETS,
+};
 
 #[derive(clap::Args)]
 #[command(
     after_help = "Targets: native, passthrough, passthrough-nopt, passthrough-idmap, memfs, passthrough-nopt-uring, memfs-uring, bindfs, mergerfs, fuse-overlayfs (peers are skipped, with the reason, when their Debian package is missing; scripts/bench-deps.sh installs them). The idfuse targets run over /dev/fuse; the -uring ones over io_uring, and are skipped with the reason when the kernel does not offer it (echo Y > /sys/module/fuse/parameters/enable_uring).
 CephFS targets, only when named: cephfs, cephfs-idmap, ceph-fuse (one single-node memstore cluster is started for the run; it measures the clients, not a cluster).
+Overlay targets, only when named or with --suite overlay, and never with the others: overlay, overlay-idmap (idfuse's overlay, plain and through an idmapped view), fuse-overlayfs-layers (the peer) and overlayfs (kernel overlayfs, the reference). Each mounts two lower layers and an upper+work on a fresh tmpfs, prepared identically for every target and repetition, and runs the overlay workloads: readdir of a 10,000-entry directory merged from both lowers with whiteouts in the upper (cold: the first listing after the mount, kernel caches dropped; warm: the second), seq read of a lower file (cold: kernel caches dropped; the lower file's tmpfs pages are memory and stay), 4 KiB random reads of it, seq write of a new file, copy-up of a 1 GiB lower file (open O_WRONLY, write 1 byte, close; 256 MiB with --quick), create+stat+unlink and untar.
 
 Examples:
   idfuse bench --quick
   idfuse bench --targets native,passthrough,bindfs --out /tmp/bench
-  idfuse bench --quick --targets cephfs,cephfs-idmap,ceph-fuse"
+  idfuse bench --quick --targets cephfs,cephfs-idmap,ceph-fuse
+  idfuse bench --suite overlay --reps 7"
 )]
 pub struct Args {
     /// Small sizes, one repetition (under two minutes on two cores).
@@ -24,6 +28,10 @@ pub struct Args {
     /// Comma-separated targets (default: all).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
+    /// A group of targets instead of --targets: overlay (overlay,
+    /// overlay-idmap, fuse-overlayfs-layers, overlayfs).
+    #[arg(long, value_name = "overlay", conflicts_with = "targets")]
+    suite: Option<Suite>,
     /// Repetitions (default: 1 with --quick, 3 otherwise); e.g. --quick
     /// --reps 3 for small sizes measured three times (the CephFS targets,
     /// whose memstore OSD keeps everything in RAM).
@@ -35,16 +43,31 @@ pub struct Args {
     out: Option<PathBuf>,
 }
 
+/// Named groups of targets.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Suite {
+    /// The overlay filesystems over two lower layers and an upper.
+    Overlay,
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !rustix::process::geteuid().is_root() {
         bail!("the bench mounts tmpfs and FUSE filesystems and drops caches: run it as root");
     }
-    for t in &args.targets {
-        if !TARGETS.contains(&t.as_str()) && !CEPH_TARGETS.contains(&t.as_str()) {
+    let targets = match args.suite {
+        Some(Suite::Overlay) => OVERLAY_TARGETS.iter().map(|t| t.to_string()).collect(),
+        None => args.targets,
+    };
+    for t in &targets {
+        if !TARGETS.contains(&t.as_str())
+            && !CEPH_TARGETS.contains(&t.as_str())
+            && !OVERLAY_TARGETS.contains(&t.as_str())
+        {
             bail!(
-                "unknown target `{t}`; known: {}, {}",
+                "unknown target `{t}`; known: {}, {}, {}",
                 TARGETS.join(", "),
-                CEPH_TARGETS.join(", ")
+                CEPH_TARGETS.join(", "),
+                OVERLAY_TARGETS.join(", ")
             );
         }
     }
@@ -59,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     idfuse_conformance::private_mounts().map_err(anyhow::Error::msg)?;
     let opts = BenchOptions {
         quick: args.quick,
-        targets: args.targets,
+        targets,
         idfuse: std::env::current_exe().context("finding the idfuse binary")?,
         reps: args.reps,
     };

@@ -349,6 +349,134 @@ fn telldir_positions_stay_valid() {
     }
 }
 
+/// A listing's entries (READDIRPLUS, resolved from the layer the listing
+/// found each name in) are what a lookup finds: kinds, inode numbers,
+/// directories merged down to an opaque one, files over directories; and
+/// a listing read on after a change made through the mount hands out
+/// neither a removed name nor a copied-up file's lower attributes.
+#[test]
+fn listed_entries_resolve_as_lookups_do() {
+    let f = fixture(true, |r| {
+        for l in ["l1", "l2", "upper"] {
+            fs::create_dir_all(r.join(l).join("big")).expect("mkdir");
+        }
+        let big = |l: &str, n: &str| r.join(l).join("big").join(n);
+        for i in 0..300 {
+            let layer = if i % 2 == 0 { "l1" } else { "l2" };
+            fs::write(big(layer, &format!("file-{i:03}")), b"lower").expect("write");
+        }
+        fs::write(big("l1", "both"), b"top").expect("write");
+        fs::write(big("l2", "both"), b"bottom").expect("write");
+        // Merged from both lowers; merged with upper too.
+        for (l, n) in [("l1", "m/one"), ("l2", "m/two"), ("l2", "m2/low")] {
+            fs::create_dir_all(big(l, n).parent().expect("parent")).expect("mkdir");
+            fs::write(big(l, n), b"").expect("write");
+        }
+        fs::create_dir_all(big("upper", "m2")).expect("mkdir");
+        fs::write(big("upper", "m2/up"), b"").expect("write");
+        // Opaque in l1: l2's content stays hidden.
+        fs::create_dir_all(big("l1", "opq")).expect("mkdir");
+        fs::write(big("l1", "opq/.wh..wh..opq"), b"").expect("write");
+        fs::create_dir_all(big("l2", "opq/hidden")).expect("mkdir");
+        // A file in l1 over a directory in l2, a symlink, whiteouts.
+        fs::write(big("l1", "fileoverdir"), b"f").expect("write");
+        fs::create_dir_all(big("l2", "fileoverdir/x")).expect("mkdir");
+        std::os::unix::fs::symlink("file-000", big("l2", "link")).expect("symlink");
+        fs::write(big("l2", "wh-kernel"), b"").expect("write");
+        whiteout(&big("upper", "wh-kernel"));
+        fs::write(big("l2", "wh-oci"), b"").expect("write");
+        fs::write(big("l1", ".wh.wh-oci"), b"").expect("write");
+    });
+    let big = f.mnt("big");
+    let listed = dir_entries(&big);
+    assert_eq!(listed.len(), 2 + 300 + 6, "{listed:?}");
+    for (n, ino) in &listed[2..] {
+        let st = fs::symlink_metadata(big.join(n)).expect("stat listed");
+        assert_eq!(*ino, st.ino(), "d_ino of {n} is its st_ino");
+    }
+    assert_eq!(fs::read(big.join("both")).expect("read"), b"top");
+    assert_eq!(
+        names(&big.join("m")),
+        ["one", "two"],
+        "merged from both lowers"
+    );
+    assert_eq!(names(&big.join("m2")), ["low", "up"], "merged with upper");
+    assert!(names(&big.join("opq")).is_empty(), "opaque stops the merge");
+    assert!(fs::symlink_metadata(big.join("fileoverdir"))
+        .expect("stat")
+        .is_file());
+    assert!(fs::symlink_metadata(big.join("link"))
+        .expect("stat")
+        .is_symlink());
+    assert!(!listed.iter().any(|(n, _)| n.starts_with("wh-")));
+}
+
+/// A listing read on after changes made through the mount hands the
+/// kernel neither an entry for a removed name nor a copied-up file's lower
+/// attributes (the listing no longer counts as current: names are looked
+/// up from the top). The names themselves may still be listed (POSIX
+/// leaves that open for changes made since opendir).
+#[test]
+fn listing_read_on_after_a_change_shows_the_change() {
+    let f = fixture(true, |r| {
+        fs::create_dir_all(r.join("l1/big")).expect("mkdir");
+        fs::create_dir_all(r.join("l2/big")).expect("mkdir");
+        for i in 0..600 {
+            let layer = if i % 2 == 0 { "l1" } else { "l2" };
+            fs::write(
+                r.join(layer).join("big").join(format!("file-{i:03}")),
+                b"lower",
+            )
+            .expect("write");
+        }
+    });
+    let big = f.mnt("big");
+    let c = CString::new(big.as_os_str().as_bytes()).expect("path");
+    let mut rest = Vec::new();
+    // SAFETY: a directory stream we own, read entry by entry.
+    unsafe {
+        let d = libc::opendir(c.as_ptr());
+        assert!(!d.is_null());
+        assert!(!libc::readdir(d).is_null(), "first entry");
+        // Names past what the first READDIRPLUS covered (at most 32 KiB,
+        // ~200 entries) but in the next one: l1's 300 names are listed
+        // first, the newest first. (With READDIRPLUS_AUTO the kernel asks
+        // for the next batch with READDIRPLUS because the unlink looked a
+        // name up in the directory; the one after that is a plain
+        // READDIR.)
+        fs::remove_file(big.join("file-010")).expect("unlink");
+        fs::remove_file(big.join("file-012")).expect("unlink");
+        fs::write(big.join("file-014"), b"copied up, longer").expect("copy-up");
+        loop {
+            let e = libc::readdir(d);
+            if e.is_null() {
+                break;
+            }
+            rest.push(
+                CStr::from_ptr((*e).d_name.as_ptr())
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        libc::closedir(d);
+    }
+    assert!(rest.iter().any(|n| n == "file-014"), "{rest:?}");
+    for n in ["file-010", "file-012"] {
+        assert_eq!(
+            errno(fs::symlink_metadata(big.join(n))),
+            Some(libc::ENOENT),
+            "{n}"
+        );
+    }
+    assert_eq!(
+        fs::symlink_metadata(big.join("file-014"))
+            .expect("stat")
+            .len(),
+        17,
+        "the copied-up file's attributes"
+    );
+}
+
 #[test]
 fn copy_up_keeps_owner_mode_times_and_xattrs() {
     let f = fixture(true, |r| {

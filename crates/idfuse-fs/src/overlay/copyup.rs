@@ -34,6 +34,8 @@ impl Overlay {
             return Ok(u);
         }
         let work = self.work.as_ref().ok_or(Errno::ROFS)?;
+        // Makes an entry in the parent's upper directory.
+        let _changing = self.changing();
         let (parent, name) = layers.parent.clone().ok_or(Errno::IO)?;
         let pupper = self.copy_up(&parent, false)?;
         let _one = self.copy_lock.lock().map_err(|_| Errno::IO)?;

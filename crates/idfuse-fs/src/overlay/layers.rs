@@ -99,6 +99,17 @@ impl Reader {
             .is_some())
     }
 
+    /// Resolve `name` from the layer `chain[0]` down, the layers above it
+    /// known to hold neither the name nor a whiteout of it (as a current
+    /// merged listing knows for each name it shows; see [`Listing`]).
+    pub(super) fn resolve_from(
+        &self,
+        chain: &[(bool, Arc<OwnedFd>)],
+        name: &OsStr,
+    ) -> Result<Option<Found>, Errno> {
+        self.resolve_in(chain.iter().map(|(u, d)| (*u, d)), name)
+    }
+
     fn resolve_in<'a>(
         &self,
         dirs: impl Iterator<Item = (bool, &'a Arc<OwnedFd>)>,
@@ -170,7 +181,7 @@ impl Reader {
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut out = Vec::new();
         let dirs = layers.upper.iter().chain(layers.lowers.iter());
-        for dir in dirs {
+        for (layer, dir) in dirs.enumerate() {
             let dev = {
                 let st = statx_fd(dir.as_fd())?;
                 libc::makedev(st.stx_dev_major, st.stx_dev_minor)
@@ -217,6 +228,7 @@ impl Reader {
                     name: name.to_vec(),
                     typ: typ >> 12,
                     ino: ino(dev, e.ino()),
+                    layer,
                 });
             }
             seen.extend(hidden);
@@ -231,4 +243,21 @@ pub(super) struct DirEnt {
     /// `DT_*`.
     pub(super) typ: u32,
     pub(super) ino: u64,
+    /// The layer it was found in: its index in the directory's layers,
+    /// the upper first (if any), then the lowers top down.
+    pub(super) layer: usize,
+}
+
+/// A directory's merged listing and what it knew when it was made.
+pub(super) struct Listing {
+    /// The overlay's change count (see `Overlay::changing`) when the
+    /// listing was made; while it stands, no upper directory changed
+    /// through the overlay since, so the names the listing shows are still
+    /// absent (and not whited out) in every layer above the one it found
+    /// them in: the lowers never change, and the upper did not.
+    pub(super) changes: u64,
+    /// The directory's layers, the upper first (flagged true), as listed.
+    pub(super) chain: Vec<(bool, Arc<OwnedFd>)>,
+    /// The entries; entry `i` has offset `i + 3`.
+    pub(super) ents: Vec<DirEnt>,
 }

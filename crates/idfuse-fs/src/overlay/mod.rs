@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -51,7 +51,7 @@ use crate::backing::{
 
 use copyup::{clear_dir, remove_tree};
 use inodes::{FileIo, Layers, Node, Table, ROOT};
-use layers::{is_dir, is_whiteout, reserved, DirEnt, Reader};
+use layers::{is_dir, is_whiteout, reserved, DirEnt, Listing, Reader};
 pub use layout::{Layout, LayoutError, LowerOptions};
 
 /// How long the kernel may cache names and attributes of objects that
@@ -136,8 +136,14 @@ impl OverlayOptions {
 }
 
 /// Receives one listed entry: (directory node, d_ino, offset of the next
-/// entry, DT_*, name); answers whether to go on.
-type Emit<'a> = dyn FnMut(&Arc<Node>, u64, u64, u32, &[u8]) -> Result<bool, Errno> + 'a;
+/// entry, DT_*, name, and for an entry of a listing that is current (see
+/// [`Listing`]) the directory's layers from the one it was found in down);
+/// answers whether to go on.
+type Emit<'a> =
+    dyn FnMut(&Arc<Node>, u64, u64, u32, &[u8], Option<&Chain>) -> Result<bool, Errno> + 'a;
+
+/// A directory's layers, top first, each flagged true if it is the upper.
+type Chain = [(bool, Arc<OwnedFd>)];
 
 /// The overlay filesystem.
 pub struct Overlay {
@@ -156,12 +162,26 @@ pub struct Overlay {
     /// the index tags inode numbers (see [`Overlay::report_ino`]).
     devs: RwLock<Vec<u64>>,
     /// Open files (a directory's upper layer for directories) and, for
-    /// directories, the merged listing, built at opendir and rebuilt on a
-    /// read from offset 0.
-    handles: Handles<Node, Vec<DirEnt>>,
+    /// directories, the merged listing, built on the first read (not at
+    /// opendir: a listing the kernel has cached is opened, never read) and
+    /// rebuilt on a later read from offset 0; entry `i` has offset `i + 3`.
+    handles: Handles<Node, Option<Listing>>,
+    /// Changes made to upper directories through the overlay (creations,
+    /// removals, renames, copy-ups), counted once each is done: a listing
+    /// made at the same count is current (see [`Listing`]).
+    changes: AtomicU64,
     proc: ProcFd,
     opts: OverlayOptions,
     backing: BackingFiles,
+}
+
+/// See [`Overlay::changing`].
+pub(super) struct Changing<'a>(&'a AtomicU64);
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 fn io_error(what: String) -> impl FnOnce(Errno) -> std::io::Error {
@@ -277,6 +297,7 @@ impl Overlay {
             },
             devs: RwLock::new(vec![key.0]),
             handles: Handles::new(),
+            changes: AtomicU64::new(0),
             proc,
             backing: BackingFiles::new(opts.passthrough_io),
             opts,
@@ -415,6 +436,13 @@ impl Overlay {
         })
     }
 
+    /// Count a change to an upper directory when the guard is dropped,
+    /// that is once the change is made (or failed): a listing started
+    /// before then must not count as current.
+    pub(super) fn changing(&self) -> Changing<'_> {
+        Changing(&self.changes)
+    }
+
     fn lookup_in(&self, parent: &Arc<Node>, name: &OsStr) -> Result<Option<Entry>, Errno> {
         if reserved(name) {
             return Ok(None);
@@ -440,7 +468,14 @@ impl Overlay {
     /// a whiteout there removed. Returns the parent's upper directory and
     /// whether the new object hides something of the lower layers (a new
     /// directory must then be opaque).
-    fn make_room(&self, parent: &Arc<Node>, name: &OsStr) -> Result<(Arc<OwnedFd>, bool), Errno> {
+    ///
+    /// The guard it returns counts the change (see [`Overlay::changing`]):
+    /// hold it until the new object is made.
+    fn make_room(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+    ) -> Result<(Arc<OwnedFd>, bool, Changing<'_>), Errno> {
         check_name(name)?;
         if reserved(name) {
             // Would read back as a whiteout, here or under kernel overlayfs
@@ -451,6 +486,7 @@ impl Overlay {
         if self.read_only() {
             return Err(Errno::ROFS);
         }
+        let changing = self.changing();
         let pupper = self.copy_up(parent, false)?;
         match open_child(pupper.as_fd(), name) {
             Ok(fd) => {
@@ -458,11 +494,11 @@ impl Overlay {
                     return Err(Errno::EXIST);
                 }
                 rustix::fs::unlinkat(&*pupper, name, AtFlags::empty())?;
-                Ok((pupper, true))
+                Ok((pupper, true, changing))
             }
             Err(Errno::NOENT) => {
                 let hides = self.reader.in_lowers(&parent.layers(), name)?;
-                Ok((pupper, hides))
+                Ok((pupper, hides, changing))
             }
             Err(e) => Err(e),
         }
@@ -544,6 +580,7 @@ impl Overlay {
     /// Remove `name` (a `dir`ectory or not) from `parent`, leaving a
     /// whiteout where a lower layer still has the name.
     fn remove(&self, parent: &Arc<Node>, name: &OsStr, dir: bool) -> Result<(), Errno> {
+        let _changing = self.changing();
         check_name(name)?;
         if reserved(name) {
             return Err(Errno::NOENT);
@@ -756,7 +793,7 @@ impl Filesystem for Overlay {
             return Err(Errno::PERM);
         }
         let p = self.node(parent)?;
-        let (pupper, _) = self.make_room(&p, name)?;
+        let (pupper, _, _changing) = self.make_room(&p, name)?;
         let kind = if mode.mode & libc::S_IFMT == 0 {
             rustix::fs::FileType::RegularFile
         } else {
@@ -784,7 +821,7 @@ impl Filesystem for Overlay {
         mode: CreateMode,
     ) -> idfuse::Result<Entry> {
         let p = self.node(parent)?;
-        let (pupper, hides) = self.make_room(&p, name)?;
+        let (pupper, hides, _changing) = self.make_room(&p, name)?;
         {
             let _as = AsOwner::new(owner, mode.umask)?;
             rustix::fs::mkdirat(&*pupper, name, Mode::from_raw_mode(mode.mode & 0o7777))?;
@@ -810,7 +847,7 @@ impl Filesystem for Overlay {
         target: &OsStr,
     ) -> idfuse::Result<Entry> {
         let p = self.node(parent)?;
-        let (pupper, _) = self.make_room(&p, name)?;
+        let (pupper, _, _changing) = self.make_room(&p, name)?;
         {
             let _as = AsOwner::new(owner, 0)?;
             rustix::fs::symlinkat(target, &*pupper, name)?;
@@ -838,6 +875,7 @@ impl Filesystem for Overlay {
         flags: u32,
         _whiteout_owner: Option<&Owner>,
     ) -> idfuse::Result<()> {
+        let _changing = self.changing();
         check_name(name)?;
         check_name(newname)?;
         if reserved(name) {
@@ -979,7 +1017,7 @@ impl Filesystem for Overlay {
         let node = self.node(ino)?;
         let np = self.node(newparent)?;
         let upper = self.copy_up(&node, true)?;
-        let (npupper, _) = self.make_room(&np, newname)?;
+        let (npupper, _, _changing) = self.make_room(&np, newname)?;
         self.proc.link(upper.as_fd(), npupper.as_fd(), newname)?;
         let node = self
             .table
@@ -1037,7 +1075,7 @@ impl Filesystem for Overlay {
         _kill_suidgid: bool,
     ) -> idfuse::Result<(Entry, Opened)> {
         let p = self.node(parent)?;
-        let (pupper, _) = self.make_room(&p, name)?;
+        let (pupper, _, _changing) = self.make_room(&p, name)?;
         let mut oflags = OFlags::from_bits_retain(flags)
             & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::PATH);
         if oflags & BACKING_AS_IS == OFlags::WRONLY && self.backing.wanted(ctx) {
@@ -1116,7 +1154,6 @@ impl Filesystem for Overlay {
     fn opendir(&self, _ctx: &Context<'_>, ino: u64, _flags: u32) -> idfuse::Result<Opened> {
         let node = self.node(ino)?;
         let layers = node.layers();
-        let listing = self.listing(&layers)?;
         let file = match &layers.upper {
             Some(u) => Some(
                 self.proc
@@ -1124,15 +1161,15 @@ impl Filesystem for Overlay {
             ),
             None => None,
         };
-        let fh = self.handles.add_dir(file, listing)?;
-        let flags = if layers.upper.is_none() {
-            OpenOutFlags::CACHE_DIR | OpenOutFlags::KEEP_CACHE
-        } else {
-            OpenOutFlags::empty()
-        };
+        let fh = self.handles.add_dir(file, None)?;
+        // The kernel may keep listings: lowers do not change, and every
+        // change to an upper directory passes through the kernel, which
+        // then drops the listing it cached; a change made in the upper
+        // layer behind the mount's back (undefined for overlayfs too) is
+        // seen once the directory's attributes expire and its mtime moved.
         Ok(Opened {
             fh,
-            flags,
+            flags: OpenOutFlags::CACHE_DIR | OpenOutFlags::KEEP_CACHE,
             ..Opened::default()
         })
     }
@@ -1145,7 +1182,7 @@ impl Filesystem for Overlay {
         offset: u64,
         out: &mut DirBuf,
     ) -> idfuse::Result<()> {
-        self.walk(ino, fh, offset, &mut |_, ino, next, typ, name| {
+        self.walk(ino, fh, offset, &mut |_, ino, next, typ, name, _| {
             Ok(out.push(ino, next, typ, name))
         })
     }
@@ -1158,12 +1195,25 @@ impl Filesystem for Overlay {
         offset: u64,
         out: &mut DirPlusBuf<'_>,
     ) -> idfuse::Result<()> {
-        self.walk(ino, fh, offset, &mut |dir, ino, next, typ, name| {
+        self.walk(ino, fh, offset, &mut |dir, ino, next, typ, name, from| {
             let name = OsStr::from_bytes(name);
             if name == "." || name == ".." {
                 return Ok(out.push(&crate::backing::dots_entry(ino), next, typ, name));
             }
-            let entry = match self.lookup_in(dir, name) {
+            // From a current listing, the name is resolved from the layer
+            // the listing found it in down, as a lookup would (the layers
+            // above hold neither it nor a whiteout of it): a lookup from the
+            // top would probe them for NAME and .wh.NAME in vain, and a
+            // probe of an absent name is the slow path of most filesystems'
+            // lookup (tmpfs keeps no negative dentries).
+            let found = match from {
+                Some(chain) if !reserved(name) => self
+                    .reader
+                    .resolve_from(chain, name)
+                    .and_then(|f| f.map(|f| self.register(dir, name, f)).transpose()),
+                _ => self.lookup_in(dir, name),
+            };
+            let entry = match found {
                 Ok(Some(e)) => e,
                 // Gone since the listing was made: skip it.
                 Ok(None) | Err(_) => return Ok(true),
@@ -1276,10 +1326,25 @@ impl Overlay {
             .ok_or(Errno::NOTDIR)?
             .lock()
             .map_err(|_| Errno::IO)?;
-        if offset == 0 {
-            // rewinddir(3) must show changes made since opendir.
-            *listing = self.listing(&node.layers())?;
+        // rewinddir(3) must show changes made since opendir.
+        if offset == 0 || listing.is_none() {
+            // Read before listing: a change made meanwhile counts after.
+            let changes = self.changes.load(Ordering::SeqCst);
+            let layers = node.layers();
+            let ents = self.listing(&layers)?;
+            let chain = layers
+                .upper
+                .iter()
+                .map(|u| (true, u.clone()))
+                .chain(layers.lowers.iter().map(|l| (false, l.clone())))
+                .collect();
+            *listing = Some(Listing {
+                changes,
+                chain,
+                ents,
+            });
         }
+        let listing = listing.as_ref().ok_or(Errno::IO)?;
         let parent_ino = node.layers().parent.map_or(node.ino, |(p, _)| p.ino);
         let dt_dir = libc::S_IFDIR >> 12;
         // Offsets: 1 is past ".", 2 past "..", 2 + i + 1 past entry i.
@@ -1290,14 +1355,16 @@ impl Overlay {
             } else {
                 (b"..", parent_ino)
             };
-            if !emit(&node, i, off + 1, dt_dir, name)? {
+            if !emit(&node, i, off + 1, dt_dir, name, None)? {
                 return Ok(());
             }
             off += 1;
         }
         let start = usize::try_from(off - 2).map_err(|_| Errno::INVAL)?;
-        for (i, e) in listing.iter().enumerate().skip(start) {
-            if !emit(&node, e.ino, (i + 3) as u64, e.typ, &e.name)? {
+        for (i, e) in listing.ents.iter().enumerate().skip(start) {
+            let current = listing.changes == self.changes.load(Ordering::SeqCst);
+            let from = listing.chain.get(e.layer..).filter(|_| current);
+            if !emit(&node, e.ino, (i + 3) as u64, e.typ, &e.name, from)? {
                 break;
             }
         }

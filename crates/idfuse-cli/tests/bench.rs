@@ -1,0 +1,78 @@
+//! `idfuse bench --quick --suite overlay` end to end: the four overlay
+//! targets mount over their layers, every workload gives a figure (the
+//! merged directory lists both lowers with the upper's whiteouts honoured,
+//! or its rows would be "n/a"), ratios are to kernel overlayfs, and no
+//! daemon outlives the run. About 15 s on two cores.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_idfuse");
+
+/// Processes whose command line names the bench's scratch directory.
+fn daemons_of(bench_pid: u32) -> Vec<String> {
+    let mark = format!("idfuse-bench.{bench_pid}/");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&mark))
+        .collect()
+}
+
+#[test]
+fn quick_overlay_suite_measures_every_workload_and_unmounts() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: the bench mounts tmpfs, overlayfs and FUSE: run as root");
+        return;
+    }
+    let out = tempfile::Builder::new()
+        .prefix("idfuse-bench-test.")
+        .tempdir()
+        .expect("temp dir");
+    let child = Command::new(BIN)
+        .args(["bench", "--quick", "--suite", "overlay", "--out"])
+        .arg(out.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run idfuse bench");
+    let pid = child.id();
+    let run = child.wait_with_output().expect("wait for idfuse bench");
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "idfuse bench failed:\n{log}");
+    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    assert!(md.contains("×overlayfs / ×best peer"), "{md}");
+    let header = md
+        .lines()
+        .find(|l| l.starts_with("| workload |"))
+        .expect("table header");
+    for t in [
+        "overlay",
+        "overlay-idmap",
+        "fuse-overlayfs-layers",
+        "overlayfs",
+    ] {
+        assert!(header.contains(&format!("| {t} ")), "{t} missing: {header}");
+    }
+    let rows: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| workload"))
+        .collect();
+    assert_eq!(rows.len(), 8, "one row per overlay workload:\n{md}");
+    for r in &rows {
+        // A peer that is not installed is skipped with the reason; every
+        // other target must have measured every workload.
+        let missing = r.matches("n/a").count();
+        let allowed = usize::from(md.contains("fuse-overlayfs is not installed"));
+        assert!(
+            missing <= allowed,
+            "a workload was not measured: {r}\n{log}"
+        );
+    }
+    // Its mounts were private to it; its daemons are killed by pid as each
+    // target's repetition ends.
+    let left = daemons_of(pid);
+    assert!(left.is_empty(), "daemons left running: {left:?}");
+}
