@@ -16,16 +16,39 @@ bin=target/release/idfuse
 scratch=$(mktemp -d /tmp/idfuse-test.XXXXXX)
 chmod 0755 "$scratch"
 mkdir -m 1777 "$scratch/tmp"
+echo $$ >"$scratch/pid"
 mounts_under() { awk -v p="$1/" '$3 != "fusectl" && index($2 "/", p) == 1 {print $2}' /proc/self/mounts; }
-cleanup() {
-  # A failed run must not break the next one: detach what it left mounted
-  # and stop the daemons it started (their command lines name the scratch
-  # directory), innermost first.
-  mounts_under "$scratch" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  pkill -KILL -f -- "$scratch/" 2>/dev/null || true
-  rm -rf --one-file-system "$scratch"
+# Abort the FUSE connections of the mounts under $1: a daemon that lived
+# inside a killed test process can never answer the requests that process's
+# other threads made, and they would wait for ever.
+abort_fuse_under() {
+  awk -v p="$1/" '{ for (i = 7; i < NF && $i != "-"; i++) {}
+                    if ($(i + 1) ~ /^fuse/ && index($5 "/", p) == 1) print $3 }' /proc/self/mountinfo |
+    while IFS=: read -r _ minor; do
+      echo 1 >"/sys/fs/fuse/connections/$minor/abort" 2>/dev/null || true
+    done
 }
+# A failed run must not break the next one: end the connections of what it
+# left mounted, detach the mounts innermost first, and stop the daemons it
+# started (their command lines name the scratch directory).
+clean_scratch() {
+  abort_fuse_under "$1"
+  mounts_under "$1" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  pkill -KILL -f -- "$1/" 2>/dev/null || true
+  rm -rf --one-file-system "$1"
+}
+cleanup() { clean_scratch "$scratch"; }
 trap cleanup EXIT
+# A run killed outright (SIGKILL, a CI timeout) could not clean up after
+# itself: clean the scratch directories whose run is gone. Runs still alive
+# (their pid file names a live process) are left alone.
+for old in /tmp/idfuse-test.*; do
+  [ -d "$old" ] && [ "$old" != "$scratch" ] && [ -f "$old/pid" ] || continue
+  pid=$(cat "$old/pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then continue; fi
+  echo "test: cleaning up after a killed run in $old"
+  clean_scratch "$old"
+done
 # A run killed while FUSE over io_uring was switched on for it left the
 # switch on: put the machine's value back before anything else.
 bash scripts/uring-knob.sh repair || true
