@@ -7,6 +7,8 @@
 //! so neither the machine's helper (if installed) nor /etc/fstab is used
 //! or changed.
 
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -24,16 +26,7 @@ struct Private {
 
 impl Private {
     fn new() -> Private {
-        // SAFETY: unshare(CLONE_NEWNS) gives this thread its own fs_struct
-        // and mount namespace; nothing else in the process relies on them.
-        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
-            .expect("unshare(CLONE_NEWNS)");
-        rustix::mount::mount_change(
-            "/",
-            rustix::mount::MountPropagationFlags::PRIVATE
-                | rustix::mount::MountPropagationFlags::REC,
-        )
-        .expect("make mounts private");
+        common::private_mount_namespace();
         let dir = tempfile::Builder::new()
             .prefix("idfuse-mount8.")
             .tempdir()

@@ -422,7 +422,11 @@ impl DevFuseOpen {
             .expect("open the machine lock");
         rustix::fs::flock(&turn, rustix::fs::FlockOperation::LockExclusive)
             .expect("take the machine lock");
-        let now = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+        let now = std::fs::metadata("/dev/fuse")
+            .expect("stat /dev/fuse")
+            .permissions()
+            .mode()
+            & 0o7777;
         let mode = match std::fs::read_to_string(ORIGINAL_MODE) {
             Ok(saved) => u32::from_str_radix(saved.trim(), 8).unwrap_or(now),
             Err(_) => {
@@ -430,7 +434,8 @@ impl DevFuseOpen {
                 now
             }
         };
-        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666))
+            .expect("widen /dev/fuse to 0666");
         Self { mode, _turn: turn }
     }
 }

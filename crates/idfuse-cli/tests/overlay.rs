@@ -12,6 +12,8 @@
 //! Daemons run in the foreground and get SIGKILL when the test's thread
 //! ends; everything mounted is detached and the directory removed on drop.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write as _;
@@ -38,16 +40,7 @@ struct Scratch {
 
 impl Scratch {
     fn new() -> Scratch {
-        // SAFETY: unshare(CLONE_NEWNS) gives this thread its own fs_struct
-        // and mount namespace; nothing else in the process relies on them.
-        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
-            .expect("unshare(CLONE_NEWNS)");
-        rustix::mount::mount_change(
-            "/",
-            rustix::mount::MountPropagationFlags::PRIVATE
-                | rustix::mount::MountPropagationFlags::REC,
-        )
-        .expect("make mounts private");
+        common::private_mount_namespace();
         let dir = tempfile::Builder::new()
             .prefix("idfuse-overlay.")
             .tempdir()
@@ -229,17 +222,24 @@ fn sh_as(uid: u32, gid: u32, script: &str) -> Output {
 
 fn write(p: &Path, data: &str, mode: u32, uid: u32, gid: u32) {
     if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent).unwrap();
+        std::fs::create_dir_all(parent)
+            .unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
     }
     std::fs::write(p, data).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).unwrap();
+    own(p, mode, uid, gid);
 }
 
 fn dir(p: &Path, mode: u32, uid: u32, gid: u32) {
     std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).unwrap();
+    own(p, mode, uid, gid);
+}
+
+/// Give `p` this mode and owner.
+fn own(p: &Path, mode: u32, uid: u32, gid: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
 }
 
 /// What a tree shows: for every path (relative, "." for the root), its
@@ -260,7 +260,12 @@ fn walk(root: &Path) -> BTreeMap<String, String> {
                 )
             )
         } else if ft.is_symlink() {
-            format!("symlink -> {}", std::fs::read_link(&p).unwrap().display())
+            format!(
+                "symlink -> {}",
+                std::fs::read_link(&p)
+                    .unwrap_or_else(|e| panic!("readlink {}: {e}", p.display()))
+                    .display()
+            )
         } else if ft.is_char_device() {
             format!("chr {:x}", m.rdev())
         } else {
@@ -322,7 +327,7 @@ fn image(s: &Scratch) -> (PathBuf, PathBuf) {
     write(&l1.join("gone"), "to be deleted\n", 0o644, 0, 0);
     dir(&l1.join("dir"), 0o755, 1000, 1000);
     write(&l1.join("dir/x"), "x\n", 0o644, 1000, 1000);
-    std::os::unix::fs::symlink("base", l1.join("link-to-base")).unwrap();
+    std::os::unix::fs::symlink("base", l1.join("link-to-base")).expect("symlink in l1");
     (l1, l2)
 }
 
@@ -485,7 +490,7 @@ fn idfuse_then_kernel(x: Xattrs) {
     s.unmount(&mnt);
     check_upper_format("upper written by idfuse", &upper, x);
     assert_eq!(
-        std::fs::read_to_string(l1.join("mod")).unwrap(),
+        std::fs::read_to_string(l1.join("mod")).expect("read l1/mod"),
         "original\n",
         "the lower file is untouched"
     );
@@ -583,7 +588,8 @@ fn two_containers_share_one_image_each_with_its_own_idmap() {
             ("home/user", 1000),
             ("home/user/profile", 1000),
         ] {
-            let m = std::fs::symlink_metadata(mnt.join(rel)).unwrap();
+            let m = std::fs::symlink_metadata(mnt.join(rel))
+                .unwrap_or_else(|e| panic!("stat {rel} through the overlay: {e}"));
             assert_eq!(
                 (m.uid(), m.gid()),
                 (base + uid, base + uid),
@@ -678,7 +684,7 @@ fn two_containers_share_one_image_each_with_its_own_idmap() {
     }
     // The image itself is untouched.
     assert_eq!(
-        std::fs::read_to_string(image.join("etc/os-release")).unwrap(),
+        std::fs::read_to_string(image.join("etc/os-release")).expect("read the image's os-release"),
         "image\n"
     );
     assert!(
@@ -702,7 +708,7 @@ fn an_overlay_without_upper_is_read_only() {
         &[],
     );
     assert_eq!(
-        std::fs::read_to_string(mnt.join("shadowed")).unwrap(),
+        std::fs::read_to_string(mnt.join("shadowed")).expect("read shadowed through the overlay"),
         "from l1\n"
     );
     let erofs = |what: &str, r: std::io::Result<()>| {
@@ -730,7 +736,7 @@ fn an_overlay_without_upper_is_read_only() {
     erofs("symlink", std::os::unix::fs::symlink("x", mnt.join("sym")));
     s.unmount(&mnt);
     assert_eq!(
-        std::fs::read_to_string(l1.join("mod")).unwrap(),
+        std::fs::read_to_string(l1.join("mod")).expect("read l1/mod"),
         "original\n",
         "the lower layer is untouched"
     );

@@ -8,6 +8,10 @@
 //! The changes are made by child processes: the daemon runs inside the test
 //! process and ignores the events it causes itself.
 
+mod common;
+
+use common::Tmpfs;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -20,14 +24,6 @@ use idfuse_fs::passthrough::{CacheMode, Passthrough, PassthroughOptions, LONG_TI
 
 /// Only for hang detection: visibility is expected within milliseconds.
 const DEADLINE: Duration = Duration::from_secs(5);
-
-struct Tmpfs(PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-    }
-}
 
 struct Fixture {
     session: Option<Session<Passthrough>>,
@@ -49,15 +45,7 @@ fn fixture(opts: PassthroughOptions, passthrough: bool) -> Fixture {
     let mnt = dir.path().join("mnt");
     fs::create_dir(&src).expect("mkdir src");
     fs::create_dir(&mnt).expect("mkdir mnt");
-    rustix::mount::mount(
-        "tmpfs",
-        &src,
-        "tmpfs",
-        rustix::mount::MountFlags::empty(),
-        Some(c"mode=0777,size=64m"),
-    )
-    .expect("mount tmpfs");
-    let tmpfs = Tmpfs(src.clone());
+    let tmpfs = Tmpfs::mount(&src, c"mode=0777,size=64m");
     let fs_ = Arc::new(Passthrough::new(&src, opts).expect("passthrough"));
     let cfg = SessionConfig {
         passthrough,

@@ -18,6 +18,10 @@
 //!   single-node Ceph cluster (scripts/ceph-cluster.sh), with fewer
 //!   operations by default (20,000 and 5,000; the same variables set them).
 
+mod common;
+
+use common::Tmpfs;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
@@ -37,15 +41,6 @@ use rustix::fs::{RenameFlags, CWD};
 
 // ---------------------------------------------------------------------
 // Mounts
-
-/// A tmpfs for the passthrough's backing directory, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-    }
-}
 
 /// A kernel overlayfs mount, unmounted on drop.
 struct KernelOverlay(PathBuf);
@@ -247,15 +242,7 @@ impl Mount {
             Target::Passthrough(_) => {
                 let src = dir.path().join("src");
                 fs::create_dir(&src).expect("mkdir src");
-                rustix::mount::mount(
-                    "tmpfs",
-                    &src,
-                    "tmpfs",
-                    rustix::mount::MountFlags::empty(),
-                    Some(c"mode=0777,size=1g"),
-                )
-                .expect("mount tmpfs");
-                let tmpfs = Tmpfs(src.clone());
+                let tmpfs = Tmpfs::mount(&src, c"mode=0777,size=1g");
                 // IDFUSE_INODE_HANDLES=always: hold inodes by file handle.
                 let opts = PassthroughOptions {
                     inode_handles: match std::env::var("IDFUSE_INODE_HANDLES").as_deref() {
@@ -324,15 +311,7 @@ impl Mount {
         for d in [&mnt, &root] {
             fs::create_dir(d).expect("mkdir");
         }
-        rustix::mount::mount(
-            "tmpfs",
-            &root,
-            "tmpfs",
-            rustix::mount::MountFlags::empty(),
-            Some(c"mode=0755,size=1g"),
-        )
-        .expect("mount tmpfs");
-        let tmpfs = Tmpfs(root.clone());
+        let tmpfs = Tmpfs::mount(&root, c"mode=0755,size=1g");
         for d in ["l1", "l2", "upper", "work"] {
             fs::create_dir(root.join(d)).expect("mkdir layer");
         }

@@ -10,12 +10,15 @@
 //! `IDFUSE_INODE_HANDLES` says (`always`, the default, `auto` or `never`:
 //! with `never`, a million files exhaust the open-file limit).
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Tmpfs;
 use idfuse::{MountOptions, Session, SessionConfig};
 use idfuse_fs::memfs::{MemFs, MemFsOptions};
 use idfuse_fs::passthrough::{InodeHandles, Passthrough, PassthroughOptions};
@@ -52,31 +55,6 @@ fn rss() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     pages * u64::try_from(page).expect("page size")
-}
-
-/// A tmpfs, unmounted on drop (also when a test panics).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path) -> Self {
-        fs::create_dir(at).expect("mkdir for tmpfs");
-        // Empty files take no blocks; inodes are unlimited.
-        rustix::mount::mount(
-            "tmpfs",
-            at,
-            "tmpfs",
-            rustix::mount::MountFlags::empty(),
-            Some(c"mode=0777,size=1g,nr_inodes=0"),
-        )
-        .expect("mount tmpfs");
-        Self(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-    }
 }
 
 /// A FUSE mount, unmounted before the tmpfs behind it.
@@ -160,7 +138,9 @@ fn passthrough_inodes_cost_little_and_are_forgotten() {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("src");
     let mnt = dir.path().join("mnt");
-    let tmpfs = Tmpfs::mount(&src);
+    fs::create_dir(&src).expect("mkdir for tmpfs");
+    // Empty files take no blocks; inodes are unlimited.
+    let tmpfs = Tmpfs::mount(&src, c"mode=0777,size=1g,nr_inodes=0");
     fs::create_dir(&mnt).expect("mkdir mnt");
     let start = Instant::now();
     for d in 0..n.div_ceil(PER_DIR) {

@@ -5,6 +5,10 @@
 //! renames, stable inode numbers, creation as other users, an idmapped
 //! view, and a read-only overlay.
 
+mod common;
+
+use common::Tmpfs;
+
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -15,15 +19,6 @@ use std::sync::Arc;
 use idfuse::{MountOptions, Session, SessionConfig};
 use idfuse_fs::overlay::{Layout, Overlay, OverlayOptions};
 use rustix::fs::{FileType, Mode, RenameFlags, XattrFlags, CWD};
-
-/// A tmpfs for the layers, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-    }
-}
 
 /// Two lower layers (`l1` on top of `l2`), `upper`, `work` and `mnt`.
 struct Fixture {
@@ -65,15 +60,7 @@ fn fixture_with(writable: bool, opts: OverlayOptions, fill: impl FnOnce(&Path)) 
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("t");
     fs::create_dir(&root).expect("mkdir");
-    rustix::mount::mount(
-        "tmpfs",
-        &root,
-        "tmpfs",
-        rustix::mount::MountFlags::empty(),
-        Some(c"mode=0755,size=1g"),
-    )
-    .expect("mount tmpfs");
-    let tmpfs = Tmpfs(root.clone());
+    let tmpfs = Tmpfs::mount(&root, c"mode=0755,size=1g");
     for d in ["l1", "l2", "upper", "work", "mnt"] {
         fs::create_dir(root.join(d)).expect("mkdir layer");
     }
@@ -135,37 +122,10 @@ fn errno<T>(r: std::io::Result<T>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
 
-/// Run `f` in a forked child with these credentials; its exit code.
+/// Run `f` in a forked child as `uid`/`gid`, no supplementary groups,
+/// umask 022; its exit code.
 fn as_user(uid: u32, gid: u32, f: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the child makes syscalls and leaves with _exit.
-    match unsafe { libc::fork() } {
-        0 => {
-            // SAFETY: credential syscalls on the child itself.
-            let code = unsafe {
-                libc::umask(0o022);
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setresgid(gid, gid, gid) != 0
-                    || libc::setresuid(uid, uid, uid) != 0
-                {
-                    99
-                } else {
-                    f()
-                }
-            };
-            // SAFETY: leave without running the harness's destructors.
-            unsafe { libc::_exit(code) }
-        }
-        pid => {
-            let mut st = 0;
-            // SAFETY: reaping our own child.
-            unsafe { libc::waitpid(pid, &mut st, 0) };
-            if libc::WIFEXITED(st) {
-                libc::WEXITSTATUS(st)
-            } else {
-                128
-            }
-        }
-    }
+    common::as_user(uid, gid, &[], 0o022, f)
 }
 
 /// `system.posix_acl_access` with a named user.

@@ -4,6 +4,10 @@
 //! behind the mirror's back, escapes, bad input, and a daemon running in a
 //! user namespace.
 
+mod common;
+
+use common::Tmpfs;
+
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
@@ -16,15 +20,6 @@ use std::time::{Duration, Instant};
 use idfuse::{MountOptions, Session, SessionConfig};
 use idfuse_fs::passthrough::{InodeHandles, Passthrough, PassthroughOptions};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, XattrFlags, CWD};
-
-/// A tmpfs for the backing directory, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-    }
-}
 
 struct Fixture {
     session: Option<Session<Passthrough>>,
@@ -66,15 +61,7 @@ fn fixture_with(opts: PassthroughOptions, cfg: SessionConfig) -> Fixture {
     let mnt = dir.path().join("mnt");
     fs::create_dir(&src).expect("mkdir src");
     fs::create_dir(&mnt).expect("mkdir mnt");
-    rustix::mount::mount(
-        "tmpfs",
-        &src,
-        "tmpfs",
-        rustix::mount::MountFlags::empty(),
-        Some(c"mode=0777,size=2g"),
-    )
-    .expect("mount tmpfs");
-    let tmpfs = Tmpfs(src.clone());
+    let tmpfs = Tmpfs::mount(&src, c"mode=0777,size=2g");
     let fs = Arc::new(Passthrough::new(&src, opts).expect("passthrough"));
     let session =
         Session::mount(fs, &mnt, MountOptions::default(), cfg).expect("mount passthrough");
@@ -1408,15 +1395,7 @@ fn full_backing_fs_and_vanished_source_are_errors_not_crashes() {
     let (src, mnt) = (dir.path().join("src"), dir.path().join("mnt"));
     fs::create_dir(&src).unwrap();
     fs::create_dir(&mnt).unwrap();
-    rustix::mount::mount(
-        "tmpfs",
-        &src,
-        "tmpfs",
-        rustix::mount::MountFlags::empty(),
-        Some(c"mode=0777,size=1m"),
-    )
-    .unwrap();
-    let _t = Tmpfs(src.clone());
+    let _t = Tmpfs::mount(&src, c"mode=0777,size=1m");
     for passthrough in [true, false] {
         let fs_ = Arc::new(Passthrough::new(&src, PassthroughOptions::default()).unwrap());
         let cfg = SessionConfig {

@@ -8,12 +8,14 @@
 //! which makes a machine that cannot do it a failure, not a skip).
 
 mod common;
+
 use common::as_user;
+use common::Tmpfs;
 
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,13 +108,6 @@ fn memfs_workload_goes_over_the_ring() {
     assert_on_ring(&s, 4 * n as u64);
 }
 
-struct Tmpfs(PathBuf);
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-    }
-}
-
 #[test]
 fn passthrough_through_an_idmapped_view_goes_over_the_ring() {
     if !ring_or_skip() {
@@ -127,15 +122,7 @@ fn passthrough_through_an_idmapped_view_goes_over_the_ring() {
     for d in [&src, &mnt, &view] {
         fs::create_dir(d).unwrap();
     }
-    rustix::mount::mount(
-        "tmpfs",
-        &src,
-        "tmpfs",
-        rustix::mount::MountFlags::empty(),
-        Some(c"mode=0755"),
-    )
-    .expect("tmpfs");
-    let _tmpfs = Tmpfs(src.clone());
+    let _tmpfs = Tmpfs::mount(&src, c"mode=0755");
     fs::create_dir(src.join("home")).unwrap();
     std::os::unix::fs::chown(src.join("home"), Some(123), Some(123)).unwrap();
     let pt = Arc::new(Passthrough::new(&src, PassthroughOptions::default()).expect("passthrough"));

@@ -308,6 +308,25 @@ impl ProcFd {
         Ok(())
     }
 
+    /// SETXATTR on the inode `fd` as the kernel asks it: the raw `flags`
+    /// (XATTR_CREATE/REPLACE), the value verbatim, then S_ISGID cleared
+    /// where an ACL change requires it (`ACL_KILL_SGID`).
+    pub(crate) fn setxattr_request(
+        &self,
+        fd: BorrowedFd<'_>,
+        name: &OsStr,
+        value: &[u8],
+        flags: u32,
+        sf: idfuse::SetxattrFlags,
+    ) -> Result<(), Errno> {
+        let flags = rustix::fs::XattrFlags::from_bits(flags).ok_or(Errno::INVAL)?;
+        set_xattr(fd, name, value, flags)?;
+        if sf.contains(idfuse::SetxattrFlags::ACL_KILL_SGID) {
+            self.kill_sgid(fd)?;
+        }
+        Ok(())
+    }
+
     /// SETATTR on the inode `fd` (`O_PATH`): the size through `open`, an
     /// open file of it, if the kernel named one, else through a write-only
     /// reopen; then owner, mode, setid clearing and times, in that order

@@ -1248,12 +1248,8 @@ impl Filesystem for Overlay {
         }
         let node = self.node(ino)?;
         let upper = self.copy_up(&node, true)?;
-        let flags = rustix::fs::XattrFlags::from_bits(flags).ok_or(Errno::INVAL)?;
-        crate::backing::set_xattr(upper.as_fd(), name, value, flags)?;
-        if sf.contains(SetxattrFlags::ACL_KILL_SGID) {
-            self.proc.kill_sgid(upper.as_fd())?;
-        }
-        Ok(())
+        self.proc
+            .setxattr_request(upper.as_fd(), name, value, flags, sf)
     }
 
     fn getxattr(

@@ -1182,13 +1182,9 @@ impl Filesystem for Passthrough {
         creds::daemon()?;
         let i = self.inode(ino)?;
         let ifd = self.fd(&i)?;
-        let flags = rustix::fs::XattrFlags::from_bits(flags).ok_or(Errno::INVAL)?;
         // Verbatim: ACLs and capabilities arrive in the filesystem's ids.
-        crate::backing::set_xattr(ifd.as_fd(), name, value, flags)?;
-        if sf.contains(SetxattrFlags::ACL_KILL_SGID) {
-            self.proc.kill_sgid(ifd.as_fd())?;
-        }
-        Ok(())
+        self.proc
+            .setxattr_request(ifd.as_fd(), name, value, flags, sf)
     }
 
     fn getxattr(
