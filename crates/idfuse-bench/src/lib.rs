@@ -53,6 +53,8 @@ pub const TARGETS: &[&str] = &[
     "passthrough-idmap",
     "memfs",
     "passthrough-nopt-uring",
+    "passthrough-uring",
+    "passthrough-idmap-uring",
     "memfs-uring",
     "bindfs",
     "mergerfs",
@@ -256,9 +258,11 @@ fn command_for(
         "passthrough" => idf(&["passthrough", &s, &m], "off"),
         "passthrough-nopt" => idf(&["passthrough", &s, &m, "--passthrough", "false"], "off"),
         "passthrough-nopt-uring" => idf(&["passthrough", &s, &m, "--passthrough", "false"], "on"),
+        "passthrough-uring" => idf(&["passthrough", &s, &m], "on"),
         // An identity map in a new user namespace: the kernel's idmapped
         // paths run, and root can still write.
         "passthrough-idmap" => idf(&["passthrough", &s, &m, "--idmap", "b:0:0:65536"], "off"),
+        "passthrough-idmap-uring" => idf(&["passthrough", &s, &m, "--idmap", "b:0:0:65536"], "on"),
         "memfs" => idf(&["memfs", &m], "off"),
         "memfs-uring" => idf(&["memfs", &m], "on"),
         "bindfs" => vec!["bindfs".into(), "-f".into(), "--multithreaded".into(), s, m],

@@ -5,6 +5,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -691,14 +692,36 @@ impl<F: Filesystem> Session<F> {
                 st.transport
             );
         }
+        self.shared.stopping.store(true, Ordering::Release);
         let one: u64 = 1;
         let _ = rustix::io::write(&*self.shutdown, &one.to_ne_bytes());
+        // A worker blocked in read(/dev/fuse) returns EINTR on the wake
+        // signal. It is sent again until the worker is gone: one that was
+        // between its check of `stopping` and its read when the signal came
+        // blocks after all. At worst a worker is in a filesystem call.
+        let signal = crate::session::wake_signal();
         let deadline = Instant::now() + Duration::from_secs(10);
-        for h in self.workers.drain(..) {
-            // A worker is in the middle of a filesystem call at worst.
-            while !h.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
+        let mut pause = Duration::from_millis(1);
+        while Instant::now() < deadline {
+            let mut left = 0;
+            for h in self.workers.iter().filter(|h| !h.is_finished()) {
+                left += 1;
+                if let Some(sig) = signal {
+                    // SAFETY: the thread is not joined (its JoinHandle is
+                    // here), so its pthread_t is valid even if it has just
+                    // ended; the signal's handler does nothing.
+                    unsafe {
+                        libc::pthread_kill(h.as_pthread_t(), sig);
+                    }
+                }
             }
+            if left == 0 {
+                break;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        for h in self.workers.drain(..) {
             if h.is_finished() {
                 let _ = h.join();
             } else {

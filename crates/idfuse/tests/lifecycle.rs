@@ -350,3 +350,30 @@ fn aborting_the_connection_gives_enotconn_and_stops_workers() {
         "nothing left mounted"
     );
 }
+
+/// The superblock outlives a lazy unmount while a file in it is open, so
+/// the kernel does not end the connection and no worker sees ENODEV: the
+/// session must wake the workers blocked in read(/dev/fuse) itself.
+#[test]
+fn unmounting_while_the_mount_is_in_use_stops_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fs, mut session) = mount(dir.path(), 3);
+    let held = rustix::fs::open(
+        dir.path(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .expect("open the mount's root");
+    // Let every worker reach its read.
+    std::thread::sleep(Duration::from_millis(50));
+    session.unmount().expect("lazy unmount");
+    assert_eq!(
+        session.running_workers(),
+        0,
+        "unmount returned with every worker stopped, not left blocked"
+    );
+    drop(session);
+    // With the session gone, the connection is over for the open file.
+    let err = rustix::fs::fstatfs(&held).expect_err("connection ended");
+    assert_eq!(err, Errno::NOTCONN);
+}
