@@ -44,6 +44,10 @@ const COLOURS: &[RGBColor] = &[
     RGBColor(227, 119, 194),
     RGBColor(23, 190, 207),
     RGBColor(188, 189, 34),
+    RGBColor(31, 60, 100),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
 ];
 const NATIVE: RGBColor = RGBColor(127, 127, 127);
 
@@ -257,7 +261,48 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
 
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let (head, body) = root.split_vertically(118);
+
+    // Lay out the header first: the legend wraps onto as many rows as the
+    // targets need, and the plot gets what is left.
+    let small = TextStyle::from((FAMILY, 17).into_font()).color(&RGBColor(70, 70, 70));
+    let legend = TextStyle::from((FAMILY, 19).into_font());
+    let machine: Vec<String> = if r.machine.is_empty() {
+        Vec::new()
+    } else {
+        wrap(&root, &r.machine, &small, SIZE.0 - 48)
+            .into_iter()
+            .take(2)
+            .collect()
+    };
+    let top_of_legend = (52 + 20 * machine.len() as i32).max(72) + 6;
+    let right = SIZE.0 as i32 - 24;
+    let any_whisker = groups.iter().flat_map(|g| &g.bars).any(|b| b.max > b.min);
+    let whisker_note = "whiskers: min–max over repetitions";
+    let mut items: Vec<(i32, i32, usize)> = Vec::new();
+    let (mut x, mut ly) = (24i32, top_of_legend);
+    for slot in 0..targets.len() {
+        let w = root
+            .estimate_text_size(&targets[slot], &legend)
+            .map_or(120, |(w, _)| w) as i32;
+        if x > 24 && x + 26 + w > right {
+            x = 24;
+            ly += 26;
+        }
+        items.push((x, ly, slot));
+        x += 26 + w + 32;
+    }
+    let note_at = {
+        let w = root
+            .estimate_text_size(whisker_note, &small)
+            .map_or(300, |(w, _)| w) as i32;
+        if x + 16 + w > right {
+            (24, ly + 26)
+        } else {
+            (x + 16, ly + 1)
+        }
+    };
+    let head_height = if any_whisker { note_at.1 } else { ly } + 40;
+    let (head, body) = root.split_vertically(head_height as u32);
 
     // Title, machine line and legend.
     let title = TextStyle::from((FAMILY, 30, FontStyle::Bold).into_font());
@@ -267,34 +312,21 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
         (24, 14),
     )
     .map_err(err)?;
-    let small = TextStyle::from((FAMILY, 17).into_font()).color(&RGBColor(70, 70, 70));
-    let mut y = 52;
-    if !r.machine.is_empty() {
-        for line in wrap(&head, &r.machine, &small, SIZE.0 - 48).iter().take(2) {
-            head.draw_text(line, &small, (24, y)).map_err(err)?;
-            y += 20;
-        }
+    for (i, line) in machine.iter().enumerate() {
+        head.draw_text(line, &small, (24, 52 + 20 * i as i32))
+            .map_err(err)?;
     }
-    let legend = TextStyle::from((FAMILY, 19).into_font());
-    let (mut x, ly) = (24i32, y.max(72) + 6);
-    for (slot, t) in targets.iter().enumerate() {
+    for &(x, ly, slot) in &items {
         head.draw(&Rectangle::new(
             [(x, ly - 2), (x + 18, ly + 16)],
             colour(&targets, slot).filled(),
         ))
         .map_err(err)?;
-        head.draw_text(t, &legend, (x + 26, ly)).map_err(err)?;
-        let w = head.estimate_text_size(t, &legend).map_or(120, |(w, _)| w);
-        x += 26 + w as i32 + 32;
+        head.draw_text(&targets[slot], &legend, (x + 26, ly))
+            .map_err(err)?;
     }
-    let any_whisker = groups.iter().flat_map(|g| &g.bars).any(|b| b.max > b.min);
     if any_whisker {
-        head.draw_text(
-            "whiskers: min–max over repetitions",
-            &small,
-            (x + 16, ly + 1),
-        )
-        .map_err(err)?;
+        head.draw_text(whisker_note, &small, note_at).map_err(err)?;
     }
 
     let n = groups.len() as f64;

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 mod chart;
 pub use chart::chart;
@@ -145,7 +145,7 @@ impl Drop for CephCluster {
 }
 
 /// One figure: a workload on a target.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figure {
     /// Workload name.
     pub workload: String,
@@ -164,7 +164,7 @@ pub struct Figure {
 }
 
 /// The whole run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Kernel, cores, passthrough state.
     pub machine: String,

@@ -11,7 +11,7 @@ use idfuse_bench::{
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Targets: native, passthrough, passthrough-nopt, passthrough-idmap, memfs, passthrough-nopt-uring, memfs-uring, bindfs, mergerfs, fuse-overlayfs (peers are skipped, with the reason, when their Debian package is missing; scripts/bench-deps.sh installs them). The idfuse targets run over /dev/fuse; the -uring ones over io_uring, and are skipped with the reason when the kernel does not offer it (echo Y > /sys/module/fuse/parameters/enable_uring).
+    after_help = "Targets: native, passthrough, passthrough-nopt, passthrough-idmap, memfs, passthrough-nopt-uring, passthrough-uring, passthrough-idmap-uring, memfs-uring, bindfs, mergerfs, fuse-overlayfs (peers are skipped, with the reason, when their Debian package is missing; scripts/bench-deps.sh installs them). The idfuse targets run over /dev/fuse; the -uring ones over io_uring, and are skipped with the reason when the kernel does not offer it (echo Y > /sys/module/fuse/parameters/enable_uring).
 CephFS targets, only when named: cephfs, cephfs-idmap, ceph-fuse (one single-node memstore cluster is started for the run; it measures the clients, not a cluster).
 Overlay targets, only when named or with --suite overlay, and never with the others: overlay, overlay-idmap (idfuse's overlay, plain and through an idmapped view), fuse-overlayfs-layers (the peer) and overlayfs (kernel overlayfs, the reference). Each mounts two lower layers and an upper+work on a fresh tmpfs, prepared identically for every target and repetition, and runs the overlay workloads: readdir of a 10,000-entry directory merged from both lowers with whiteouts in the upper (cold: the first listing after the mount, kernel caches dropped; warm: the second), seq read of a lower file (cold: kernel caches dropped; the lower file's tmpfs pages are memory and stay), 4 KiB random reads of it, seq write of a new file, copy-up of a 1 GiB lower file (open O_WRONLY, write 1 byte, close; 256 MiB with --quick), create+stat+unlink and untar.
 
@@ -19,7 +19,8 @@ Examples:
   idfuse bench --quick
   idfuse bench --targets native,passthrough,bindfs --out /tmp/bench
   idfuse bench --quick --targets cephfs,cephfs-idmap,ceph-fuse
-  idfuse bench --suite overlay --reps 7"
+  idfuse bench --suite overlay --reps 7
+  idfuse bench --redraw /tmp/bench     # results.md and results.png again from results.json"
 )]
 pub struct Args {
     /// Small sizes, one repetition (under two minutes on two cores).
@@ -41,6 +42,10 @@ pub struct Args {
     /// ./bench-results/<unix time>).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Measure nothing: write DIR/results.md and DIR/results.png again from
+    /// DIR/results.json of an earlier run.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["quick", "targets", "suite", "reps", "out"])]
+    redraw: Option<PathBuf>,
 }
 
 /// Named groups of targets.
@@ -51,6 +56,9 @@ enum Suite {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.redraw {
+        return redraw(dir);
+    }
     if !rustix::process::geteuid().is_root() {
         bail!("the bench mounts tmpfs and FUSE filesystems and drops caches: run it as root");
     }
@@ -103,5 +111,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(()) => println!("chart: {}", png.display()),
         Err(e) => eprintln!("warning: no chart: {e}"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn redraw(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let json = dir.join("results.json");
+    let text =
+        std::fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?;
+    let report: idfuse_bench::Report = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not the results.json of idfuse bench", json.display()))?;
+    std::fs::write(dir.join("results.md"), markdown(&report))?;
+    let png = dir.join("results.png");
+    chart(&report, &png).map_err(anyhow::Error::msg)?;
+    println!(
+        "results: {}\nchart: {}",
+        dir.join("results.md").display(),
+        png.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -74,6 +74,14 @@
 //! stores the [`Owner`] of each new file, `examples/clock.rs` the
 //! [`Notifier`]; `docs/porting-from-fuser.md` in the repository maps fuser's
 //! API onto this one.
+//!
+//! Workers block in `read(2)` on `/dev/fuse`. To wake them when the session
+//! stops while the mount is still in use elsewhere (a lazy unmount with
+//! open files, where no ENODEV comes), the first session installs a handler
+//! that does nothing for one real-time signal, `SIGRTMAX - 4`, and sends
+//! it to its own worker threads only. If the program already handles that
+//! signal, idfuse leaves it alone and its workers poll instead, which costs
+//! a little speed.
 #![warn(missing_docs)]
 
 pub mod fs;
