@@ -280,9 +280,9 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
     let whisker_note = "whiskers: min–max over repetitions";
     let mut items: Vec<(i32, i32, usize)> = Vec::new();
     let (mut x, mut ly) = (24i32, top_of_legend);
-    for slot in 0..targets.len() {
+    for (slot, t) in targets.iter().enumerate() {
         let w = root
-            .estimate_text_size(&targets[slot], &legend)
+            .estimate_text_size(t, &legend)
             .map_or(120, |(w, _)| w) as i32;
         if x > 24 && x + 26 + w > right {
             x = 24;
