@@ -84,27 +84,7 @@ impl DirBuf {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
-
-    /// True when a `fuse_dirent` with a name of any length (up to
-    /// NAME_MAX) still fits. A server whose directory stream cannot step
-    /// back (libcephfs's, say) asks before taking the next entry, rather
-    /// than take one that then does not fit.
-    pub fn fits_any_dirent(&self) -> bool {
-        self.room() >= rec_align(std::mem::size_of::<Dirent>() + NAME_MAX)
-    }
-
-    /// As [`DirBuf::fits_any_dirent`], for a `fuse_direntplus`.
-    pub fn fits_any_direntplus(&self) -> bool {
-        self.room() >= rec_align(std::mem::size_of::<Direntplus>() + NAME_MAX)
-    }
-
-    fn room(&self) -> usize {
-        self.max.saturating_sub(self.buf.len())
-    }
 }
-
-/// The longest name a directory entry carries (Linux's NAME_MAX).
-const NAME_MAX: usize = 255;
 
 /// A complete notification message (header included), ready to write.
 #[derive(Debug, Clone)]

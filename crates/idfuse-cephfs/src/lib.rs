@@ -1362,13 +1362,6 @@ impl Filesystem for CephFs {
         let _g = d.lock.lock().map_err(|_| Errno::IO)?;
         self.seek(d, offset);
         loop {
-            // Take an entry from libcephfs only when any entry fits: a
-            // backward ceph_seekdir drops libcephfs's buffer and fetches
-            // the fragment again from the MDS, a path best not relied on
-            // for every full reply (see docs/cephfs.md).
-            if !out.is_empty() && !out.fits_any_dirent() {
-                return Ok(());
-            }
             // SAFETY: dirp open.
             let here = unsafe { ffi::ceph_telldir(self.m(), d.dirp) };
             // SAFETY: dirent is plain data.
@@ -1405,10 +1398,6 @@ impl Filesystem for CephFs {
         let _g = d.lock.lock().map_err(|_| Errno::IO)?;
         self.seek(d, offset);
         loop {
-            // As in readdir: never take an entry that might not fit.
-            if !out.is_empty() && !out.fits_any() {
-                return Ok(());
-            }
             // SAFETY: dirp open.
             let here = unsafe { ffi::ceph_telldir(self.m(), d.dirp) };
             // SAFETY: plain data.

@@ -329,17 +329,6 @@ impl DirPlusBuf<'_> {
         use std::os::unix::ffi::OsStrExt;
         self.0.push_plus(&entry.to_out(), off, typ, name.as_bytes())
     }
-
-    /// True when an entry with a name of any length still fits (see
-    /// [`DirBuf::fits_any_dirent`]).
-    pub fn fits_any(&self) -> bool {
-        self.0.fits_any_direntplus()
-    }
-
-    /// True when nothing was added yet.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Helper for `DirBuf::push` with an `OsStr`.
