@@ -8,7 +8,9 @@
 # Debian packages (ceph-mon ceph-osd ceph-mds ceph-common ceph-fuse).
 # Daemons are tracked by the pids it records in DIR/pids and stopped with
 # SIGKILL (an MDS given SIGTERM respawns itself under the same pid). A start
-# after a crashed run first stops what DIR/pids still names.
+# after a crashed run first stops what DIR/pids still names, and a watcher
+# stops the cluster when the process that started it dies without doing so
+# (CEPH_CLUSTER_OWNER=PID names another owner, 0 none).
 set -euo pipefail
 
 starting=
@@ -81,6 +83,30 @@ stop_daemons() {
 
 ceph_() { timeout 20 ceph -c "$conf" "$@"; }
 
+# A test that dies without stopping its cluster (SIGKILL, or a crash inside
+# libcephfs) would leave the daemons running for ever. A watcher stops the
+# cluster once the process that started it is gone: CEPH_CLUSTER_OWNER, by
+# default our parent; 0 for none (a cluster started by hand).
+script=$(readlink -f "$0")
+watch_owner() {
+  local owner=${CEPH_CLUSTER_OWNER:-$PPID}
+  [ "$owner" != 0 ] || return 0
+  setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec bash "$2" stop "$3"' \
+    ceph-cluster-watch "$owner" "$script" "$dir/" >/dev/null 2>&1 </dev/null 9>&- &
+  echo $! >"$dir/watcher.pid"
+}
+
+# The watcher of this directory, unless it is us (it execs `stop`).
+stop_watcher() {
+  local w
+  [ -f "$dir/watcher.pid" ] || return 0
+  w=$(cat "$dir/watcher.pid")
+  if [ -n "$w" ] && [ "$w" != $$ ] && ours "$w"; then
+    kill -KILL "$w" 2>/dev/null || true
+  fi
+  rm -f "$dir/watcher.pid"
+}
+
 # Start a daemon in the foreground of a background job and record its pid.
 spawn() {
   local name=$1; shift
@@ -104,6 +130,7 @@ start() {
     command -v "$b" >/dev/null || die "$b is missing; run scripts/setup.sh (it installs Debian's ceph-mon, ceph-osd, ceph-mds, ceph-common)"
   done
   # Leftovers of a killed run in this directory.
+  stop_watcher
   stop_clients
   stop_daemons
   find "$dir" -mindepth 1 -delete
@@ -220,11 +247,13 @@ CONF
   timeout 60 rados -c "$conf" -p cephfs_data put probe /dev/null \
     || die "the data pool does not take writes; see $dir/log/osd.0.log"
   timeout 30 rados -c "$conf" -p cephfs_data rm probe || true
+  watch_owner
 }
 
 case $cmd in
   start) start ;;
   stop)
+    stop_watcher
     stop_clients
     stop_daemons
     ;;

@@ -281,9 +281,7 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
     let mut items: Vec<(i32, i32, usize)> = Vec::new();
     let (mut x, mut ly) = (24i32, top_of_legend);
     for (slot, t) in targets.iter().enumerate() {
-        let w = root
-            .estimate_text_size(t, &legend)
-            .map_or(120, |(w, _)| w) as i32;
+        let w = root.estimate_text_size(t, &legend).map_or(120, |(w, _)| w) as i32;
         if x > 24 && x + 26 + w > right {
             x = 24;
             ly += 26;
