@@ -70,13 +70,16 @@ pub const CEPH_TARGETS: &[&str] = &["cephfs", "cephfs-idmap", "ceph-fuse"];
 /// and never together with the other groups: each target mounts two lower
 /// layers and an upper with its work directory, all on one fresh tmpfs,
 /// prepared identically for every target and repetition. idfuse's overlay,
-/// the same seen through an idmapped view (identity map), fuse-overlayfs
+/// the same seen through an idmapped view (identity map), both again over
+/// io_uring (skipped where the kernel does not offer it), fuse-overlayfs
 /// with those layers (the peer; the `fuse-overlayfs` target of the default
 /// group is a one-layer mirror) and kernel overlayfs (the reference of this
 /// group, as native tmpfs is of the default one).
 pub const OVERLAY_TARGETS: &[&str] = &[
     "overlay",
     "overlay-idmap",
+    "overlay-uring",
+    "overlay-idmap-uring",
     "fuse-overlayfs-layers",
     "overlayfs",
 ];
@@ -373,19 +376,7 @@ fn mount(
         "bindfs" | "mergerfs" | "fuse-overlayfs" => target,
         _ => "idfuse",
     };
-    if target.ends_with("-uring") {
-        let knob = "/sys/module/fuse/parameters/enable_uring";
-        match std::fs::read_to_string(knob) {
-            Ok(v) if v.trim() == "Y" => {}
-            Ok(v) => {
-                return Err(format!(
-                    "FUSE over io_uring is off ({knob} is {}; echo Y > {knob} as root)",
-                    v.trim()
-                ))
-            }
-            Err(_) => return Err("this kernel has no FUSE over io_uring".into()),
-        }
-    }
+    uring_available(target)?;
     if prog != "idfuse" && !which(prog) {
         return Err(format!(
             "{prog} is not installed (Debian package {prog}; scripts/bench-deps.sh installs it)"
@@ -400,6 +391,22 @@ fn mount(
     m.mounts.push(mnt.clone());
     m.dir = mnt;
     Ok((m, argv.join(" ")))
+}
+
+/// A `-uring` target runs only where the kernel offers FUSE over io_uring.
+fn uring_available(target: &str) -> Result<(), String> {
+    if !target.ends_with("-uring") {
+        return Ok(());
+    }
+    let knob = "/sys/module/fuse/parameters/enable_uring";
+    match std::fs::read_to_string(knob) {
+        Ok(v) if v.trim() == "Y" => Ok(()),
+        Ok(v) => Err(format!(
+            "FUSE over io_uring is off ({knob} is {}; echo Y > {knob} as root)",
+            v.trim()
+        )),
+        Err(_) => Err("this kernel has no FUSE over io_uring".into()),
+    }
 }
 
 /// The lower file read by the overlay group (in the bottom layer, so that
@@ -473,6 +480,7 @@ fn mount_overlay(
         "fuse-overlayfs-layers" => "fuse-overlayfs",
         _ => "",
     };
+    uring_available(target)?;
     if !prog.is_empty() && !which(prog) {
         return Err(format!(
             "{prog} is not installed (Debian package {prog}; scripts/bench-deps.sh installs it)"
@@ -513,7 +521,7 @@ fn mount_overlay(
         "fuse-overlayfs-layers" => {
             vec!["fuse-overlayfs".into(), "-f".into(), "-o".into(), opts, m_s]
         }
-        "overlay" | "overlay-idmap" => {
+        "overlay" | "overlay-idmap" | "overlay-uring" | "overlay-idmap-uring" => {
             let mut v: Vec<String> = vec![
                 idfuse.to_string_lossy().into(),
                 "mount".into(),
@@ -522,10 +530,15 @@ fn mount_overlay(
                 "-o".into(),
                 opts,
             ];
-            if target == "overlay-idmap" {
+            if target.starts_with("overlay-idmap") {
                 v.extend(["--idmap".into(), "b:0:0:65536".into()]);
             }
-            v.extend(["--foreground".into(), "--io-uring".into(), "off".into()]);
+            let transport = if target.ends_with("-uring") {
+                "on"
+            } else {
+                "off"
+            };
+            v.extend(["--foreground".into(), "--io-uring".into(), transport.into()]);
             v
         }
         _ => return Err(format!("unknown overlay target {target}")),

@@ -13,7 +13,7 @@ use idfuse_bench::{
 #[command(
     after_help = "Targets: native, passthrough, passthrough-nopt, passthrough-idmap, memfs, passthrough-nopt-uring, passthrough-uring, passthrough-idmap-uring, memfs-uring, bindfs, mergerfs, fuse-overlayfs (peers are skipped, with the reason, when their Debian package is missing; scripts/bench-deps.sh installs them). The idfuse targets run over /dev/fuse; the -uring ones over io_uring, and are skipped with the reason when the kernel does not offer it (echo Y > /sys/module/fuse/parameters/enable_uring).
 CephFS targets, only when named: cephfs, cephfs-idmap, ceph-fuse (one single-node memstore cluster is started for the run; it measures the clients, not a cluster).
-Overlay targets, only when named or with --suite overlay, and never with the others: overlay, overlay-idmap (idfuse's overlay, plain and through an idmapped view), fuse-overlayfs-layers (the peer) and overlayfs (kernel overlayfs, the reference). Each mounts two lower layers and an upper+work on a fresh tmpfs, prepared identically for every target and repetition, and runs the overlay workloads: readdir of a 10,000-entry directory merged from both lowers with whiteouts in the upper (cold: the first listing after the mount, kernel caches dropped; warm: the second), seq read of a lower file (cold: kernel caches dropped; the lower file's tmpfs pages are memory and stay), 4 KiB random reads of it, seq write of a new file, copy-up of a 1 GiB lower file (open O_WRONLY, write 1 byte, close; 256 MiB with --quick), create+stat+unlink and untar.
+Overlay targets, only when named or with --suite overlay, and never with the others: overlay, overlay-idmap (idfuse's overlay, plain and through an idmapped view), overlay-uring, overlay-idmap-uring (the same over io_uring), fuse-overlayfs-layers (the peer) and overlayfs (kernel overlayfs, the reference). Each mounts two lower layers and an upper+work on a fresh tmpfs, prepared identically for every target and repetition, and runs the overlay workloads: readdir of a 10,000-entry directory merged from both lowers with whiteouts in the upper (cold: the first listing after the mount, kernel caches dropped; warm: the second), seq read of a lower file (cold: kernel caches dropped; the lower file's tmpfs pages are memory and stay), 4 KiB random reads of it, seq write of a new file, copy-up of a 1 GiB lower file (open O_WRONLY, write 1 byte, close; 256 MiB with --quick), create+stat+unlink and untar.
 
 Examples:
   idfuse bench --quick
@@ -30,7 +30,8 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
     /// A group of targets instead of --targets: overlay (overlay,
-    /// overlay-idmap, fuse-overlayfs-layers, overlayfs).
+    /// overlay-idmap, overlay-uring, overlay-idmap-uring,
+    /// fuse-overlayfs-layers, overlayfs).
     #[arg(long, value_name = "overlay", conflicts_with = "targets")]
     suite: Option<Suite>,
     /// Repetitions (default: 1 with --quick, 3 otherwise); e.g. --quick
