@@ -2017,6 +2017,29 @@ fn stress_on(target: Target) {
     // backing directory, and with lookups of every name in the namespace.
     let mut files = HashMap::new();
     check_tree(&m, Path::new("stress"), &mut files);
+    #[cfg(feature = "cephfs-tests")]
+    if matches!(target, Target::Cephfs) {
+        // The MDS settles a hard-linked file's link count after the fact
+        // (an unlinked primary name goes to a stray directory and is
+        // reintegrated later), so right after the run a count can still
+        // include a name that is gone. Give it time, and say how long it
+        // took: a count that never settles fails below.
+        let start = Instant::now();
+        while files.values().any(|(n, p)| *n != p.len() as u64)
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(200));
+            fs::write("/proc/sys/vm/drop_caches", "2").expect("drop caches");
+            files.clear();
+            check_tree(&m, Path::new("stress"), &mut files);
+        }
+        if start.elapsed() > Duration::from_millis(1) {
+            println!(
+                "stress on {target:?}: link counts settled after {} ms",
+                start.elapsed().as_millis()
+            );
+        }
+    }
     for (ino, (nlink, paths)) in &files {
         if *nlink == paths.len() as u64 {
             continue;
@@ -2032,11 +2055,18 @@ fn stress_on(target: Target) {
             .first()
             .and_then(|p| fs::symlink_metadata(m.mnt.join(p)).ok())
             .map(|md| md.nlink());
+        let fresh: Option<Vec<(String, u64)>> = fresh_client_view(&m).map(|v| {
+            v.into_iter()
+                .filter(|(_, (i, _))| i == ino)
+                .map(|(p, (_, n))| (p, n))
+                .collect()
+        });
         assert_eq!(
             *nlink,
             paths.len() as u64,
             "nlink of inode {ino}, found at {paths:?} by listing, at {by_lookup:?} by \
-             lookup; nlink on a second lstat: {again:?}"
+             lookup; nlink on a second lstat: {again:?}; a fresh client (ceph-fuse) \
+             finds it at (path, nlink): {fresh:?}"
         );
     }
     for parent in STRESS_PARENTS {
@@ -2107,10 +2137,31 @@ fn stress_on(target: Target) {
     }
 
     // Remove everything: the inode table goes back to where it started.
-    if let Err(e) = fs::remove_dir_all(&root) {
+    #[cfg_attr(not(feature = "cephfs-tests"), allow(unused_mut))]
+    let mut removed = fs::remove_dir_all(&root);
+    #[cfg(feature = "cephfs-tests")]
+    if matches!(target, Target::Cephfs) {
+        // The same on removal: a directory whose last name was a hard
+        // link's primary can stay non-empty for the MDS a moment longer.
+        let start = Instant::now();
+        while matches!(&removed, Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY))
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(200));
+            removed = fs::remove_dir_all(&root);
+        }
+        if start.elapsed() > Duration::from_millis(1) {
+            println!(
+                "stress on {target:?}: the tree came away after {} ms",
+                start.elapsed().as_millis()
+            );
+        }
+    }
+    if let Err(e) = removed {
         panic!(
-            "remove the tree: {e}; what is left:\n{}",
-            leftover_report(&root)
+            "remove the tree: {e}; what is left:\n{}a fresh client (ceph-fuse) lists: {:?}",
+            leftover_report(&root),
+            fresh_client_view(&m).map(|v| v.into_keys().collect::<Vec<_>>())
         );
     }
     if let Some(b) = &m.backing {
@@ -2124,6 +2175,77 @@ fn stress_on(target: Target) {
     }
     assert_eq!(m.inode_count(), base, "inode table back at its baseline");
     assert_eq!(m.running_workers(), m.expected_workers(), "no worker died");
+}
+
+/// The stress tree as a fresh Ceph client sees it (ceph-fuse, mounted for
+/// the moment): path → (inode, link count). A fresh client has no cache, so
+/// this is what the MDS holds; None when the mount is not CephFS or
+/// ceph-fuse cannot mount.
+#[cfg(feature = "cephfs-tests")]
+fn fresh_client_view(m: &Mount) -> Option<BTreeMap<String, (u64, u64)>> {
+    let cluster = m._ceph.as_ref()?;
+    let dir = tempfile::tempdir().ok()?;
+    let mut child = std::process::Command::new("ceph-fuse")
+        .arg("-f")
+        .arg("-c")
+        .arg(cluster.0.path().join("ceph.conf"))
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let start = Instant::now();
+    let mut view = None;
+    while start.elapsed() < Duration::from_secs(20) {
+        let mounted = fs::read_to_string("/proc/self/mounts").is_ok_and(|t| {
+            t.lines().any(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                f.len() > 2 && Path::new(f[1]) == dir.path() && f[2].starts_with("fuse")
+            })
+        });
+        if mounted {
+            let mut v = BTreeMap::new();
+            let mut dirs = vec![PathBuf::from("stress")];
+            while let Some(d) = dirs.pop() {
+                for e in fs::read_dir(dir.path().join(&d))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let rel = d.join(e.file_name());
+                    if let Ok(md) = fs::symlink_metadata(dir.path().join(&rel)) {
+                        if md.is_dir() {
+                            dirs.push(rel.clone());
+                        }
+                        v.insert(rel.display().to_string(), (md.ino(), md.nlink()));
+                    }
+                }
+            }
+            view = Some(v);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A plain unmount lets ceph-fuse end its MDS session. Killed, it would
+    // keep its capabilities on the tree until the MDS times the session
+    // out, and the mount under test would wait for them (minutes).
+    let _ = rustix::mount::unmount(dir.path(), rustix::mount::UnmountFlags::empty());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if child.try_wait().is_ok_and(|s| s.is_some()) {
+            return view;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = rustix::mount::unmount(dir.path(), rustix::mount::UnmountFlags::DETACH);
+    let _ = child.kill();
+    let _ = child.wait();
+    view
+}
+
+#[cfg(not(feature = "cephfs-tests"))]
+fn fresh_client_view(_m: &Mount) -> Option<BTreeMap<String, (u64, u64)>> {
+    None
 }
 
 /// Every directory left under `root`, with the names its listing shows
