@@ -77,6 +77,7 @@ impl Default for CephStatx {
 
 pub const STATX_BASIC_STATS: c_uint = 0x7ff;
 pub const STATX_SIZE: c_uint = 0x200;
+pub const STATX_NLINK: c_uint = 0x2;
 pub const AT_SYMLINK_NOFOLLOW: c_uint = 0x100;
 
 pub const SETATTR_MODE: c_int = 1 << 0;
@@ -132,6 +133,7 @@ extern "C" {
     pub fn ceph_select_filesystem(cmount: *mut MountInfo, fs_name: *const c_char) -> c_int;
     pub fn ceph_mount(cmount: *mut MountInfo, root: *const c_char) -> c_int;
     pub fn ceph_shutdown(cmount: *mut MountInfo);
+    pub fn ceph_sync_fs(cmount: *mut MountInfo) -> c_int;
 
     pub fn ceph_userperm_new(
         uid: uid_t,

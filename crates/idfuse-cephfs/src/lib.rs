@@ -752,9 +752,14 @@ impl CephFs {
     /// Whether `name` exists in `parent`, as libcephfs's lookup says (its
     /// cache or the MDS); the reference the lookup takes is dropped.
     fn probe(&self, parent: *mut ffi::Inode, name: &CStr) -> idfuse::Result<()> {
-        let (inode, _) = self.ll_lookup(parent, name, 0)?;
+        self.probe_links(parent, name).map(|_| ())
+    }
+
+    /// As [`Self::probe`], giving the link count of what `name` names.
+    fn probe_links(&self, parent: *mut ffi::Inode, name: &CStr) -> idfuse::Result<u32> {
+        let (inode, st) = self.ll_lookup(parent, name, ffi::STATX_NLINK)?;
         self.put(inode, 1);
-        Ok(())
+        Ok(st.stx_nlink)
     }
 
     /// `ceph_ll_lookup` asking for the statx fields in `want`: the inode,
@@ -1166,7 +1171,19 @@ impl Filesystem for CephFs {
         // directories locked for the rename, so no other request of this
         // mount can remove the source in between; another client still
         // can (RELIABILITY.md).
-        self.probe(p, &name)?;
+        if self.probe_links(p, &name)? > 1 {
+            // A second libcephfs 16.2.15 bug feeds the first: when the MDS
+            // confirms (safe reply) an earlier request that replaced another
+            // link of this file, libcephfs drops every cached name of the
+            // file and trusts the null dentries it leaves, so the source can
+            // turn "absent" between this probe and the rename's own lookup
+            // (RELIABILITY.md has the debug log). Waiting for this client's
+            // unconfirmed requests lets that happen first; the second probe
+            // then sees it. Only hard-linked sources pay for the wait.
+            // SAFETY: the mount is live for `self`'s lifetime.
+            check(unsafe { ffi::ceph_sync_fs(self.m()) })?;
+            self.probe(p, &name)?;
+        }
         match self.probe(np, &newname) {
             Ok(()) if flags & (libc::RENAME_NOREPLACE | libc::RENAME_WHITEOUT) != 0 => {
                 // Checked, not atomic: another client may create the name
