@@ -121,13 +121,10 @@ fn redraw(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         std::fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?;
     let report: idfuse_bench::Report = serde_json::from_str(&text)
         .with_context(|| format!("{} is not the results.json of idfuse bench", json.display()))?;
-    std::fs::write(dir.join("results.md"), markdown(&report))?;
+    let md = dir.join("results.md");
+    std::fs::write(&md, markdown(&report)).with_context(|| format!("writing {}", md.display()))?;
     let png = dir.join("results.png");
     chart(&report, &png).map_err(anyhow::Error::msg)?;
-    println!(
-        "results: {}\nchart: {}",
-        dir.join("results.md").display(),
-        png.display()
-    );
+    println!("results: {}\nchart: {}", md.display(), png.display());
     Ok(ExitCode::SUCCESS)
 }

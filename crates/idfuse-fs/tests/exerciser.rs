@@ -2017,29 +2017,6 @@ fn stress_on(target: Target) {
     // backing directory, and with lookups of every name in the namespace.
     let mut files = HashMap::new();
     check_tree(&m, Path::new("stress"), &mut files);
-    #[cfg(feature = "cephfs-tests")]
-    if matches!(target, Target::Cephfs) {
-        // The MDS settles a hard-linked file's link count after the fact
-        // (an unlinked primary name goes to a stray directory and is
-        // reintegrated later), so right after the run a count can still
-        // include a name that is gone. Give it time, and say how long it
-        // took: a count that never settles fails below.
-        let start = Instant::now();
-        while files.values().any(|(n, p)| *n != p.len() as u64)
-            && start.elapsed() < Duration::from_secs(10)
-        {
-            std::thread::sleep(Duration::from_millis(200));
-            fs::write("/proc/sys/vm/drop_caches", "2").expect("drop caches");
-            files.clear();
-            check_tree(&m, Path::new("stress"), &mut files);
-        }
-        if start.elapsed() > Duration::from_millis(1) {
-            println!(
-                "stress on {target:?}: link counts settled after {} ms",
-                start.elapsed().as_millis()
-            );
-        }
-    }
     for (ino, (nlink, paths)) in &files {
         if *nlink == paths.len() as u64 {
             continue;
@@ -2141,8 +2118,11 @@ fn stress_on(target: Target) {
     let mut removed = fs::remove_dir_all(&root);
     #[cfg(feature = "cephfs-tests")]
     if matches!(target, Target::Cephfs) {
-        // The same on removal: a directory whose last name was a hard
-        // link's primary can stay non-empty for the MDS a moment longer.
+        // libcephfs 16.2.15 can drop cached names of a hard-linked file
+        // and trust their absence (RELIABILITY.md), so a listing may miss a
+        // name the MDS still has and the rmdir meets ENOTEMPTY. The failed
+        // rmdir itself moves the directory's capabilities, after which a
+        // second listing shows the name (200-400 ms in the runs so far).
         let start = Instant::now();
         while matches!(&removed, Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY))
             && start.elapsed() < Duration::from_secs(10)
@@ -2197,13 +2177,8 @@ fn fresh_client_view(m: &Mount) -> Option<BTreeMap<String, (u64, u64)>> {
     let start = Instant::now();
     let mut view = None;
     while start.elapsed() < Duration::from_secs(20) {
-        let mounted = fs::read_to_string("/proc/self/mounts").is_ok_and(|t| {
-            t.lines().any(|l| {
-                let f: Vec<&str> = l.split(' ').collect();
-                f.len() > 2 && Path::new(f[1]) == dir.path() && f[2].starts_with("fuse")
-            })
-        });
-        if mounted {
+        let dev = |p: &Path| fs::metadata(p).map(|md| md.dev()).ok();
+        if dev(dir.path()).is_some() && dev(dir.path()) != dir.path().parent().and_then(dev) {
             let mut v = BTreeMap::new();
             let mut dirs = vec![PathBuf::from("stress")];
             while let Some(d) = dirs.pop() {

@@ -135,7 +135,7 @@ extern "C" fn on_usr1(_: libc::c_int) {}
 
 #[test]
 fn a_signal_interrupts_a_blocked_read() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary mountpoint");
     let (fs, _session) = mount(dir.path(), 2);
     let path = std::ffi::CString::new(dir.path().join("slow").to_str().unwrap()).unwrap();
     // SAFETY: the child installs a handler and reads; it only makes syscalls
@@ -191,7 +191,7 @@ fn a_signal_interrupts_a_blocked_read() {
 
 #[test]
 fn workers_serve_requests_in_parallel() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary mountpoint");
     let (fs, _session) = mount(dir.path(), 4);
     let threads: Vec<_> = (0..4)
         .map(|_| {
@@ -210,7 +210,7 @@ fn workers_serve_requests_in_parallel() {
 
 #[test]
 fn notifications_reach_the_kernel() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary mountpoint");
     let (_fs, session) = mount(dir.path(), 2);
     // An open file pins the inode in the kernel's cache.
     let file = std::fs::File::open(dir.path().join("data")).unwrap();
@@ -234,7 +234,7 @@ fn notifications_reach_the_kernel() {
 
 #[test]
 fn dropping_caches_sends_forgets() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary mountpoint");
     let (fs, _session) = mount(dir.path(), 2);
     std::fs::metadata(dir.path().join("data")).unwrap();
     std::fs::metadata(dir.path().join("slow")).unwrap();
@@ -251,7 +251,7 @@ fn dropping_caches_sends_forgets() {
 
 #[test]
 fn an_external_unmount_stops_the_workers() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary mountpoint");
     let (_fs, mut session) = mount(dir.path(), 3);
     // Over io_uring, one /dev/fuse worker stays beside the ring threads.
     let expected = match session.transport() {
@@ -326,7 +326,7 @@ impl Drop for Fusectl {
 
 #[test]
 fn aborting_the_connection_gives_enotconn_and_stops_workers() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary mountpoint");
     let (_fs, mut session) = mount(dir.path(), 2);
     let _ctl = Fusectl::ensure();
     let dev = std::fs::metadata(dir.path()).unwrap().dev();
@@ -356,7 +356,7 @@ fn aborting_the_connection_gives_enotconn_and_stops_workers() {
 /// session must wake the workers blocked in read(/dev/fuse) itself.
 #[test]
 fn unmounting_while_the_mount_is_in_use_stops_the_workers() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary mountpoint");
     let (_fs, mut session) = mount(dir.path(), 3);
     let held = rustix::fs::open(
         dir.path(),
