@@ -15,6 +15,7 @@
 //!     targets: vec!["native".into(), "memfs".into()],
 //!     idfuse: "target/release/idfuse".into(),
 //!     reps: None,
+//!     workloads: Vec::new(),
 //! };
 //! let report = run(&opts, &mut std::io::stderr()).expect("bench");
 //! println!("{}", markdown(&report));
@@ -43,6 +44,9 @@ pub struct BenchOptions {
     pub idfuse: PathBuf,
     /// Repetitions, instead of the mode's (quick: 1, full: 3).
     pub reps: Option<usize>,
+    /// Run only the workloads whose name contains one of these (case
+    /// insensitive); empty means all.
+    pub workloads: Vec<String>,
 }
 
 /// All target names, in the order they run.
@@ -391,6 +395,32 @@ fn mount(
     m.mounts.push(mnt.clone());
     m.dir = mnt;
     Ok((m, argv.join(" ")))
+}
+
+/// The workloads of `all` whose name contains one of `wanted` (case
+/// insensitive), in their usual order; all of them when `wanted` is empty.
+fn select_workloads(
+    all: &'static [(&'static str, Work)],
+    wanted: &[String],
+) -> Result<Vec<(&'static str, Work)>, String> {
+    if wanted.is_empty() {
+        return Ok(all.to_vec());
+    }
+    let wanted: Vec<String> = wanted.iter().map(|w| w.to_lowercase()).collect();
+    if let Some(w) = wanted.iter().find(|w| {
+        !all.iter()
+            .any(|(n, _)| n.to_lowercase().contains(w.as_str()))
+    }) {
+        return Err(format!(
+            "no workload matches `{w}`; the workloads of these targets: {}",
+            all.iter().map(|(n, _)| *n).collect::<Vec<_>>().join("; ")
+        ));
+    }
+    Ok(all
+        .iter()
+        .filter(|(n, _)| wanted.iter().any(|w| n.to_lowercase().contains(w.as_str())))
+        .copied()
+        .collect())
 }
 
 /// A `-uring` target runs only where the kernel offers FUSE over io_uring.
@@ -1013,11 +1043,12 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> Result<Report, String> {
             OVERLAY_TARGETS.join(", ")
         ));
     }
-    let workloads = if overlays != 0 {
+    let all = if overlays != 0 {
         OVERLAY_WORKLOADS
     } else {
         WORKLOADS
     };
+    let workloads = select_workloads(all, &opts.workloads)?;
     let base = std::env::temp_dir().join(format!("idfuse-bench.{}", std::process::id()));
     let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); targets.len()]; workloads.len()];
     let mut units = vec![""; workloads.len()];

@@ -39,13 +39,18 @@ pub struct Args {
     /// whose memstore OSD keeps everything in RAM).
     #[arg(long, value_name = "N")]
     reps: Option<usize>,
+    /// Comma-separated parts of workload names: run only the workloads
+    /// whose name contains one (default: all), e.g. `--workloads
+    /// create,untar`.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    workloads: Vec<String>,
     /// Directory for results.md, results.json and results.png (default:
     /// ./bench-results/<unix time>).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Measure nothing: write DIR/results.md and DIR/results.png again from
     /// DIR/results.json of an earlier run.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["quick", "targets", "suite", "reps", "out"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["quick", "targets", "suite", "reps", "out", "workloads"])]
     redraw: Option<PathBuf>,
 }
 
@@ -94,6 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         targets,
         idfuse: std::env::current_exe().context("finding the idfuse binary")?,
         reps: args.reps,
+        workloads: args.workloads,
     };
     let report = run_bench(&opts, &mut std::io::stderr()).map_err(anyhow::Error::msg)?;
     let md = markdown(&report);

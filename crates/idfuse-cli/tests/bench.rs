@@ -79,3 +79,67 @@ fn quick_overlay_suite_measures_every_workload_and_unmounts() {
     let left = daemons_of(pid);
     assert!(left.is_empty(), "daemons left running: {left:?}");
 }
+
+/// `--workloads` runs only the named rows, here untar (which must find the
+/// crate archive and time real trees) on native tmpfs and the mirror; a
+/// name that matches no workload is refused with the list of names.
+#[test]
+fn workloads_option_runs_only_the_named_rows() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: the bench mounts tmpfs and FUSE: run as root");
+        return;
+    }
+    let out = tempfile::Builder::new()
+        .prefix("idfuse-bench-test.")
+        .tempdir()
+        .expect("temp dir");
+    let run = Command::new(BIN)
+        .args([
+            "bench",
+            "--quick",
+            "--targets",
+            "native,passthrough",
+            "--workloads",
+            "UNTAR",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .expect("run idfuse bench");
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "idfuse bench failed:\n{log}");
+    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    let rows: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| workload"))
+        .collect();
+    assert_eq!(rows.len(), 1, "only the untar row:\n{md}");
+    assert!(
+        rows[0].starts_with("| untar a crate + du (trees/s) |"),
+        "{md}"
+    );
+    assert!(
+        !rows[0].contains("n/a"),
+        "untar was not measured: {md}\n{log}"
+    );
+
+    let bad = Command::new(BIN)
+        .args([
+            "bench",
+            "--quick",
+            "--targets",
+            "native",
+            "--workloads",
+            "nosuch",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .expect("run idfuse bench");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "an unknown workload was accepted");
+    assert!(
+        err.contains("no workload matches `nosuch`") && err.contains("untar a crate + du"),
+        "{err}"
+    );
+}
