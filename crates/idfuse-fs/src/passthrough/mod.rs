@@ -321,6 +321,7 @@ fn resolve(path: &Path) -> std::io::Result<PathBuf> {
 impl Passthrough {
     /// Mirror `source`.
     pub fn new(source: &Path, opts: PassthroughOptions) -> Result<Self, Error> {
+        crate::backing::reserve_fd_table();
         match std::fs::metadata(source) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(Error::SourceNotDir(source.to_path_buf())),
