@@ -321,9 +321,16 @@ fn listed_entries_resolve_as_lookups_do() {
             fs::create_dir_all(r.join(l).join("big")).expect("mkdir");
         }
         let big = |l: &str, n: &str| r.join(l).join("big").join(n);
-        for i in 0..300 {
-            let layer = if i % 2 == 0 { "l1" } else { "l2" };
-            fs::write(big(layer, &format!("file-{i:03}")), b"lower").expect("write");
+        // Enough names for several READDIRPLUS replies (some 190 each),
+        // so that most are resolved by the look-ahead helper; each layer's
+        // files have their own size.
+        for i in 0..1000 {
+            let (layer, body): (_, &[u8]) = if i % 2 == 0 {
+                ("l1", b"lower")
+            } else {
+                ("l2", b"lower-2")
+            };
+            fs::write(big(layer, &format!("file-{i:03}")), body).expect("write");
         }
         fs::write(big("l1", "both"), b"top").expect("write");
         fs::write(big("l2", "both"), b"bottom").expect("write");
@@ -349,10 +356,15 @@ fn listed_entries_resolve_as_lookups_do() {
     });
     let big = f.mnt("big");
     let listed = dir_entries(&big);
-    assert_eq!(listed.len(), 2 + 300 + 6, "{listed:?}");
+    assert_eq!(listed.len(), 2 + 1000 + 6, "{listed:?}");
     for (n, ino) in &listed[2..] {
         let st = fs::symlink_metadata(big.join(n)).expect("stat listed");
         assert_eq!(*ino, st.ino(), "d_ino of {n} is its st_ino");
+        if let Some(i) = n.strip_prefix("file-") {
+            let i: usize = i.parse().expect("file number");
+            let size = if i.is_multiple_of(2) { 5 } else { 7 };
+            assert_eq!(st.len(), size, "{n} has the attributes of its layer");
+        }
     }
     assert_eq!(fs::read(big.join("both")).expect("read"), b"top");
     assert_eq!(

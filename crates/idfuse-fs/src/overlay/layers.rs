@@ -5,11 +5,12 @@
 //! an OCI `.wh..wh..opq` file inside) merges nothing below it. The OCI
 //! names themselves are never shown.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use idfuse::Errno;
 use rustix::fs::{AtFlags, OFlags, StatxFlags};
@@ -48,6 +49,7 @@ pub(super) struct Found {
 }
 
 /// The layer-reading half of the overlay: which xattr marks opaque dirs.
+#[derive(Clone, Copy)]
 pub(super) struct Reader {
     pub(super) opaque_xattr: &'static str,
 }
@@ -260,4 +262,97 @@ pub(super) struct Listing {
     pub(super) chain: Vec<(bool, Arc<OwnedFd>)>,
     /// The entries; entry `i` has offset `i + 3`.
     pub(super) ents: Vec<DirEnt>,
+    /// Entries resolved ahead of the kernel's next READDIRPLUS.
+    pub(super) ahead: Arc<Ahead>,
+}
+
+impl Drop for Listing {
+    fn drop(&mut self) {
+        self.ahead.dropped.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Entries of a merged listing resolved by a helper thread while the
+/// kernel digests the last READDIRPLUS reply. Without it a cold listing
+/// alternates: the daemon resolves a batch of names while the listing
+/// process waits, then the kernel makes an inode and a dentry of each while
+/// the daemon waits; on two cores half the time was idle.
+///
+/// What the helper finds is only used while the listing is current (see
+/// [`Listing`]), as the walker's own fast path is: no upper directory
+/// changed through the overlay since the listing was made, so each name
+/// still resolves from the layer it was listed in down.
+#[derive(Default)]
+pub(super) struct Ahead {
+    /// Entry index → what resolving it found (`None`: gone meanwhile).
+    slots: Mutex<HashMap<usize, Option<Found>>>,
+    /// Entries below this index have been answered: the helper skips them.
+    passed: AtomicUsize,
+    /// Entries below this index have been handed to the helper.
+    scheduled: AtomicUsize,
+    /// Entries in the last reply: where the next one will likely end.
+    last_batch: AtomicUsize,
+    /// The listing is gone: the helper stops.
+    dropped: AtomicBool,
+}
+
+impl Ahead {
+    /// What the helper found for entry `i`, if it got there first.
+    pub(super) fn take(&self, i: usize) -> Option<Option<Found>> {
+        self.slots.lock().ok()?.remove(&i)
+    }
+
+    /// Entry `i` is answered (or being answered) by the walker.
+    pub(super) fn pass(&self, i: usize) {
+        self.passed.fetch_max(i + 1, Ordering::Relaxed);
+    }
+
+    /// Claim entries `[from, to)` for the helper, minus what it already
+    /// has: the range to hand it, if any.
+    pub(super) fn claim(&self, from: usize, to: usize) -> Option<std::ops::Range<usize>> {
+        let start = from.max(self.scheduled.fetch_max(to, Ordering::Relaxed));
+        (start < to).then_some(start..to)
+    }
+
+    /// The number of entries the last reply carried (64 before any).
+    pub(super) fn batch(&self) -> usize {
+        match self.last_batch.load(Ordering::Relaxed) {
+            0 => 64,
+            n => n,
+        }
+    }
+
+    pub(super) fn set_batch(&self, n: usize) {
+        self.last_batch.store(n, Ordering::Relaxed);
+    }
+
+    /// The helper's work: resolve each of `ents` (index, name, layer)
+    /// from its layer in `chain` down, skipping what the walker passed.
+    /// An error is left for the walker to meet and answer.
+    pub(super) fn fill(
+        &self,
+        reader: Reader,
+        chain: &[(bool, Arc<OwnedFd>)],
+        ents: Vec<(usize, Vec<u8>, usize)>,
+    ) {
+        for (i, name, layer) in ents {
+            if self.dropped.load(Ordering::Relaxed) {
+                return;
+            }
+            if i < self.passed.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Some(from) = chain.get(layer..) else {
+                continue;
+            };
+            if let Ok(found) = reader.resolve_from(from, OsStr::from_bytes(&name)) {
+                match self.slots.lock() {
+                    Ok(mut slots) if i >= self.passed.load(Ordering::Relaxed) => {
+                        slots.insert(i, found);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 }

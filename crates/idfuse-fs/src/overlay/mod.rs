@@ -137,10 +137,25 @@ impl OverlayOptions {
 
 /// Receives one listed entry: (directory node, d_ino, offset of the next
 /// entry, DT_*, name, and for an entry of a listing that is current (see
-/// [`Listing`]) the directory's layers from the one it was found in down);
-/// answers whether to go on.
+/// [`Listing`]) the directory's layers from the one it was found in down
+/// with what the look-ahead found); answers whether to go on.
 type Emit<'a> =
-    dyn FnMut(&Arc<Node>, u64, u64, u32, &[u8], Option<&Chain>) -> Result<bool, Errno> + 'a;
+    dyn FnMut(&Arc<Node>, u64, u64, u32, &[u8], Option<Current<'_>>) -> Result<bool, Errno> + 'a;
+
+/// An entry of a current listing (see [`Emit`]).
+struct Current<'a> {
+    /// The directory's layers from the one the entry was found in down.
+    from: &'a Chain,
+    /// What the look-ahead helper found for it, if it got there first.
+    ahead: Option<Option<layers::Found>>,
+}
+
+/// Work for the look-ahead helper thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Entries a READDIRPLUS reply is resolved ahead by: about one and a half
+/// replies (a reply carries some 190 entries with short names).
+const LOOK_AHEAD: usize = 256;
 
 /// A directory's layers, top first, each flagged true if it is the upper.
 type Chain = [(bool, Arc<OwnedFd>)];
@@ -173,6 +188,9 @@ pub struct Overlay {
     proc: ProcFd,
     opts: OverlayOptions,
     backing: BackingFiles,
+    /// The look-ahead helper's queue (see [`Ahead`](layers::Ahead)), started on first
+    /// use; it ends when the overlay is dropped.
+    helper: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
 }
 
 /// See [`Overlay::changing`].
@@ -201,6 +219,7 @@ impl Overlay {
     /// An overlay of `layout`'s layers. Clears debris of interrupted
     /// copy-ups from `WORKDIR/work` (creating it if needed).
     pub fn new(layout: Layout, opts: OverlayOptions) -> std::io::Result<Overlay> {
+        crate::backing::reserve_fd_table();
         let proc = ProcFd::open().map_err(io_error(
             "cannot open /proc/self/fd (the overlay reopens files through it; mount /proc)".into(),
         ))?;
@@ -301,6 +320,7 @@ impl Overlay {
             proc,
             backing: BackingFiles::new(opts.passthrough_io),
             opts,
+            helper: Mutex::new(None),
         })
     }
 
@@ -1182,7 +1202,7 @@ impl Filesystem for Overlay {
         offset: u64,
         out: &mut DirBuf,
     ) -> idfuse::Result<()> {
-        self.walk(ino, fh, offset, &mut |_, ino, next, typ, name, _| {
+        self.walk(ino, fh, offset, false, &mut |_, ino, next, typ, name, _| {
             Ok(out.push(ino, next, typ, name))
         })
     }
@@ -1195,36 +1215,45 @@ impl Filesystem for Overlay {
         offset: u64,
         out: &mut DirPlusBuf<'_>,
     ) -> idfuse::Result<()> {
-        self.walk(ino, fh, offset, &mut |dir, ino, next, typ, name, from| {
-            let name = OsStr::from_bytes(name);
-            if name == "." || name == ".." {
-                return Ok(out.push(&crate::backing::dots_entry(ino), next, typ, name));
-            }
-            // From a current listing, the name is resolved from the layer
-            // the listing found it in down, as a lookup would (the layers
-            // above hold neither it nor a whiteout of it): a lookup from the
-            // top would probe them for NAME and .wh.NAME in vain, and a
-            // probe of an absent name is the slow path of most filesystems'
-            // lookup (tmpfs keeps no negative dentries).
-            let found = match from {
-                Some(chain) if !reserved(name) => self
-                    .reader
-                    .resolve_from(chain, name)
-                    .and_then(|f| f.map(|f| self.register(dir, name, f)).transpose()),
-                _ => self.lookup_in(dir, name),
-            };
-            let entry = match found {
-                Ok(Some(e)) => e,
-                // Gone since the listing was made: skip it.
-                Ok(None) | Err(_) => return Ok(true),
-            };
-            if !out.push(&entry, next, typ, name) {
-                // Not sent: undo the lookup it counted.
-                self.forget(entry.ino, 1);
-                return Ok(false);
-            }
-            Ok(true)
-        })
+        self.walk(
+            ino,
+            fh,
+            offset,
+            true,
+            &mut |dir, ino, next, typ, name, current| {
+                let name = OsStr::from_bytes(name);
+                if name == "." || name == ".." {
+                    return Ok(out.push(&crate::backing::dots_entry(ino), next, typ, name));
+                }
+                // From a current listing, the name is resolved from the layer
+                // the listing found it in down, as a lookup would (the layers
+                // above hold neither it nor a whiteout of it): a lookup from the
+                // top would probe them for NAME and .wh.NAME in vain, and a
+                // probe of an absent name is the slow path of most filesystems'
+                // lookup (tmpfs keeps no negative dentries).
+                let found = match current {
+                    Some(Current {
+                        ahead: Some(found), ..
+                    }) if !reserved(name) => found.map(|f| self.register(dir, name, f)).transpose(),
+                    Some(Current { from, .. }) if !reserved(name) => self
+                        .reader
+                        .resolve_from(from, name)
+                        .and_then(|f| f.map(|f| self.register(dir, name, f)).transpose()),
+                    _ => self.lookup_in(dir, name),
+                };
+                let entry = match found {
+                    Ok(Some(e)) => e,
+                    // Gone since the listing was made: skip it.
+                    Ok(None) | Err(_) => return Ok(true),
+                };
+                if !out.push(&entry, next, typ, name) {
+                    // Not sent: undo the lookup it counted.
+                    self.forget(entry.ino, 1);
+                    return Ok(false);
+                }
+                Ok(true)
+            },
+        )
     }
 
     fn statfs(&self, _ctx: &Context<'_>, _ino: u64) -> idfuse::Result<Kstatfs> {
@@ -1313,7 +1342,17 @@ impl Overlay {
     /// Hand `emit` the entries of the open directory `fh` (node `ino`)
     /// after `offset`, `.` and `..` first: (directory node, d_ino, offset
     /// of the next entry, DT_*, name), until it answers false.
-    fn walk(&self, ino: u64, fh: u64, offset: u64, emit: &mut Emit<'_>) -> Result<(), Errno> {
+    /// Emit the entries of directory `ino` (handle `fh`) from `offset` on.
+    /// With `plus` (READDIRPLUS), entries past this reply are resolved
+    /// ahead by the helper while the kernel digests it (see [`Ahead`](layers::Ahead)).
+    fn walk(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        emit: &mut Emit<'_>,
+    ) -> Result<(), Errno> {
         let h = self.handles.get(fh)?;
         let node = self.node(ino)?;
         let mut listing = h
@@ -1338,6 +1377,7 @@ impl Overlay {
                 changes,
                 chain,
                 ents,
+                ahead: Arc::default(),
             });
         }
         let listing = listing.as_ref().ok_or(Errno::IO)?;
@@ -1357,14 +1397,74 @@ impl Overlay {
             off += 1;
         }
         let start = usize::try_from(off - 2).map_err(|_| Errno::INVAL)?;
+        let current = |l: &Listing| l.changes == self.changes.load(Ordering::SeqCst);
+        let ahead = &listing.ahead;
+        if plus && current(listing) {
+            // The helper starts where this reply will likely end.
+            let at = start + ahead.batch();
+            self.look_ahead(listing, at, at + LOOK_AHEAD);
+        }
+        let mut end = listing.ents.len();
         for (i, e) in listing.ents.iter().enumerate().skip(start) {
-            let current = listing.changes == self.changes.load(Ordering::SeqCst);
-            let from = listing.chain.get(e.layer..).filter(|_| current);
-            if !emit(&node, e.ino, (i + 3) as u64, e.typ, &e.name, from)? {
+            let cur = listing
+                .chain
+                .get(e.layer..)
+                .filter(|_| current(listing))
+                .map(|from| {
+                    let found = if plus {
+                        ahead.pass(i);
+                        ahead.take(i)
+                    } else {
+                        None
+                    };
+                    Current { from, ahead: found }
+                });
+            if !emit(&node, e.ino, (i + 3) as u64, e.typ, &e.name, cur)? {
+                end = i;
                 break;
             }
         }
+        if plus && end < listing.ents.len() && current(listing) {
+            ahead.set_batch((end - start).max(1));
+            self.look_ahead(listing, end, end + LOOK_AHEAD);
+        }
         Ok(())
+    }
+
+    /// Hand entries `[from, to)` of `listing` (minus those already handed
+    /// over) to the look-ahead helper. Without a helper thread (it could
+    /// not be started) the walker resolves every entry itself.
+    fn look_ahead(&self, listing: &Listing, from: usize, to: usize) {
+        let Some(range) = listing.ahead.claim(from, to.min(listing.ents.len())) else {
+            return;
+        };
+        let ents: Vec<(usize, Vec<u8>, usize)> = listing.ents[range.clone()]
+            .iter()
+            .zip(range)
+            .filter(|(e, _)| !reserved(OsStr::from_bytes(&e.name)))
+            .map(|(e, i)| (i, e.name.clone(), e.layer))
+            .collect();
+        let (ahead, chain, reader) = (listing.ahead.clone(), listing.chain.clone(), self.reader);
+        let job: Job = Box::new(move || ahead.fill(reader, &chain, ents));
+        let Ok(mut helper) = self.helper.lock() else {
+            return;
+        };
+        if helper.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            match std::thread::Builder::new()
+                .name("idfuse-overlay-ahead".into())
+                .spawn(move || rx.into_iter().for_each(|job| job()))
+            {
+                Ok(_) => *helper = Some(tx),
+                Err(e) => {
+                    tracing::warn!("cannot start the listing look-ahead thread: {e}");
+                    return;
+                }
+            }
+        }
+        if let Some(tx) = helper.as_ref() {
+            let _ = tx.send(job);
+        }
     }
 
     /// The merged listing of a directory with `layers`.
