@@ -1648,13 +1648,5 @@ pub fn documented_differences() -> Vec<Difference> {
         key,
         why: EXDEV,
     })
-    .chain(["rename_whiteout", "whiteout"].map(|key| Difference {
-        target: "overlay",
-        scenario: "K1",
-        key,
-        why: "overlay: RENAME_WHITEOUT is refused with EINVAL, as kernel overlayfs \
-            refuses it: a 0/0 char device in the upper layer is the overlay's own \
-            whiteout, so the caller's would hide the name instead of showing",
-    }))
     .collect()
 }

@@ -653,6 +653,7 @@ fn renames() {
         fs::write(r.join("l2/a"), b"a").expect("write");
         fs::write(r.join("l2/b"), b"b").expect("write");
         fs::write(r.join("l2/c"), b"c").expect("write");
+        fs::write(r.join("l2/d"), b"d").expect("write");
         fs::create_dir(r.join("upper/updir")).expect("mkdir");
     });
     assert_eq!(
@@ -684,22 +685,54 @@ fn renames() {
         .expect("RENAME_EXCHANGE of two lower files");
     assert_eq!(fs::read(f.mnt("b")).expect("read"), b"c");
     assert_eq!(fs::read(f.mnt("c")).expect("read"), b"b");
-    // Refused as kernel overlayfs refuses it: in the upper layer a caller's
-    // whiteout would be the overlay's own and hide the name.
-    assert_eq!(
-        rustix::fs::renameat_with(CWD, f.mnt("a2"), CWD, f.mnt("a3"), RenameFlags::WHITEOUT).err(),
-        Some(rustix::io::Errno::INVAL),
-        "RENAME_WHITEOUT"
+    // A caller's RENAME_WHITEOUT (kernel overlayfs refuses it) leaves a
+    // char device 0/0 at the old name that the overlay shows as itself,
+    // marked in the upper layer so as not to be taken for its own
+    // whiteout; removing it leaves a real whiteout only over a lower name.
+    let is_device = |p: &Path| {
+        fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+    };
+    rustix::fs::renameat_with(CWD, f.mnt("a2"), CWD, f.mnt("a3"), RenameFlags::WHITEOUT)
+        .expect("RENAME_WHITEOUT of an upper-only file");
+    assert!(
+        is_device(&f.mnt("a2")),
+        "the device at the old name is shown"
     );
-    fs::rename(f.mnt("a2"), f.mnt("a3")).expect("rename of an upper-only file");
+    assert_eq!(
+        xattr(&f.upper("a2"), "trusted.overlay.idfuse.device").as_deref(),
+        Some(&b"y"[..]),
+        "marked in the upper layer"
+    );
+    assert_eq!(
+        xattr(&f.mnt("a2"), "trusted.overlay.idfuse.device"),
+        None,
+        "the mark is private"
+    );
+    assert_eq!(fs::read(f.mnt("a3")).expect("read"), b"a");
+    fs::remove_file(f.mnt("a2")).expect("unlink the device");
     assert!(
         fs::symlink_metadata(f.upper("a2")).is_err(),
         "no lower a2, so no whiteout is left for it"
     );
     assert_eq!(errno(fs::metadata(f.mnt("a2"))), Some(libc::ENOENT));
+    rustix::fs::renameat_with(CWD, f.mnt("d"), CWD, f.mnt("d2"), RenameFlags::WHITEOUT)
+        .expect("RENAME_WHITEOUT of a lower file");
+    assert!(
+        is_device(&f.mnt("d")),
+        "the device hides the lower d and shows"
+    );
+    assert_eq!(fs::read(f.mnt("d2")).expect("copied up"), b"d");
+    fs::remove_file(f.mnt("d")).expect("unlink the device");
+    assert!(
+        is_whiteout(&f.upper("d")),
+        "a whiteout keeps the lower d hidden"
+    );
+    assert_eq!(errno(fs::metadata(f.mnt("d"))), Some(libc::ENOENT));
+    fs::rename(f.mnt("a3"), f.mnt("a4")).expect("rename of an upper-only file");
+    assert_eq!(errno(fs::metadata(f.mnt("a3"))), Some(libc::ENOENT));
     fs::rename(f.mnt("c"), f.mnt("b")).expect("rename over an existing name");
     assert_eq!(fs::read(f.mnt("b")).expect("read"), b"b");
-    assert_eq!(names(&f.mnt("")), ["a3", "b", "lowerdir", "updir2"]);
+    assert_eq!(names(&f.mnt("")), ["a4", "b", "d2", "lowerdir", "updir2"]);
 }
 
 #[test]

@@ -52,6 +52,12 @@ pub(super) struct Found {
 #[derive(Clone, Copy)]
 pub(super) struct Reader {
     pub(super) opaque_xattr: &'static str,
+    /// The xattr (value "y") that marks a char device 0/0 as a device the
+    /// user made (`RENAME_WHITEOUT` through the mount), shown as itself
+    /// instead of hiding its name; `None` where char devices cannot carry
+    /// it (`user.` xattrs, with `userxattr`). Kernel overlayfs does not
+    /// know it and hides such a device's name as a whiteout.
+    pub(super) device_xattr: Option<&'static str>,
 }
 
 impl Reader {
@@ -64,6 +70,36 @@ impl Reader {
         }
         match open_child(dir, OsStr::new(WH_OPAQUE)) {
             Ok(_) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True for a whiteout: a char device 0/0 (`st`, opened as `fd`) that
+    /// is not marked as a device the user made (see `device_xattr`).
+    pub(super) fn hides(&self, fd: BorrowedFd<'_>, st: &rustix::fs::Statx) -> Result<bool, Errno> {
+        if !is_whiteout(st) {
+            return Ok(false);
+        }
+        Ok(match self.device_xattr {
+            Some(x) => xattr_value(fd, OsStr::new(x))?.as_deref() != Some(b"y"),
+            None => true,
+        })
+    }
+
+    /// [`Reader::hides`] for `name` in the layer directory `dir`, whose
+    /// attributes are `st` (false if it is gone meanwhile).
+    fn hides_at(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        st: &rustix::fs::Statx,
+    ) -> Result<bool, Errno> {
+        if !is_whiteout(st) || self.device_xattr.is_none() {
+            return Ok(is_whiteout(st));
+        }
+        match open_child(dir, name) {
+            Ok(fd) => self.hides(fd.as_fd(), st),
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(e),
         }
@@ -130,7 +166,7 @@ impl Reader {
                 Err(e) => return Err(e),
             };
             let st = statx_fd(fd.as_fd())?;
-            if is_whiteout(&st) {
+            if self.hides(fd.as_fd(), &st)? {
                 break;
             }
             let fd = Arc::new(fd);
@@ -215,7 +251,7 @@ impl Reader {
                         StatxFlags::TYPE,
                     );
                     match st {
-                        Ok(st) if is_whiteout(&st) => {
+                        Ok(st) if self.hides_at(file.as_fd(), OsStr::from_bytes(name), &st)? => {
                             hidden.push(name.to_vec());
                             continue;
                         }

@@ -150,6 +150,10 @@ struct Current<'a> {
     ahead: Option<Option<layers::Found>>,
 }
 
+/// Marks a char device 0/0 in a layer as one the user made (see
+/// `Reader::device_xattr`); private, like every `trusted.overlay.` name.
+const DEVICE_XATTR: &str = "trusted.overlay.idfuse.device";
+
 /// Work for the look-ahead helper thread.
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -262,6 +266,8 @@ impl Overlay {
             } else {
                 "trusted.overlay.opaque"
             },
+            // `user.` xattrs are for regular files and directories only.
+            device_xattr: (!opts.userxattr).then_some(DEVICE_XATTR),
         };
         let top = upper.as_ref().or(lowers.first()).ok_or_else(|| {
             std::io::Error::new(
@@ -510,7 +516,7 @@ impl Overlay {
         let pupper = self.copy_up(parent, false)?;
         match open_child(pupper.as_fd(), name) {
             Ok(fd) => {
-                if !is_whiteout(&statx_fd(fd.as_fd())?) {
+                if !self.reader.hides(fd.as_fd(), &statx_fd(fd.as_fd())?)? {
                     return Err(Errno::EXIST);
                 }
                 rustix::fs::unlinkat(&*pupper, name, AtFlags::empty())?;
@@ -893,7 +899,7 @@ impl Filesystem for Overlay {
         newparent: u64,
         newname: &OsStr,
         flags: u32,
-        _whiteout_owner: Option<&Owner>,
+        whiteout_owner: Option<&Owner>,
     ) -> idfuse::Result<()> {
         let _changing = self.changing();
         check_name(name)?;
@@ -908,14 +914,18 @@ impl Filesystem for Overlay {
             return Err(Errno::ROFS);
         }
         let flags = RenameFlags::from_bits(flags).ok_or(Errno::INVAL)?;
-        // A caller's RENAME_WHITEOUT is refused, as kernel overlayfs refuses
-        // it: a 0/0 char device in the upper layer is the overlay's own
-        // whiteout, so the caller's would hide the name instead of showing
-        // as a device. The overlay's own whiteouts are made below.
-        if flags.contains(RenameFlags::WHITEOUT) {
-            return Err(Errno::INVAL);
-        }
         let exchange = flags.contains(RenameFlags::EXCHANGE);
+        // A caller's RENAME_WHITEOUT leaves a char device 0/0 at the old
+        // name, marked (DEVICE_XATTR) so that the overlay shows it as the
+        // device it is instead of taking it for its own whiteout, which
+        // would hide the name. Kernel overlayfs refuses the flag (EINVAL),
+        // and so does this overlay where devices cannot carry the mark.
+        let caller_whiteout = flags.contains(RenameFlags::WHITEOUT);
+        let device_xattr = match (caller_whiteout, self.reader.device_xattr) {
+            (false, _) => None,
+            (true, Some(x)) if !exchange => Some(x),
+            (true, _) => return Err(Errno::INVAL),
+        };
         let p = self.node(parent)?;
         let np = self.node(newparent)?;
         let src = self
@@ -995,6 +1005,26 @@ impl Filesystem for Overlay {
                 f |= RenameFlags::WHITEOUT;
             }
             rustix::fs::renameat_with(&*pupper, name, &*npupper, newname, f)?;
+            if let (Some(x), Some(o)) = (device_xattr, whiteout_owner) {
+                // The new device is the caller's: marked, then given the
+                // caller's ids (it was made with the daemon's). Until the
+                // mark is set the old name reads as absent, as after a
+                // plain rename.
+                let wo = open_child(pupper.as_fd(), name)?;
+                crate::backing::set_xattr(
+                    wo.as_fd(),
+                    OsStr::new(x),
+                    b"y",
+                    rustix::fs::XattrFlags::empty(),
+                )?;
+                rustix::fs::chownat(
+                    &*pupper,
+                    name,
+                    Some(rustix::process::Uid::from_raw(o.uid)),
+                    Some(rustix::process::Gid::from_raw(o.gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
             // A directory now above a lower one of the same name must not
             // merge with it.
             let fix = |dirnode: &Node, at: &Arc<OwnedFd>, n: &OsStr, over: &Arc<Node>| {
