@@ -53,7 +53,8 @@ fn default_run_passes_with_no_differences() {
 
 /// `--target overlay`: every scenario on an idfuse overlay over fresh tmpfs
 /// layers, differential against tmpfs; only the documented differences
-/// (O5: a lower directory does not rename) may show, as passes with reasons.
+/// (O5: a lower directory does not rename; K1 with userxattr: no
+/// RENAME_WHITEOUT) may show, as passes with reasons.
 #[test]
 fn overlay_target_passes_with_only_documented_differences() {
     // The overlay's metadata in trusted.overlay.*, and in user.overlay.*.
