@@ -22,16 +22,33 @@ fn daemons_of(bench_pid: u32) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn quick_overlay_suite_measures_every_workload_and_unmounts() {
+/// A scratch directory for the bench's results, or `None` (the test is
+/// skipped, saying why) when not run as root.
+fn results_dir() -> Option<tempfile::TempDir> {
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: the bench mounts tmpfs, overlayfs and FUSE: run as root");
-        return;
+        return None;
     }
-    let out = tempfile::Builder::new()
-        .prefix("idfuse-bench-test.")
-        .tempdir()
-        .expect("temp dir");
+    Some(
+        tempfile::Builder::new()
+            .prefix("idfuse-bench-test.")
+            .tempdir()
+            .expect("temp dir"),
+    )
+}
+
+/// The body rows of the results table.
+fn table_rows(md: &str) -> Vec<&str> {
+    md.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| workload"))
+        .collect()
+}
+
+#[test]
+fn quick_overlay_suite_measures_every_workload_and_unmounts() {
+    let Some(out) = results_dir() else {
+        return;
+    };
     let child = Command::new(BIN)
         .args(["bench", "--quick", "--suite", "overlay", "--out"])
         .arg(out.path())
@@ -52,10 +69,7 @@ fn quick_overlay_suite_measures_every_workload_and_unmounts() {
     for t in idfuse_bench::OVERLAY_TARGETS {
         assert!(header.contains(&format!("| {t} ")), "{t} missing: {header}");
     }
-    let rows: Vec<&str> = md
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| workload"))
-        .collect();
+    let rows = table_rows(&md);
     assert_eq!(rows.len(), 8, "one row per overlay workload:\n{md}");
     for r in &rows {
         // A peer that is not installed is skipped with the reason; every
@@ -85,34 +99,22 @@ fn quick_overlay_suite_measures_every_workload_and_unmounts() {
 /// name that matches no workload is refused with the list of names.
 #[test]
 fn workloads_option_runs_only_the_named_rows() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: the bench mounts tmpfs and FUSE: run as root");
+    let Some(out) = results_dir() else {
         return;
-    }
-    let out = tempfile::Builder::new()
-        .prefix("idfuse-bench-test.")
-        .tempdir()
-        .expect("temp dir");
-    let run = Command::new(BIN)
-        .args([
-            "bench",
-            "--quick",
-            "--targets",
-            "native,passthrough",
-            "--workloads",
-            "UNTAR",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .expect("run idfuse bench");
+    };
+    let quick = |targets: &str, workloads: &str| {
+        Command::new(BIN)
+            .args(["bench", "--quick", "--targets", targets])
+            .args(["--workloads", workloads, "--out"])
+            .arg(out.path())
+            .output()
+            .expect("run idfuse bench")
+    };
+    let run = quick("native,passthrough", "UNTAR");
     let log = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "idfuse bench failed:\n{log}");
     let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
-    let rows: Vec<&str> = md
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| workload"))
-        .collect();
+    let rows = table_rows(&md);
     assert_eq!(rows.len(), 1, "only the untar row:\n{md}");
     assert!(
         rows[0].starts_with("| untar a crate + du (trees/s) |"),
@@ -123,19 +125,7 @@ fn workloads_option_runs_only_the_named_rows() {
         "untar was not measured: {md}\n{log}"
     );
 
-    let bad = Command::new(BIN)
-        .args([
-            "bench",
-            "--quick",
-            "--targets",
-            "native",
-            "--workloads",
-            "nosuch",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .expect("run idfuse bench");
+    let bad = quick("native", "nosuch");
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success(), "an unknown workload was accepted");
     assert!(
