@@ -157,6 +157,11 @@ const DEVICE_XATTR: &str = "trusted.overlay.idfuse.device";
 /// Work for the look-ahead helper thread.
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The soft open-file limit below which the overlay does not look ahead
+/// (the usual default of 1,024 among them): room for some 16 directories
+/// listed at once.
+const LOOK_AHEAD_MIN_FDS: u64 = 8192;
+
 /// Entries a READDIRPLUS reply is resolved ahead by: about one and a half
 /// replies (a reply carries some 190 entries with short names).
 const LOOK_AHEAD: usize = 256;
@@ -195,6 +200,10 @@ pub struct Overlay {
     /// The look-ahead helper's queue (see [`Ahead`](layers::Ahead)), started on first
     /// use; it ends when the overlay is dropped.
     helper: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    /// Whether to look ahead at all: the entries resolved ahead hold an
+    /// fd each until they are answered (up to about two replies' worth per
+    /// open directory), which a low open-file limit cannot spare.
+    look_ahead: bool,
 }
 
 /// See [`Overlay::changing`].
@@ -327,6 +336,9 @@ impl Overlay {
             backing: BackingFiles::new(opts.passthrough_io),
             opts,
             helper: Mutex::new(None),
+            look_ahead: rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .current
+                .is_none_or(|n| n >= LOOK_AHEAD_MIN_FDS),
         })
     }
 
@@ -1245,6 +1257,7 @@ impl Filesystem for Overlay {
         offset: u64,
         out: &mut DirPlusBuf<'_>,
     ) -> idfuse::Result<()> {
+        let mut sent = 0usize;
         self.walk(
             ino,
             fh,
@@ -1274,13 +1287,20 @@ impl Filesystem for Overlay {
                 let entry = match found {
                     Ok(Some(e)) => e,
                     // Gone since the listing was made: skip it.
-                    Ok(None) | Err(_) => return Ok(true),
+                    Ok(None) | Err(Errno::NOENT) => return Ok(true),
+                    // Out of fds or memory, say: never a silent gap in the
+                    // listing. The entries before it go out; the next
+                    // READDIRPLUS starts at this one, meets the error first
+                    // and hands it to the caller.
+                    Err(e) if sent == 0 => return Err(e),
+                    Err(_) => return Ok(false),
                 };
                 if !out.push(&entry, next, typ, name) {
                     // Not sent: undo the lookup it counted.
                     self.forget(entry.ino, 1);
                     return Ok(false);
                 }
+                sent += 1;
                 Ok(true)
             },
         )
@@ -1465,6 +1485,9 @@ impl Overlay {
     /// over) to the look-ahead helper. Without a helper thread (it could
     /// not be started) the walker resolves every entry itself.
     fn look_ahead(&self, listing: &Listing, from: usize, to: usize) {
+        if !self.look_ahead {
+            return;
+        }
         let Some(range) = listing.ahead.claim(from, to.min(listing.ents.len())) else {
             return;
         };
