@@ -862,7 +862,10 @@ fn untar_du(dir: &Path, _s: &Sizes) -> Result<(f64, &'static str), String> {
     // back from the root disk is the same for every target and is not what
     // this row measures. Read them once, outside the timing.
     if !(tar(None) && du(Path::new("/dev/null"))) {
-        return Err("tar or du failed on the archive outside the mount".into());
+        return Err(format!(
+            "tar xzf {} or du failed outside the mount (Debian packages tar, gzip, coreutils)",
+            krate.display()
+        ));
     }
     let trees: Vec<PathBuf> = (0..UNTAR_TREES)
         .map(|i| dir.join(format!("tree-{}-{i}", std::process::id())))
@@ -873,7 +876,11 @@ fn untar_du(dir: &Path, _s: &Sizes) -> Result<(f64, &'static str), String> {
     let t = Instant::now();
     for d in &trees {
         if !(tar(Some(d)) && du(d)) {
-            return Err(format!("tar or du failed in {}", d.display()));
+            return Err(format!(
+                "tar xzf {} or du failed in {}",
+                krate.display(),
+                d.display()
+            ));
         }
     }
     let secs = t.elapsed().as_secs_f64();

@@ -936,7 +936,12 @@ impl Filesystem for Overlay {
         let device_xattr = match (caller_whiteout, self.reader.device_xattr) {
             (false, _) => None,
             (true, Some(x)) if !exchange => Some(x),
-            (true, _) => return Err(Errno::INVAL),
+            (true, None) => {
+                tracing::warn!(name = ?name, "RENAME_WHITEOUT refused (EINVAL): with userxattr the overlay cannot mark the caller's char device, which would then read as its own whiteout; mount without userxattr (as root) to allow it");
+                return Err(Errno::INVAL);
+            }
+            // With RENAME_EXCHANGE: refused by the kernel before us too.
+            (true, Some(_)) => return Err(Errno::INVAL),
         };
         let p = self.node(parent)?;
         let np = self.node(newparent)?;
@@ -1017,7 +1022,7 @@ impl Filesystem for Overlay {
                 f |= RenameFlags::WHITEOUT;
             }
             rustix::fs::renameat_with(&*pupper, name, &*npupper, newname, f)?;
-            if let (Some(x), Some(o)) = (device_xattr, whiteout_owner) {
+            if let Some(x) = device_xattr {
                 // The new device is the caller's: marked, then given the
                 // caller's ids (it was made with the daemon's). Until the
                 // mark is set the old name reads as absent, as after a
@@ -1029,13 +1034,15 @@ impl Filesystem for Overlay {
                     b"y",
                     rustix::fs::XattrFlags::empty(),
                 )?;
-                rustix::fs::chownat(
-                    &*pupper,
-                    name,
-                    Some(rustix::process::Uid::from_raw(o.uid)),
-                    Some(rustix::process::Gid::from_raw(o.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )?;
+                if let Some(o) = whiteout_owner {
+                    rustix::fs::chownat(
+                        &*pupper,
+                        name,
+                        Some(rustix::process::Uid::from_raw(o.uid)),
+                        Some(rustix::process::Gid::from_raw(o.gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )?;
+                }
             }
             // A directory now above a lower one of the same name must not
             // merge with it.
@@ -1390,11 +1397,9 @@ impl Overlay {
     }
 
     /// Hand `emit` the entries of the open directory `fh` (node `ino`)
-    /// after `offset`, `.` and `..` first: (directory node, d_ino, offset
-    /// of the next entry, DT_*, name), until it answers false.
-    /// Emit the entries of directory `ino` (handle `fh`) from `offset` on.
-    /// With `plus` (READDIRPLUS), entries past this reply are resolved
-    /// ahead by the helper while the kernel digests it (see [`Ahead`](layers::Ahead)).
+    /// after `offset`, `.` and `..` first, until it answers false. With
+    /// `plus` (READDIRPLUS), entries past this reply are resolved ahead by
+    /// the helper while the kernel digests it (see [`Ahead`](layers::Ahead)).
     fn walk(
         &self,
         ino: u64,
