@@ -12,7 +12,9 @@ use crate::{clone_tree, set_idmap, Error, IdMap, UserNamespace};
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
 /// Filesystems whose type allows idmapped mounts in Linux 6.18
-/// (FS_ALLOW_IDMAP), FUSE only when the server opts in.
+/// (FS_ALLOW_IDMAP), FUSE only when the server opts in. Not `overlay`:
+/// kernel overlayfs takes idmapped mounts as its layers, but an overlay
+/// mount itself cannot be idmapped (EINVAL on 6.18 with a fresh namespace).
 const IDMAP_TYPES: &[&str] = &[
     "ext4",
     "ext2",
@@ -24,7 +26,6 @@ const IDMAP_TYPES: &[&str] = &[
     "msdos",
     "f2fs",
     "erofs",
-    "overlay",
     "squashfs",
     "ceph",
     "bcachefs",
@@ -179,9 +180,13 @@ impl fmt::Display for Reason {
                 f,
                 "kernel {release} lacks {what} (need Linux {need} or newer); upgrade the kernel"
             ),
+            Reason::FsUnsupported { fstype, release } if fstype == "overlay" => write!(
+                f,
+                "kernel overlayfs (kernel {release}) cannot be idmapped itself, only its layers can: mount it over idmapped lower and upper directories, or use `idfuse mount overlay … --idmap SPEC`"
+            ),
             Reason::FsUnsupported { fstype, release } => write!(
                 f,
-                "the filesystem type `{fstype}` does not support idmapped mounts on kernel {release}; use one that does (ext4, xfs, btrfs, tmpfs, overlay, or a FUSE server that opts in)"
+                "the filesystem type `{fstype}` does not support idmapped mounts on kernel {release}; use one that does (ext4, xfs, btrfs, tmpfs, or a FUSE server that opts in)"
             ),
             Reason::FuseNotOptedIn { fstype, place, default_permissions } => {
                 let sub = match fstype.split_once('.') {
@@ -456,5 +461,21 @@ mod tests {
         };
         let r = reason_for(Errno::PERM, "6.18.0", false, Some(&info)).to_string();
         assert!(r.contains("already an idmapped mount"), "{r}");
+    }
+
+    #[test]
+    fn einval_on_kernel_overlayfs_points_at_its_layers() {
+        let info = MountInfo {
+            mount_point: "/merged".into(),
+            fstype: "overlay".into(),
+            mount_options: "rw".into(),
+            super_options: "rw,lowerdir=/l,upperdir=/u,workdir=/w".into(),
+            source: "overlay".into(),
+        };
+        let r = reason_for(Errno::INVAL, "6.18.0", false, Some(&info)).to_string();
+        assert!(
+            r.contains("only its layers can") && r.contains("idfuse mount overlay"),
+            "{r}"
+        );
     }
 }
