@@ -656,11 +656,36 @@ fn random_reads(dir: &Path, s: &Sizes, direct: bool) -> Result<(f64, &'static st
     Ok((n as f64 / t.elapsed().as_secs_f64(), "reads/s"))
 }
 
+/// Alternate `step(0)` and `step(1)` in 100 ms slices (ABBA, so that
+/// neither side always goes first) for twice `min_time`, and give side 0's
+/// rate in percent of side 1's. Each step does some operations and says how
+/// many. Interleaving this finely cancels the machine's drift, which
+/// between separate runs is larger than the differences measured with it.
+fn paired(s: &Sizes, mut step: impl FnMut(usize) -> Result<usize, String>) -> Result<f64, String> {
+    let slice = std::time::Duration::from_millis(100);
+    let mut rate = [(0usize, 0f64); 2];
+    let t0 = Instant::now();
+    let mut round = 0;
+    while t0.elapsed() < 2 * s.min_time {
+        round += 1;
+        let order = if round % 2 == 0 { [1, 0] } else { [0, 1] };
+        for i in order {
+            let t = Instant::now();
+            let mut n = 0;
+            while t.elapsed() < slice {
+                n += step(i)?;
+            }
+            rate[i].0 += n;
+            rate[i].1 += t.elapsed().as_secs_f64();
+        }
+    }
+    let r = |(n, t): (usize, f64)| n as f64 / t;
+    Ok(100.0 * r(rate[0]) / r(rate[1]))
+}
+
 /// Buffered 4 KiB random reads of one file through the target and of the
-/// same file in the source directly, in alternating 100 ms slices, as the
-/// first in percent of the second. Interleaving this finely cancels the
-/// machine's drift, which between separate runs is larger than the cost
-/// being measured; this is the figure fio shows (one file, one reader).
+/// same file in the source directly, [`paired`]: the figure fio shows (one
+/// file, one reader) without the drift between separate runs.
 fn rand_paired(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
     let p = ensure_file(dir, s)?;
     let direct = if dir.ends_with("mnt") {
@@ -669,41 +694,84 @@ fn rand_paired(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
         p.clone()
     };
     let open = |p: &Path| std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()));
-    let (a, b) = (
+    let files = [
         open(&p)?,
         open(&direct).map_err(|e| format!("the file is not in the source as written ({e})"))?,
-    );
+    ];
     let blocks = ((s.file_mib as u64) << 20) / 4096;
     let mut buf = vec![0u8; 4096];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let slice = std::time::Duration::from_millis(100);
-    let mut rate = [(0usize, 0f64); 2];
-    let t0 = Instant::now();
-    let mut round = 0;
-    while t0.elapsed() < 2 * s.min_time {
-        // ABBA: neither side always goes first.
-        round += 1;
-        let order = if round % 2 == 0 { [1, 0] } else { [0, 1] };
-        for i in order {
-            let f = [&a, &b][i];
-            let t = Instant::now();
-            let mut n = 0;
-            while t.elapsed() < slice {
-                for _ in 0..200 {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    rustix::io::pread(f, &mut buf[..], (x % blocks) * 4096)
-                        .map_err(|e| format!("pread: {e}"))?;
-                }
-                n += 200;
-            }
-            rate[i].0 += n;
-            rate[i].1 += t.elapsed().as_secs_f64();
+    let pct = paired(s, |i| {
+        for _ in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            rustix::io::pread(&files[i], &mut buf[..], (x % blocks) * 4096)
+                .map_err(|e| format!("pread: {e}"))?;
         }
+        Ok(200)
+    })?;
+    Ok((pct, "% of direct"))
+}
+
+/// An idmapped view of the mount at a directory (an identity map in a new
+/// user namespace, as the `-idmap` targets have), detached and removed on
+/// drop.
+struct IdmapView {
+    guard: Option<idfuse_idmap::MountGuard>,
+    path: PathBuf,
+}
+
+impl IdmapView {
+    fn of(dir: &Path) -> Result<Self, String> {
+        let map: idfuse_idmap::IdMap = "b:0:0:65536".parse().map_err(|e| format!("{e}"))?;
+        let ns = idfuse_idmap::UserNamespace::create(&map).map_err(|e| e.to_string())?;
+        let path = std::env::temp_dir().join(format!("idfuse-bench-view.{}", std::process::id()));
+        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut view = IdmapView { guard: None, path };
+        let guard = idfuse_idmap::idmap_mount(dir, &view.path, &ns, Default::default())
+            .map_err(|e| e.to_string())?;
+        view.guard = Some(guard);
+        Ok(view)
     }
-    let r = |(n, t): (usize, f64)| n as f64 / t;
-    Ok((100.0 * r(rate[0]) / r(rate[1]), "% of direct"))
+}
+
+impl Drop for IdmapView {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Files per create+stat+unlink step of [`idmap_paired`].
+const PAIRED_FILES: usize = 20;
+
+/// create+stat+unlink in one directory of the target, through an idmapped
+/// view of the same mount and through the mount itself, [`paired`]: what
+/// the idmapped view costs, with the same daemon and the same directory on
+/// both sides, so that neither the machine's drift nor a second daemon's
+/// placement counts. Not available on a mount that cannot be idmapped (the
+/// reason is given) or is one already (the `-idmap` targets).
+fn idmap_paired(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    let d = dir.join("pair");
+    std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+    let view = IdmapView::of(dir)?;
+    let dirs = [view.path.join("pair"), d];
+    let names: Vec<String> = (0..PAIRED_FILES).map(|i| format!("f{i}")).collect();
+    let pct = paired(s, |i| {
+        let ps: Vec<PathBuf> = names.iter().map(|n| dirs[i].join(n)).collect();
+        for p in &ps {
+            std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        for p in &ps {
+            rustix::fs::stat(p).map_err(|e| format!("stat {}: {e}", p.display()))?;
+        }
+        for p in &ps {
+            std::fs::remove_file(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        Ok(3 * PAIRED_FILES)
+    })?;
+    Ok((pct, "% of plain"))
 }
 
 fn rand_buffered(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
@@ -911,6 +979,10 @@ const WORKLOADS: &[(&str, Work)] = &[
     ),
     ("create+stat+unlink", metadata),
     ("create+stat+unlink, stat with birth time", metadata_birth),
+    (
+        "create+stat+unlink, idmapped view vs plain, paired",
+        idmap_paired,
+    ),
     ("readdir, cold", readdir_cold),
     ("readdir, warm", readdir_warm),
     ("untar a crate + du", untar_du),
@@ -989,6 +1061,10 @@ const OVERLAY_WORKLOADS: &[(&str, Work)] = &[
     ("seq write new file", seq_write_new),
     ("copy-up on first write", copy_up),
     ("create+stat+unlink", metadata),
+    (
+        "create+stat+unlink, idmapped view vs plain, paired",
+        idmap_paired,
+    ),
     ("untar a crate + du", untar_du),
 ];
 

@@ -70,12 +70,23 @@ fn quick_overlay_suite_measures_every_workload_and_unmounts() {
         assert!(header.contains(&format!("| {t} ")), "{t} missing: {header}");
     }
     let rows = table_rows(&md);
-    assert_eq!(rows.len(), 8, "one row per overlay workload:\n{md}");
+    assert_eq!(rows.len(), 9, "one row per overlay workload:\n{md}");
     for r in &rows {
         // A peer that is not installed is skipped with the reason; every
-        // other target must have measured every workload.
+        // other target must have measured every workload, but for the
+        // idmapped-view row on the two that cannot be idmapped.
         let missing = r.matches("n/a").count();
-        let allowed = usize::from(md.contains("fuse-overlayfs is not installed"))
+        let unidmappable = if r.contains("idmapped view vs plain") {
+            assert!(
+                md.contains("on overlayfs: cannot idmap this mount: kernel overlayfs"),
+                "kernel overlayfs's reason is missing:\n{md}"
+            );
+            2 - usize::from(md.contains("fuse-overlayfs is not installed"))
+        } else {
+            0
+        };
+        let allowed = unidmappable
+            + usize::from(md.contains("fuse-overlayfs is not installed"))
             + usize::from(
                 md.contains("FUSE over io_uring is off")
                     || md.contains("this kernel has no FUSE over io_uring"),
@@ -132,4 +143,49 @@ fn workloads_option_runs_only_the_named_rows() {
         err.contains("no workload matches `nosuch`") && err.contains("untar a crate + du"),
         "{err}"
     );
+}
+
+/// The idmapped-view row: create+stat+unlink through an idmapped view of a
+/// target's own mount and through the mount itself, alternated, as a
+/// percentage. Measured on native tmpfs and memfs (the same mount on both
+/// sides, so far from 100 % would be a fault, not noise); "n/a" with the
+/// reason on bindfs, which does not opt in to idmapped mounts; and the view
+/// is gone afterwards.
+#[test]
+fn idmapped_view_row_compares_two_views_of_one_mount() {
+    let Some(out) = results_dir() else {
+        return;
+    };
+    let child = Command::new(BIN)
+        .args(["bench", "--quick", "--targets", "native,memfs,bindfs"])
+        .args(["--workloads", "idmapped view", "--out"])
+        .arg(out.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run idfuse bench");
+    let pid = child.id();
+    let run = child.wait_with_output().expect("wait for idfuse bench");
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "idfuse bench failed:\n{log}");
+    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    let rows = table_rows(&md);
+    assert_eq!(rows.len(), 1, "only the idmapped-view row:\n{md}");
+    let cells: Vec<&str> = rows[0].split('|').map(str::trim).collect();
+    assert!(cells[1].ends_with("(% of plain)"), "{md}");
+    for cell in &cells[2..4] {
+        let pct: f64 = cell
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("not measured: {cell}\n{md}\n{log}"));
+        assert!((50.0..200.0).contains(&pct), "{pct} % for one mount:\n{md}");
+    }
+    assert_eq!(cells[4], "n/a", "{md}");
+    assert!(
+        md.contains("did not opt in to idmapped mounts") || md.contains("bindfs is not installed"),
+        "{md}"
+    );
+    let view = std::env::temp_dir().join(format!("idfuse-bench-view.{pid}"));
+    assert!(!view.exists(), "{} was left behind", view.display());
 }
