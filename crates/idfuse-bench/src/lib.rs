@@ -622,6 +622,28 @@ fn seq_read(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
     Ok(((total >> 20) as f64 / t.elapsed().as_secs_f64(), "MiB/s"))
 }
 
+/// Keeps the calling thread on the CPU it runs on until dropped, then gives
+/// it back the CPUs it had.
+struct OnOneCpu(rustix::thread::CpuSet);
+
+impl OnOneCpu {
+    fn here() -> Result<Self, String> {
+        let had = rustix::thread::sched_getaffinity(None)
+            .map_err(|e| format!("sched_getaffinity: {e}"))?;
+        let mut one = rustix::thread::CpuSet::new();
+        one.set(rustix::thread::sched_getcpu());
+        rustix::thread::sched_setaffinity(None, &one)
+            .map_err(|e| format!("sched_setaffinity: {e}"))?;
+        Ok(OnOneCpu(had))
+    }
+}
+
+impl Drop for OnOneCpu {
+    fn drop(&mut self) {
+        let _ = rustix::thread::sched_setaffinity(None, &self.0);
+    }
+}
+
 fn random_reads(dir: &Path, s: &Sizes, direct: bool) -> Result<(f64, &'static str), String> {
     let p = ensure_file(dir, s)?;
     let mut o = std::fs::OpenOptions::new();
@@ -779,6 +801,18 @@ fn rand_buffered(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
 }
 
 fn rand_direct(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    random_reads(dir, s, true)
+}
+
+/// O_DIRECT reads by a reader that stays on one CPU, as in a container
+/// given one CPU (a cpuset). A synchronous reader that may move is moved by
+/// the scheduler whenever the thread that wakes it is still running on its
+/// CPU and another CPU is idle; over io_uring that thread is the ring
+/// thread of the reader's own CPU, so a free reader moves about one read
+/// in three, and each move wakes an idle CPU. Kept on one CPU, each read
+/// costs the transport's round trip and nothing else.
+fn rand_direct_one_cpu(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
+    let _pin = OnOneCpu::here()?;
     random_reads(dir, s, true)
 }
 
@@ -973,6 +1007,10 @@ const WORKLOADS: &[(&str, Work)] = &[
     ("seq read 1 MiB blocks (cold)", seq_read),
     ("4 KiB random read, buffered", rand_buffered),
     ("4 KiB random read, O_DIRECT", rand_direct),
+    (
+        "4 KiB random read, O_DIRECT, reader on one CPU",
+        rand_direct_one_cpu,
+    ),
     (
         "4 KiB random read vs same file in source, paired",
         rand_paired,

@@ -608,21 +608,14 @@ fn poison(dev: BorrowedFd<'_>) {
 }
 
 fn pin_to(cpus: &[u16]) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays in bounds
-    // for ids below CPU_SETSIZE, which we check.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cpus {
-            if (c as usize) < libc::CPU_SETSIZE as usize {
-                libc::CPU_SET(c as usize, &mut set);
-            }
+    let mut set = rustix::thread::CpuSet::new();
+    for &c in cpus {
+        if usize::from(c) < rustix::thread::CpuSet::MAX_CPU {
+            set.set(usize::from(c));
         }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            tracing::debug!(
-                "cannot pin a ring thread to CPUs {cpus:?}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+    }
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        tracing::debug!("cannot pin a ring thread to CPUs {cpus:?}: {e}");
     }
 }
 
