@@ -192,6 +192,7 @@ pub fn errno_name(e: i32) -> String {
         libc::EISDIR => "EISDIR",
         libc::ENOTDIR => "ENOTDIR",
         libc::ENOTEMPTY => "ENOTEMPTY",
+        libc::ETXTBSY => "ETXTBSY",
         _ => return format!("errno {e}"),
     };
     name.to_string()

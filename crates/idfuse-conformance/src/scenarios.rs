@@ -1599,6 +1599,11 @@ pub fn catalogue() -> Vec<Scenario> {
             title: "rename of a directory (a lower one on overlay: EXDEV)",
             run: overlay::o5,
         },
+        Scenario {
+            id: "O6",
+            title: "writing a file that is open for reading (a lower one on overlay)",
+            run: overlay::o6,
+        },
     ]
 }
 
@@ -1648,6 +1653,18 @@ pub fn documented_differences() -> Vec<Difference> {
         key,
         why: EXDEV,
     })
+    .chain(
+        ["write_while_open_for_reading", "reader_read", "contents"].map(|key| Difference {
+            target: "overlay",
+            scenario: "O6",
+            key,
+            why: "overlay with FUSE passthrough: while a lower file is open for reading, \
+                opening it for writing (and truncating it by path) is refused with ETXTBSY, \
+                and the file keeps its contents; the kernel takes one backing file per FUSE \
+                inode and the reader's is the lower file. Kernel overlayfs copies up and the \
+                reader reads the copy, as idfuse's overlay does without passthrough",
+        }),
+    )
     .chain(["rename_whiteout", "whiteout"].map(|key| Difference {
         target: "overlay:userxattr",
         scenario: "K1",

@@ -70,6 +70,8 @@ pub const LOWER_FIXTURES: &[(&str, &str, u32, u32, u32)] = &[
     ("O5/dir", "d", 0o777, 1002, 1002),
     ("O5/dir/inner", "lower\n", 0o666, 1002, 1002),
     ("O5/f", "lower\n", 0o666, 1002, 1002),
+    ("O6", "d", 0o777, 0, 0),
+    ("O6/f", "lower\n", 0o666, 1002, 1002),
 ];
 
 /// The test-cluster script (scripts/ceph-cluster.sh), built in so the

@@ -2,8 +2,9 @@
 //! overlay target (target::LOWER_FIXTURES, one directory per scenario at
 //! the overlay's root) and look at what lands in the upper layer: the
 //! on-disk format is kernel overlayfs's, so both can mount the same upper.
-//! O5 also runs on other targets, where renaming a directory works; on an
-//! overlay it is a documented difference (see `documented_differences`).
+//! O5 and O6 also run on other targets, where renaming a directory and
+//! writing a file open for reading work; on an overlay they are documented
+//! differences (see `documented_differences`).
 
 use std::io::Write as _;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -335,6 +336,60 @@ pub(super) fn o5(c: &Ctx<'_>) -> Outcome {
                 && r["rename_dir_view"] == "ok"
                 && r["listing"] == "g,moved-in-view",
             "renames of a directory: {r}"
+        );
+    }
+    Ok(r)
+}
+
+/// O6: a file held open for reading is opened again for writing and
+/// appended to; then both are closed and the file is read. On tmpfs and on
+/// kernel overlayfs the write works (on an overlay it copies the file up,
+/// and the reader goes on reading the copy). idfuse's overlay with FUSE
+/// passthrough refuses the open for writing with ETXTBSY while the read
+/// open lasts: the kernel takes one backing file per FUSE inode, and the
+/// reader's is the lower file. Nothing is lost then: the file keeps its
+/// contents and the reader still reads them. Without passthrough (an
+/// unprivileged daemon, `--passthrough false`) the overlay does what the
+/// kernel does.
+pub(super) fn o6(c: &Ctx<'_>) -> Outcome {
+    use std::io::Read as _;
+    let dir = match &c.inst.layers {
+        Some(_) => fixture(c, "O6"),
+        None => {
+            let d = c.dir.join("O6");
+            super::mkdir(&d, 0o777)?;
+            std::fs::write(d.join("f"), b"lower\n")
+                .map_err(|e| Stop::Fail(format!("writing O6/f: {e}")))?;
+            d
+        }
+    };
+    let f = dir.join("f");
+    let mut reader = std::fs::File::open(&f)
+        .map_err(|e| Stop::Fail(format!("opening {} for reading: {e}", f.display())))?;
+    let write = res(std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .and_then(|mut w| w.write_all(b"more\n")));
+    let mut seen = String::new();
+    let reader_read = res(reader.read_to_string(&mut seen));
+    drop(reader);
+    let r = rec(vec![
+        ("write_while_open_for_reading", json!(write)),
+        ("reader_read", json!(format!("{reader_read}: {seen:?}"))),
+        ("contents", json!(read(&f))),
+    ]);
+    let refused = c.inst.layers.is_some() && write == "ETXTBSY";
+    if refused {
+        check!(
+            r["contents"] == "lower\n" && r["reader_read"] == "ok: \"lower\\n\"",
+            "the write open was refused, but the file or its reader changed: {r}"
+        );
+    } else {
+        check!(
+            write == "ok"
+                && r["contents"] == "lower\nmore\n"
+                && r["reader_read"] == "ok: \"lower\\nmore\\n\"",
+            "writing a file open for reading: {r}"
         );
     }
     Ok(r)
