@@ -44,23 +44,32 @@ fn table_rows(md: &str) -> Vec<&str> {
         .collect()
 }
 
-#[test]
-fn quick_overlay_suite_measures_every_workload_and_unmounts() {
-    let Some(out) = results_dir() else {
-        return;
-    };
+/// Run `idfuse bench ARGS --out OUT` to success; its pid (to look for
+/// daemons it left), its results.md and its log.
+fn bench(args: &[&str], out: &std::path::Path) -> (u32, String, String) {
     let child = Command::new(BIN)
-        .args(["bench", "--quick", "--suite", "overlay", "--out"])
-        .arg(out.path())
+        .arg("bench")
+        .args(args)
+        .arg("--out")
+        .arg(out)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run idfuse bench");
     let pid = child.id();
     let run = child.wait_with_output().expect("wait for idfuse bench");
-    let log = String::from_utf8_lossy(&run.stderr);
+    let log = String::from_utf8_lossy(&run.stderr).into_owned();
     assert!(run.status.success(), "idfuse bench failed:\n{log}");
-    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    let md = std::fs::read_to_string(out.join("results.md")).expect("results.md");
+    (pid, md, log)
+}
+
+#[test]
+fn quick_overlay_suite_measures_every_workload_and_unmounts() {
+    let Some(out) = results_dir() else {
+        return;
+    };
+    let (pid, md, log) = bench(&["--quick", "--suite", "overlay"], out.path());
     assert!(md.contains("×overlayfs / ×best peer"), "{md}");
     let header = md
         .lines()
@@ -156,19 +165,16 @@ fn idmapped_view_row_compares_two_views_of_one_mount() {
     let Some(out) = results_dir() else {
         return;
     };
-    let child = Command::new(BIN)
-        .args(["bench", "--quick", "--targets", "native,memfs,bindfs"])
-        .args(["--workloads", "idmapped view", "--out"])
-        .arg(out.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run idfuse bench");
-    let pid = child.id();
-    let run = child.wait_with_output().expect("wait for idfuse bench");
-    let log = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "idfuse bench failed:\n{log}");
-    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    let (pid, md, log) = bench(
+        &[
+            "--quick",
+            "--targets",
+            "native,memfs,bindfs",
+            "--workloads",
+            "idmapped view",
+        ],
+        out.path(),
+    );
     let rows = table_rows(&md);
     assert_eq!(rows.len(), 1, "only the idmapped-view row:\n{md}");
     let cells: Vec<&str> = rows[0].split('|').map(str::trim).collect();

@@ -413,6 +413,23 @@ fn errno_of(r: &Reason) -> Errno {
 mod tests {
     use super::*;
 
+    /// A mountinfo line's fields.
+    fn info(
+        mount_point: &str,
+        fstype: &str,
+        mount_options: &str,
+        super_options: &str,
+        source: &str,
+    ) -> MountInfo {
+        MountInfo {
+            mount_point: mount_point.into(),
+            fstype: fstype.into(),
+            mount_options: mount_options.into(),
+            super_options: super_options.into(),
+            source: source.into(),
+        }
+    }
+
     #[test]
     fn old_kernels_are_named() {
         let r = version_obstacle("5.10.0-28-amd64", false)
@@ -432,13 +449,13 @@ mod tests {
 
     #[test]
     fn einval_on_fuse_blames_the_server() {
-        let info = MountInfo {
-            mount_point: "/mnt".into(),
-            fstype: "fuse.bindfs".into(),
-            mount_options: "rw".into(),
-            super_options: "rw,user_id=0,group_id=0".into(),
-            source: "/src".into(),
-        };
+        let info = info(
+            "/mnt",
+            "fuse.bindfs",
+            "rw",
+            "rw,user_id=0,group_id=0",
+            "/src",
+        );
         let r = reason_for(Errno::INVAL, "6.18.0", false, Some(&info)).to_string();
         assert!(
             r.contains("bindfs")
@@ -452,26 +469,20 @@ mod tests {
 
     #[test]
     fn eperm_on_idmapped_mount_says_so() {
-        let info = MountInfo {
-            mount_point: "/mnt/v".into(),
-            fstype: "tmpfs".into(),
-            mount_options: "rw,relatime,idmapped".into(),
-            super_options: "rw".into(),
-            source: "tmpfs".into(),
-        };
+        let info = info("/mnt/v", "tmpfs", "rw,relatime,idmapped", "rw", "tmpfs");
         let r = reason_for(Errno::PERM, "6.18.0", false, Some(&info)).to_string();
         assert!(r.contains("already an idmapped mount"), "{r}");
     }
 
     #[test]
     fn einval_on_kernel_overlayfs_points_at_its_layers() {
-        let info = MountInfo {
-            mount_point: "/merged".into(),
-            fstype: "overlay".into(),
-            mount_options: "rw".into(),
-            super_options: "rw,lowerdir=/l,upperdir=/u,workdir=/w".into(),
-            source: "overlay".into(),
-        };
+        let info = info(
+            "/merged",
+            "overlay",
+            "rw",
+            "rw,lowerdir=/l,upperdir=/u,workdir=/w",
+            "overlay",
+        );
         let r = reason_for(Errno::INVAL, "6.18.0", false, Some(&info)).to_string();
         assert!(
             r.contains("only its layers can") && r.contains("idfuse mount overlay"),
