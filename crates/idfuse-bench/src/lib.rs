@@ -772,8 +772,9 @@ const PAIRED_FILES: usize = 20;
 /// view of the same mount and through the mount itself, [`paired`]: what
 /// the idmapped view costs, with the same daemon and the same directory on
 /// both sides, so that neither the machine's drift nor a second daemon's
-/// placement counts. Not available on a mount that cannot be idmapped (the
-/// reason is given) or is one already (the `-idmap` targets).
+/// placement counts. "n/a" on a mount that cannot be idmapped, with the
+/// reason; on an `-idmap` target it compares a view of the view with the
+/// view.
 fn idmap_paired(dir: &Path, s: &Sizes) -> Result<(f64, &'static str), String> {
     let d = dir.join("pair");
     std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
