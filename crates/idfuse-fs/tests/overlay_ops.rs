@@ -646,6 +646,89 @@ fn unlink_and_rmdir_leave_kernel_whiteouts_and_mkdir_makes_opaque() {
     assert_eq!(names(&f.mnt("")), ["dir", "file"]);
 }
 
+/// A regular file created where a whiteout hides a lower one is made in
+/// one step, as kernel overlayfs does (unnamed in the upper directory,
+/// exchanged with the whiteout through the work directory), so a daemon
+/// killed midway never shows the lower file again. The new file is the
+/// creator's, with what the directory gives a create made in it (here a
+/// setgid directory's group and the umask), and read-only creates work too.
+#[test]
+fn create_over_a_whiteout_takes_one_step() {
+    let f = fixture(true, |r| {
+        fs::create_dir_all(r.join("l2/sg")).expect("mkdir");
+        std::os::unix::fs::chown(r.join("l2/sg"), None, Some(4000)).expect("chgrp");
+        fs::set_permissions(r.join("l2/sg"), fs::Permissions::from_mode(0o2777)).expect("chmod");
+        fs::write(r.join("l2/sg/f"), b"lower").expect("write");
+        fs::write(r.join("l2/ro"), b"lower").expect("write");
+    });
+    fs::remove_file(f.mnt("sg/f")).expect("unlink the lower file");
+    fs::remove_file(f.mnt("ro")).expect("unlink the lower file");
+    assert!(is_whiteout(&f.upper("sg/f")) && is_whiteout(&f.upper("ro")));
+    // Watch the upper directory: a two-step create would delete the
+    // whiteout's name there first; one step only moves names.
+    use rustix::fs::inotify;
+    let watch = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
+        .expect("inotify_init");
+    inotify::add_watch(
+        &watch,
+        f.upper("sg"),
+        inotify::WatchFlags::DELETE | inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO,
+    )
+    .expect("inotify_add_watch");
+    let target = f.mnt("sg/f");
+    let step = as_user(1000, 1000, || {
+        if fs::write(&target, b"new").is_err() {
+            return 1;
+        }
+        0
+    });
+    assert_eq!(step, 0, "create over the whiteout as uid 1000 failed");
+    let m = fs::symlink_metadata(f.upper("sg/f")).expect("lstat upper");
+    assert!(
+        m.file_type().is_file(),
+        "a regular file took the whiteout's place"
+    );
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (1000, 4000),
+        "the creator's, with the setgid group"
+    );
+    assert_eq!(m.mode() & 0o7777, 0o644, "mode 0666 less the umask 022");
+    assert_eq!(m.nlink(), 1, "one name: the work directory keeps none");
+    assert_eq!(fs::read(f.mnt("sg/f")).expect("read"), b"new");
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    let mut events = inotify::Reader::new(&watch, &mut buf);
+    let mut seen = Vec::new();
+    while let Ok(e) = events.next() {
+        let name = e.file_name().map(|n| n.to_string_lossy().into_owned());
+        seen.push((e.events(), name));
+    }
+    let named_f = |flag| {
+        seen.iter()
+            .any(|(m, n): &(inotify::ReadFlags, Option<String>)| {
+                m.contains(flag) && n.as_deref() == Some("f")
+            })
+    };
+    assert!(
+        named_f(inotify::ReadFlags::MOVED_TO) && !named_f(inotify::ReadFlags::DELETE),
+        "the new file was exchanged with the whiteout, which was never removed from the name: {seen:?}"
+    );
+    let fd = rustix::fs::open(
+        f.mnt("ro"),
+        rustix::fs::OFlags::CREATE | rustix::fs::OFlags::RDONLY,
+        Mode::from_raw_mode(0o600),
+    )
+    .expect("a read-only create over a whiteout");
+    drop(fd);
+    let ro = fs::symlink_metadata(f.upper("ro")).expect("lstat upper");
+    assert!(
+        ro.file_type().is_file() && ro.len() == 0,
+        "an empty new file"
+    );
+    assert_eq!(names(&f.mnt("")), ["ro", "sg"]);
+    assert_eq!(names(&f.p("work/work")), Vec::<String>::new(), "no debris");
+}
+
 #[test]
 fn renames() {
     let f = fixture(true, |r| {

@@ -10,6 +10,9 @@
 //!   layer as the kernel's `Owner` (per-thread fs credentials), never
 //!   created and then chowned; removing a lower object leaves a char 0/0
 //!   whiteout; a directory made where a lower one was whited out is opaque.
+//!   A regular file created where a whiteout is takes its place in one
+//!   step, as in the kernel (`O_TMPFILE`, then `RENAME_EXCHANGE` through
+//!   the work directory); other objects remove the whiteout first.
 //! - Renaming a directory that has lower layers answers `EXDEV`, as kernel
 //!   overlayfs does without `redirect_dir`; `mv` then copies.
 //! - Node ids and `st_ino` come from the layer an object was first found in
@@ -208,6 +211,15 @@ pub struct Overlay {
 
 /// See [`Overlay::changing`].
 pub(super) struct Changing<'a>(&'a AtomicU64);
+
+/// What is at a name a new object is to take (see [`Overlay::find_room`]).
+enum Room {
+    /// Nothing in the upper layer; `hides`: a lower layer has the name.
+    Free { hides: bool },
+    /// A whiteout (or another object that hides the name) in the upper
+    /// layer.
+    Whiteout,
+}
 
 impl Drop for Changing<'_> {
     fn drop(&mut self) {
@@ -514,6 +526,24 @@ impl Overlay {
         parent: &Arc<Node>,
         name: &OsStr,
     ) -> Result<(Arc<OwnedFd>, bool, Changing<'_>), Errno> {
+        let (pupper, room, changing) = self.find_room(parent, name)?;
+        let hides = match room {
+            Room::Free { hides } => hides,
+            Room::Whiteout => {
+                rustix::fs::unlinkat(&*pupper, name, AtFlags::empty())?;
+                true
+            }
+        };
+        Ok((pupper, hides, changing))
+    }
+
+    /// [`Overlay::make_room`] without removing a whiteout at `name`: says
+    /// whether one is there instead.
+    fn find_room(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+    ) -> Result<(Arc<OwnedFd>, Room, Changing<'_>), Errno> {
         check_name(name)?;
         if reserved(name) {
             // Would read back as a whiteout, here or under kernel overlayfs
@@ -531,15 +561,66 @@ impl Overlay {
                 if !self.reader.hides(fd.as_fd(), &statx_fd(fd.as_fd())?)? {
                     return Err(Errno::EXIST);
                 }
-                rustix::fs::unlinkat(&*pupper, name, AtFlags::empty())?;
-                Ok((pupper, true, changing))
+                Ok((pupper, Room::Whiteout, changing))
             }
             Err(Errno::NOENT) => {
                 let hides = self.reader.in_lowers(&parent.layers(), name)?;
-                Ok((pupper, hides, changing))
+                Ok((pupper, Room::Free { hides }, changing))
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// A regular file made at `name` in `dir`, the parent's upper
+    /// directory, where a whiteout is, in one step as kernel overlayfs makes
+    /// it: unnamed in `dir` (`O_TMPFILE`, as the owner, so that it inherits
+    /// from `dir` what a create there would), named in the work directory,
+    /// then exchanged with the whiteout (`RENAME_EXCHANGE`), which is then
+    /// removed from the work directory. A daemon killed at any point leaves
+    /// the whiteout or the new file at `name`, never the lower object
+    /// showing again, and at most a name in the work directory. `flags`
+    /// gains `O_RDWR` if it has no write access (`O_TMPFILE` needs one);
+    /// the flags used are returned with the file. `None` where the upper
+    /// filesystem has no `O_TMPFILE` or `RENAME_EXCHANGE`: the caller then
+    /// removes the whiteout and creates, in two steps.
+    fn create_over_whiteout(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        owner: &Owner,
+        mode: &CreateMode,
+        flags: OFlags,
+    ) -> Result<Option<(OwnedFd, OFlags)>, Errno> {
+        let work = self.work.as_ref().ok_or(Errno::ROFS)?;
+        let mut f = flags | OFlags::TMPFILE;
+        if !f.intersects(OFlags::WRONLY | OFlags::RDWR) {
+            f |= OFlags::RDWR;
+        }
+        let made = {
+            let _as = AsOwner::new(owner, mode.umask)?;
+            rustix::fs::openat(
+                self.proc.dir(),
+                ProcFd::name(dir).as_c_str(),
+                f | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode.mode & 0o7777),
+            )
+        };
+        let file = match made {
+            Ok(file) => file,
+            Err(Errno::OPNOTSUPP | Errno::ISDIR) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let tmp = self.temp_name();
+        self.proc.link(file.as_fd(), work.as_fd(), &tmp)?;
+        if let Err(e) = rustix::fs::renameat_with(work, &tmp, dir, name, RenameFlags::EXCHANGE) {
+            let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
+            return if e == Errno::INVAL { Ok(None) } else { Err(e) };
+        }
+        // The whiteout, now in the work directory.
+        if let Err(e) = rustix::fs::unlinkat(work, &tmp, AtFlags::empty()) {
+            tracing::warn!(name = ?tmp, "a replaced whiteout stays in the work directory: {e}");
+        }
+        Ok(Some((file, f & !OFlags::TMPFILE)))
     }
 
     /// Look a just-made upper object up (its own origin).
@@ -1144,22 +1225,37 @@ impl Filesystem for Overlay {
         _kill_suidgid: bool,
     ) -> idfuse::Result<(Entry, Opened)> {
         let p = self.node(parent)?;
-        let (pupper, _, _changing) = self.make_room(&p, name)?;
+        let (pupper, room, _changing) = self.find_room(&p, name)?;
         let mut oflags = OFlags::from_bits_retain(flags)
             & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::PATH);
         if oflags & BACKING_AS_IS == OFlags::WRONLY && self.backing.wanted(ctx) {
             // The new file may serve as the backing file too.
             oflags = (oflags & !OFlags::WRONLY) | OFlags::RDWR;
         }
-        let file = {
-            let _as = AsOwner::new(owner, mode.umask)?;
-            rustix::fs::openat2(
-                &*pupper,
-                name,
-                oflags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(mode.mode & 0o7777),
-                BENEATH,
-            )?
+        let made = match room {
+            Room::Whiteout => {
+                self.create_over_whiteout(pupper.as_fd(), name, owner, &mode, oflags)?
+            }
+            Room::Free { .. } => None,
+        };
+        let file = match made {
+            Some((file, used)) => {
+                oflags = used;
+                file
+            }
+            None => {
+                if matches!(room, Room::Whiteout) {
+                    rustix::fs::unlinkat(&*pupper, name, AtFlags::empty())?;
+                }
+                let _as = AsOwner::new(owner, mode.umask)?;
+                rustix::fs::openat2(
+                    &*pupper,
+                    name,
+                    oflags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(mode.mode & 0o7777),
+                    BENEATH,
+                )?
+            }
         };
         let entry = self.created_entry(&p, name)?;
         let node = self.node(entry.ino)?;
