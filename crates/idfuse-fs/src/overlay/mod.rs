@@ -571,6 +571,31 @@ impl Overlay {
         }
     }
 
+    /// An unnamed regular file in `dir` (`O_TMPFILE`), made as `owner`, so
+    /// that it gets what a create in `dir` would. `flags` gains `O_RDWR` if
+    /// it has no write access (`O_TMPFILE` needs one); the flags used, with
+    /// `O_TMPFILE`, are returned with the file.
+    fn open_tmpfile(
+        &self,
+        dir: BorrowedFd<'_>,
+        owner: &Owner,
+        mode: &CreateMode,
+        flags: OFlags,
+    ) -> Result<(OwnedFd, OFlags), Errno> {
+        let mut f = flags | OFlags::TMPFILE;
+        if !f.intersects(OFlags::WRONLY | OFlags::RDWR) {
+            f |= OFlags::RDWR;
+        }
+        let _as = AsOwner::new(owner, mode.umask)?;
+        let file = rustix::fs::openat(
+            self.proc.dir(),
+            ProcFd::name(dir).as_c_str(),
+            f | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode.mode & 0o7777),
+        )?;
+        Ok((file, f))
+    }
+
     /// A regular file made at `name` in `dir`, the parent's upper
     /// directory, where a whiteout is, in one step as kernel overlayfs makes
     /// it: unnamed in `dir` (`O_TMPFILE`, as the owner, so that it inherits
@@ -578,9 +603,9 @@ impl Overlay {
     /// then exchanged with the whiteout (`RENAME_EXCHANGE`), which is then
     /// removed from the work directory. A daemon killed at any point leaves
     /// the whiteout or the new file at `name`, never the lower object
-    /// showing again, and at most a name in the work directory. `flags`
-    /// gains `O_RDWR` if it has no write access (`O_TMPFILE` needs one);
-    /// the flags used are returned with the file. `None` where the upper
+    /// showing again, and at most a name in the work directory. The flags
+    /// used (see [`Overlay::open_tmpfile`]) are returned with the file, without
+    /// `O_TMPFILE`. `None` where the upper
     /// filesystem has no `O_TMPFILE` or `RENAME_EXCHANGE`: the caller then
     /// removes the whiteout and creates, in two steps.
     fn create_over_whiteout(
@@ -592,21 +617,8 @@ impl Overlay {
         flags: OFlags,
     ) -> Result<Option<(OwnedFd, OFlags)>, Errno> {
         let work = self.work.as_ref().ok_or(Errno::ROFS)?;
-        let mut f = flags | OFlags::TMPFILE;
-        if !f.intersects(OFlags::WRONLY | OFlags::RDWR) {
-            f |= OFlags::RDWR;
-        }
-        let made = {
-            let _as = AsOwner::new(owner, mode.umask)?;
-            rustix::fs::openat(
-                self.proc.dir(),
-                ProcFd::name(dir).as_c_str(),
-                f | OFlags::CLOEXEC,
-                Mode::from_raw_mode(mode.mode & 0o7777),
-            )
-        };
-        let file = match made {
-            Ok(file) => file,
+        let (file, f) = match self.open_tmpfile(dir, owner, mode, flags) {
+            Ok(made) => made,
             Err(Errno::OPNOTSUPP | Errno::ISDIR) => return Ok(None),
             Err(e) => return Err(e),
         };
@@ -1281,21 +1293,17 @@ impl Filesystem for Overlay {
         }
         let p = self.node(parent)?;
         let pupper = self.copy_up(&p, false)?;
-        let mut f = (OFlags::from_bits_retain(flags)
-            & !(OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::PATH | OFlags::DIRECTORY))
-            | OFlags::TMPFILE;
-        if !f.intersects(OFlags::WRONLY | OFlags::RDWR) {
-            f |= OFlags::RDWR;
-        }
-        let file = {
-            let _as = AsOwner::new(owner, mode.umask)?;
-            rustix::fs::openat(
-                self.proc.dir(),
-                ProcFd::name(pupper.as_fd()).as_c_str(),
-                f | OFlags::CLOEXEC,
-                Mode::from_raw_mode(mode.mode & 0o7777),
-            )?
-        };
+        let (file, f) = self.open_tmpfile(
+            pupper.as_fd(),
+            owner,
+            &mode,
+            OFlags::from_bits_retain(flags)
+                & !(OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOCTTY
+                    | OFlags::PATH
+                    | OFlags::DIRECTORY),
+        )?;
         let path = self.proc.reopen(file.as_fd(), OFlags::PATH)?;
         let st = statx_fd(path.as_fd())?;
         let found = layers::Found {
