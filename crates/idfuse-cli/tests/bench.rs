@@ -122,18 +122,16 @@ fn workloads_option_runs_only_the_named_rows() {
     let Some(out) = results_dir() else {
         return;
     };
-    let quick = |targets: &str, workloads: &str| {
-        Command::new(BIN)
-            .args(["bench", "--quick", "--targets", targets])
-            .args(["--workloads", workloads, "--out"])
-            .arg(out.path())
-            .output()
-            .expect("run idfuse bench")
-    };
-    let run = quick("native,passthrough", "UNTAR");
-    let log = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "idfuse bench failed:\n{log}");
-    let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+    let (_, md, log) = bench(
+        &[
+            "--quick",
+            "--targets",
+            "native,passthrough",
+            "--workloads",
+            "UNTAR",
+        ],
+        out.path(),
+    );
     let rows = table_rows(&md);
     assert_eq!(rows.len(), 1, "only the untar row:\n{md}");
     assert!(
@@ -145,7 +143,12 @@ fn workloads_option_runs_only_the_named_rows() {
         "untar was not measured: {md}\n{log}"
     );
 
-    let bad = quick("native", "nosuch");
+    let bad = Command::new(BIN)
+        .args(["bench", "--quick", "--targets", "native"])
+        .args(["--workloads", "nosuch", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("run idfuse bench");
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success(), "an unknown workload was accepted");
     assert!(
