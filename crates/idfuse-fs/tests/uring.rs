@@ -247,14 +247,24 @@ impl Filesystem for Stall {
 }
 
 /// Clients looking `stall` up, each on its own thread: their results
-/// arrive on the channel.
+/// arrive on the channel. Each looks it up relative to the mount's root,
+/// opened here (`O_PATH`, no request), so that a thread that only gets to
+/// its lookup after the mount is gone still asks the dead connection, not
+/// the directory under the mountpoint.
 fn stalled_readers(mnt: &Path, n: usize) -> std::sync::mpsc::Receiver<std::io::Result<u64>> {
     let (tx, rx) = std::sync::mpsc::channel();
     for _ in 0..n {
-        let p = mnt.join("stall");
+        let root = rustix::fs::open(
+            mnt,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .expect("the mount's root");
         let tx = tx.clone();
         std::thread::spawn(move || {
-            let r = fs::metadata(&p).map(|m| m.ino());
+            let r = rustix::fs::statat(&root, "stall", rustix::fs::AtFlags::empty())
+                .map(|st| st.st_ino)
+                .map_err(std::io::Error::from);
             let _ = tx.send(r);
         });
     }
