@@ -37,6 +37,13 @@ pub struct DirResult {
     _opaque: [u8; 0],
 }
 
+/// `struct inodeno_t` (C layout: one 64-bit word).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct InodeNo {
+    pub val: u64,
+}
+
 /// `struct vinodeno_t` (C layout: two 64-bit words).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +84,7 @@ impl Default for CephStatx {
 
 pub const STATX_BASIC_STATS: c_uint = 0x7ff;
 pub const STATX_SIZE: c_uint = 0x200;
+pub const STATX_MODE: c_uint = 0x1;
 pub const STATX_NLINK: c_uint = 0x2;
 pub const AT_SYMLINK_NOFOLLOW: c_uint = 0x100;
 
@@ -155,6 +163,11 @@ extern "C" {
         want: c_uint,
         flags: c_uint,
         perms: *const UserPerm,
+    ) -> c_int;
+    pub fn ceph_ll_lookup_inode(
+        cmount: *mut MountInfo,
+        ino: InodeNo,
+        inode: *mut *mut Inode,
     ) -> c_int;
     pub fn ceph_ll_forget(cmount: *mut MountInfo, inode: *mut Inode, count: c_int) -> c_int;
     pub fn ceph_ll_getattr(

@@ -397,6 +397,8 @@ pub struct CephFs {
     root_perm: Perm,
     timeout: Duration,
     describe: String,
+    /// How this mount was made, for the second client of [`Self::rename_aside`].
+    opts: CephOptions,
 }
 
 // SAFETY: the raw Inode pointers are libcephfs objects kept alive by the ll
@@ -447,6 +449,12 @@ impl CephFs {
     /// Fails within about `opts.mount_timeout` seconds when the cluster
     /// cannot be reached.
     pub fn connect(opts: &CephOptions) -> Result<Self, Error> {
+        let fs = Self::connect_quietly(opts)?;
+        tracing::info!(fs = %fs.describe, root_ino = fs.cb.root_ino.load(Ordering::Relaxed), "CephFS mounted");
+        Ok(fs)
+    }
+
+    fn connect_quietly(opts: &CephOptions) -> Result<Self, Error> {
         let id = CString::new(opts.id()).map_err(|_| Error::Config {
             what: "name=".into(),
             errno: Errno::INVAL,
@@ -656,6 +664,7 @@ impl CephFs {
             root_perm,
             timeout: opts.timeout,
             describe: format!("{fs_desc}{}", opts.path),
+            opts: opts.clone(),
         };
         let st = fs.stat(root).map_err(|e| Error::Mount {
             path: opts.path.clone(),
@@ -663,7 +672,6 @@ impl CephFs {
             hint: "the root's attributes could not be read".into(),
         })?;
         fs.cb.root_ino.store(st.stx_ino, Ordering::Relaxed);
-        tracing::info!(fs = %fs.describe, root_ino = st.stx_ino, "CephFS mounted");
         Ok(fs)
     }
 
@@ -760,6 +768,86 @@ impl CephFs {
         let (inode, st) = self.ll_lookup(parent, name, ffi::STATX_NLINK)?;
         self.put(inode, 1);
         Ok(st.stx_nlink)
+    }
+
+    /// Rename over a file that has other hard links, through a second,
+    /// short-lived libcephfs client.
+    ///
+    /// libcephfs 16.2.15 (ceph-fuse too) mishandles the MDS's final (safe)
+    /// reply to such a rename: it drops every name of the replaced file
+    /// from its cache, not only the one the rename replaced, and then
+    /// trusts the missing names while it holds the directories' `Fs`
+    /// capability. The file's other names vanish from this client's
+    /// lookups and listings, for as long as the capability stays, though
+    /// the MDS has them (RELIABILITY.md; the cephfs test
+    /// `rename_over_a_hard_link_keeps_the_files_other_names`). Made by
+    /// another client, the rename reaches this one as any remote change
+    /// does: the MDS revokes the capabilities on what it changes before it
+    /// answers, so this client asks again, and the replaced file's cached
+    /// names stay as they are. The second client
+    /// lives for this one rename, so nothing of its cache (where the same
+    /// bug strikes) outlives it.
+    ///
+    /// Returns `Ok(false)` when the second client could not be made (then
+    /// the caller renames here, as before), an error when the rename
+    /// itself failed.
+    fn rename_aside(
+        &self,
+        parent: u64,
+        name: &CStr,
+        newparent: u64,
+        newname: &CStr,
+    ) -> idfuse::Result<bool> {
+        let side = match Self::connect_quietly(&self.opts) {
+            Ok(side) => side,
+            Err(e) => {
+                tracing::warn!(
+                    "a second CephFS client for a rename over a hard-linked file failed ({e}); \
+                     renaming through this one, whose cache may then hide the file's other names"
+                );
+                return Ok(false);
+            }
+        };
+        let root_ino = self.cb.root_ino.load(Ordering::Relaxed);
+        let dir = |node: u64| -> idfuse::Result<*mut ffi::Inode> {
+            if node == 1 {
+                return Ok(side.root);
+            }
+            let mut out = std::ptr::null_mut();
+            let ino = ffi::InodeNo {
+                val: swap_root(node, root_ino),
+            };
+            // SAFETY: mounted handle; out-pointer to a local.
+            check(unsafe { ffi::ceph_ll_lookup_inode(side.m(), ino, &mut out) })?;
+            Ok(out)
+        };
+        let release = |inode: *mut ffi::Inode| {
+            if inode != side.root {
+                side.put(inode, 1);
+            }
+        };
+        let p = dir(parent)?;
+        let np = match dir(newparent) {
+            Ok(np) => np,
+            Err(e) => {
+                release(p);
+                return Err(e);
+            }
+        };
+        // SAFETY: both parents held by `side`; C strings.
+        let r = check(unsafe {
+            ffi::ceph_ll_rename(
+                side.m(),
+                p,
+                name.as_ptr(),
+                np,
+                newname.as_ptr(),
+                side.root_perm.ptr,
+            )
+        });
+        release(p);
+        release(np);
+        r.map(|_| true)
     }
 
     /// `ceph_ll_lookup` asking for the statx fields in `want`: the inode,
@@ -1177,33 +1265,44 @@ impl Filesystem for CephFs {
             // link of this file, libcephfs drops every cached name of the
             // file and trusts the null dentries it leaves, so the source can
             // turn "absent" between this probe and the rename's own lookup
-            // (RELIABILITY.md has the debug log). Waiting for this client's
-            // unconfirmed requests lets that happen first; the second probe
-            // then sees it. Only hard-linked sources pay for the wait.
+            // (RELIABILITY.md has the debug log). Such renames now go
+            // through a second client (`rename_aside`), so this client
+            // should not meet it; the wait stays for the renames that still
+            // come here (the second client could not be made, or another
+            // client linked the target after the check below). Waiting for
+            // this client's unconfirmed requests lets a pending drop happen
+            // first; the second probe then sees it. Only hard-linked
+            // sources pay for the wait.
             // SAFETY: the mount is live for `self`'s lifetime.
             check(unsafe { ffi::ceph_sync_fs(self.m()) })?;
             self.probe(p, &name)?;
         }
-        match self.probe(np, &newname) {
-            Ok(()) if flags & (libc::RENAME_NOREPLACE | libc::RENAME_WHITEOUT) != 0 => {
-                // Checked, not atomic: another client may create the name
-                // between the check and the rename.
-                return Err(Errno::EXIST);
+        let linked_target = match self.ll_lookup(np, &newname, ffi::STATX_MODE | ffi::STATX_NLINK) {
+            Ok((inode, st)) => {
+                self.put(inode, 1);
+                if flags & (libc::RENAME_NOREPLACE | libc::RENAME_WHITEOUT) != 0 {
+                    // Checked, not atomic: another client may create the name
+                    // between the check and the rename.
+                    return Err(Errno::EXIST);
+                }
+                u32::from(st.stx_mode) & libc::S_IFMT != libc::S_IFDIR && st.stx_nlink > 1
             }
-            Ok(()) | Err(Errno::NOENT) => {}
+            Err(Errno::NOENT) => false,
             Err(e) => return Err(e),
+        };
+        if !linked_target || !self.rename_aside(parent, &name, newparent, &newname)? {
+            // SAFETY: both parents held; C strings.
+            check(unsafe {
+                ffi::ceph_ll_rename(
+                    self.m(),
+                    p,
+                    name.as_ptr(),
+                    np,
+                    newname.as_ptr(),
+                    self.root_perm.ptr,
+                )
+            })?;
         }
-        // SAFETY: both parents held; C strings.
-        check(unsafe {
-            ffi::ceph_ll_rename(
-                self.m(),
-                p,
-                name.as_ptr(),
-                np,
-                newname.as_ptr(),
-                self.root_perm.ptr,
-            )
-        })?;
         if let (true, Some(owner)) = (whiteout, whiteout_owner) {
             // The whiteout (a 0/0 character device) follows the rename
             // instead of appearing with it: not atomic, unlike a local

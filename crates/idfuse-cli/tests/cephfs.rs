@@ -134,6 +134,10 @@ impl Client {
         self
     }
     fn idfuse(c: &Cluster, idmap: Option<&str>) -> Self {
+        Self::idfuse_with(c, idmap, "")
+    }
+    /// As [`Self::idfuse`], with more `-o` options (",opt=value...").
+    fn idfuse_with(c: &Cluster, idmap: Option<&str>, more: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("idfuse-ceph-mnt.")
             .tempdir()
@@ -142,7 +146,7 @@ impl Client {
         cmd.args(["mount", "cephfs"])
             .arg(dir.path())
             .arg("-o")
-            .arg(format!("conf={}", c.conf().display()))
+            .arg(format!("conf={}{more}", c.conf().display()))
             .arg("--foreground")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -519,6 +523,76 @@ fn cephfs_two_hosts() {
     drop(plain);
     drop(cluster);
     eprintln!("cephfs: done at {:?}", t0.elapsed());
+}
+
+/// A rename over one name of a hard-linked file leaves the file's other
+/// names in place. libcephfs 16.2.15, and so ceph-fuse, loses them from
+/// its cache when the MDS confirms such a rename (the "safe" reply, sent
+/// once the MDS journal is flushed), and then answers ENOENT for them
+/// and lists their directories without them; idfuse-cephfs makes these
+/// renames through a second, short-lived client (RELIABILITY.md).
+#[test]
+fn rename_over_a_hard_link_keeps_the_files_other_names() {
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start();
+    // No kernel caching: every lookup and listing asks the daemon.
+    let m = Client::idfuse_with(&cluster, None, ",timeout=0");
+    let names = |dir: PathBuf| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    const ROUNDS: usize = 3;
+    for r in 0..ROUNDS {
+        let (a, b) = (m.p(&format!("r{r}/a")), m.p(&format!("r{r}/b")));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        // One file with three names, two of them in `a`.
+        std::fs::write(a.join("f"), "old").unwrap();
+        std::fs::hard_link(a.join("f"), a.join("l1")).unwrap();
+        std::fs::hard_link(a.join("f"), b.join("l2")).unwrap();
+        std::fs::write(b.join("src"), "new").unwrap();
+        // Listed in full, the directories are "complete" in libcephfs's
+        // cache: it then answers for absent names itself.
+        assert_eq!(names(a.clone()), ["f", "l1"]);
+        assert_eq!(names(b.clone()), ["l2", "src"]);
+        std::fs::rename(b.join("src"), b.join("l2")).unwrap();
+    }
+    // The MDS confirms the renames when its journal is flushed (otherwise
+    // on its next tick, up to 5 s later); the client handles the replies
+    // as they come, so give them a moment. Were they late, the old names
+    // would merely not yet be lost: this cannot fail a correct client.
+    cluster.ceph(&["tell", "mds.a", "flush", "journal"]);
+    std::thread::sleep(Duration::from_millis(500));
+    for r in 0..ROUNDS {
+        let (a, b) = (m.p(&format!("r{r}/a")), m.p(&format!("r{r}/b")));
+        assert_eq!(
+            names(a.clone()),
+            ["f", "l1"],
+            "round {r}: the file's other names"
+        );
+        for n in ["f", "l1"] {
+            let md =
+                std::fs::metadata(a.join(n)).unwrap_or_else(|e| panic!("round {r}: a/{n}: {e}"));
+            assert_eq!(md.nlink(), 2, "round {r}: a/{n}'s link count");
+            assert_eq!(
+                std::fs::read(a.join(n)).unwrap(),
+                b"old",
+                "round {r}: a/{n}"
+            );
+        }
+        assert_eq!(names(b.clone()), ["l2"], "round {r}: the renamed directory");
+        assert_eq!(
+            std::fs::read(b.join("l2")).unwrap(),
+            b"new",
+            "round {r}: b/l2"
+        );
+    }
+    drop(m);
+    drop(cluster);
 }
 
 /// `idfuse conformance --target cephfs` (its own cluster), differential
