@@ -906,12 +906,21 @@ impl CephFs {
 
     fn opened(&self, fh: *mut ffi::Fh, inode: *mut ffi::Inode, flags: u32) -> Opened {
         let h = Box::new(FileHandle { fh, inode });
-        let mut out = OpenOutFlags::empty();
-        if flags & libc::O_APPEND as u32 != 0 {
+        let out = if flags & libc::O_APPEND as u32 != 0 {
             // The daemon places appends itself (see the crate docs), so the
             // kernel must send them as they come, not through its cache.
-            out |= OpenOutFlags::DIRECT_IO;
-        }
+            OpenOutFlags::DIRECT_IO
+        } else {
+            // The kernel may keep what it cached of the file from one open
+            // to the next, as ceph-fuse lets it: when the MDS revokes this
+            // client's cache capability (Fc) for another client's write,
+            // libcephfs calls the inode invalidation callback, which drops
+            // the pages (FUSE_NOTIFY_INVAL_INODE). Whatever no callback
+            // covers, AUTO_INVAL_DATA does: a read after the attributes'
+            // `timeout` fetches them again, and a changed mtime or size
+            // drops the pages, which bounds staleness as for names.
+            OpenOutFlags::KEEP_CACHE
+        };
         Opened {
             fh: Box::into_raw(h) as u64,
             flags: out,
