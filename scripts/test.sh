@@ -67,11 +67,8 @@ echo "== cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 echo "== cargo package, every crate"
 cargo package --workspace --no-verify --allow-dirty --quiet
-echo "== the exerciser on CephFS (a single-node test cluster)"
-# stress_metadata_cephfs is left out: its hang is fixed, but in about one run
-# of 40 its final removal of the tree meets ENOTEMPTY for a directory this
-# client lists as empty (RELIABILITY.md, open problems).
-cargo test --release -p idfuse-fs --features cephfs-tests --test exerciser fsx_cephfs 2>&1
+echo "== the exerciser and the metadata stressor on CephFS (a single-node test cluster each)"
+cargo test --release -p idfuse-fs --features cephfs-tests --test exerciser cephfs -- --test-threads=1 2>&1
 
 echo "== fuzzing, briefly"
 FUZZ_JOBS=2 bash scripts/fuzz.sh 20

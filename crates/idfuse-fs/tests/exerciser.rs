@@ -2114,29 +2114,7 @@ fn stress_on(target: Target) {
     }
 
     // Remove everything: the inode table goes back to where it started.
-    #[cfg_attr(not(feature = "cephfs-tests"), allow(unused_mut))]
-    let mut removed = fs::remove_dir_all(&root);
-    #[cfg(feature = "cephfs-tests")]
-    if matches!(target, Target::Cephfs) {
-        // libcephfs 16.2.15 can drop cached names of a hard-linked file
-        // and trust their absence (RELIABILITY.md), so a listing may miss a
-        // name the MDS still has and the rmdir meets ENOTEMPTY. The failed
-        // rmdir itself moves the directory's capabilities, after which a
-        // second listing shows the name (200-400 ms in the runs so far).
-        let start = Instant::now();
-        while matches!(&removed, Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY))
-            && start.elapsed() < Duration::from_secs(10)
-        {
-            std::thread::sleep(Duration::from_millis(200));
-            removed = fs::remove_dir_all(&root);
-        }
-        if start.elapsed() > Duration::from_millis(1) {
-            println!(
-                "stress on {target:?}: the tree came away after {} ms",
-                start.elapsed().as_millis()
-            );
-        }
-    }
+    let removed = fs::remove_dir_all(&root);
     if let Err(e) = removed {
         panic!(
             "remove the tree: {e}; what is left:\n{}a fresh client (ceph-fuse) lists: {:?}",
