@@ -69,8 +69,9 @@ enum FsKind {
     },
     /// Mount a CephFS as a Ceph client (libcephfs), idmappable:
     /// -o conf=PATH[,name=client.NAME][,keyring=PATH][,fs=NAME][,path=/sub/dir]
-    /// (also timeout=SECS for the kernel's name/attribute cache and
-    /// mount_timeout=SECS to give up on an unreachable cluster; default 15).
+    /// (also timeout=SECS for the kernel's name/attribute cache,
+    /// mount_timeout=SECS to give up on an unreachable cluster, default 15,
+    /// and max_readahead=BYTES, default 8 MiB as the kernel client's rasize).
     #[cfg(feature = "cephfs")]
     Cephfs {
         /// Where to mount it (an existing directory).
@@ -84,7 +85,7 @@ enum FsKind {
 /// them (writeback_cache aside: overlay and cephfs refuse it).
 macro_rules! common_options {
     () => {
-        "default_permissions, allow_other, ro, nosuid, nodev, noexec, noatime, max_read=N, fsname=NAME, subtype=NAME"
+        "default_permissions, allow_other, ro, nosuid, nodev, noexec, noatime, max_read=N, max_readahead=BYTES (the kernel's readahead; above 128 KiB it is set on the mount's device, as root), fsname=NAME, subtype=NAME"
     };
 }
 
@@ -106,7 +107,8 @@ const OVERLAY_OPTIONS_HELP: &str = concat!(
 struct Common {
     /// Mount options, comma-separated, as mount(8) and libfuse spell them:
     /// default_permissions, allow_other, ro, nosuid, nodev, noexec, noatime,
-    /// max_read=N, fsname=NAME, subtype=NAME, writeback_cache.
+    /// max_read=N, max_readahead=BYTES, fsname=NAME, subtype=NAME,
+    /// writeback_cache.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Stay in the foreground (otherwise the daemon detaches once mounted).
@@ -303,11 +305,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "cephfs")]
         FsKind::Cephfs { mountpoint, common } => {
             let mut copts = idfuse_cephfs::CephOptions::default();
-            let (mut mount, session) = settings(
+            let (mut mount, mut session) = settings(
                 &common,
                 &mut |k, v| copts.parse_option(k, v),
                 &idfuse_cephfs::CephOptions::known_options(),
             )?;
+            // Sequential reads fetch whole objects (4 MiB by default) from
+            // the OSDs: a kernel readahead of two of them keeps requests in
+            // flight, as the kernel's own CephFS client does (its `rasize`,
+            // 8 MiB). Measured on the test cluster: cold 1 MiB reads of a
+            // 128 MiB file at 1.9–2.0 GB/s with the kernel's 128 KiB,
+            // 2.6–3.4 GB/s with 4–16 MiB.
+            session.max_readahead.get_or_insert(8 << 20);
             if session.writeback_cache {
                 bail!("writeback_cache is not available for cephfs: the kernel would place appends and keep file sizes itself while other hosts change them (see docs/cephfs.md). Drop writeback_cache");
             }

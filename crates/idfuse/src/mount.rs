@@ -133,6 +133,7 @@ static CORE_OPTIONS: &[CoreOption] = &[
     flag!(&["legacy_mount"], |m, _s| m.force_legacy = true),
     CoreOption { names: &["max_read"], value: Some("N"), apply: |m, _, v| { m.max_read = Some(number(v)?.max(4096)); Ok(()) } },
     CoreOption { names: &["max_write"], value: Some("N"), apply: |_, s, v| { s.max_write = number(v)?.clamp(4096, 1 << 24); Ok(()) } },
+    CoreOption { names: &["max_readahead"], value: Some("N"), apply: |_, s, v| { s.max_readahead = Some(number(v)?); Ok(()) } },
     CoreOption { names: &["fsname"], value: Some("NAME"), apply: |m, _, v| { m.fsname = name(v)?; Ok(()) } },
     CoreOption { names: &["subtype"], value: Some("NAME"), apply: |m, _, v| { m.subtype = name(v)?; Ok(()) } },
     CoreOption { names: &["user_id"], value: Some("N"), apply: |m, _, v| { m.user_id = number(v)?; Ok(()) } },
@@ -488,7 +489,51 @@ impl<F: Filesystem> Session<F> {
             .wait_init(Duration::from_secs(30))
             .map_err(Error::Init)?;
         this.start_transport(&master)?;
+        if let Some(bytes) = shared.config.max_readahead {
+            this.raise_readahead(bytes);
+        }
         Ok(this)
+    }
+
+    /// Give the mount `bytes` of readahead where that is more than INIT
+    /// could grant (128 KiB): through its backing device's
+    /// `read_ahead_kb`. The device number comes from a statx that may not
+    /// ask the daemon (`AT_STATX_DONT_SYNC`). Failing (no root, a
+    /// read-only /sys) only costs speed, so it is logged, not fatal.
+    fn raise_readahead(&self, bytes: u32) {
+        let kib = bytes / 1024;
+        if kib <= 128 {
+            return;
+        }
+        let flags = rustix::fs::AtFlags::STATX_DONT_SYNC;
+        let st = match (&self.mount_fd, &self.target) {
+            (Some(fd), _) => rustix::fs::statx(
+                fd,
+                "",
+                flags | rustix::fs::AtFlags::EMPTY_PATH,
+                rustix::fs::StatxFlags::empty(),
+            ),
+            (None, Some(t)) => {
+                rustix::fs::statx(rustix::fs::CWD, t, flags, rustix::fs::StatxFlags::empty())
+            }
+            (None, None) => return,
+        };
+        let path = match st {
+            Ok(st) => format!(
+                "/sys/class/bdi/{}:{}/read_ahead_kb",
+                st.stx_dev_major, st.stx_dev_minor
+            ),
+            Err(e) => {
+                tracing::warn!("max_readahead={bytes}: cannot find the mount's device ({e}); readahead stays at the kernel's 128 KiB");
+                return;
+            }
+        };
+        match std::fs::write(&path, kib.to_string()) {
+            Ok(()) => tracing::debug!("readahead {kib} KiB ({path})"),
+            Err(e) => tracing::warn!(
+                "max_readahead={bytes}: cannot write {path} ({e}; it needs root); readahead stays at the kernel's 128 KiB"
+            ),
+        }
     }
 
     /// After INIT: bring up the ring if INIT granted it, otherwise (or if

@@ -51,6 +51,12 @@ pub struct SessionConfig {
     pub writeback_cache: bool,
     /// Largest WRITE request (bytes).
     pub max_write: u32,
+    /// The kernel's readahead for this mount, in bytes (`max_readahead=N`).
+    /// The kernel starts a FUSE mount at 128 KiB and lets INIT only lower
+    /// that; a larger value is set once the mount exists, on its backing
+    /// device (`/sys/class/bdi/MAJ:MIN/read_ahead_kb`, which needs root).
+    /// `None`: the kernel's default.
+    pub max_readahead: Option<u32>,
     /// Request observer.
     pub observer: Option<Arc<Observer>>,
     /// Raw request observer.
@@ -79,6 +85,7 @@ impl Default for SessionConfig {
             passthrough: false,
             writeback_cache: false,
             max_write: 1 << 20,
+            max_readahead: None,
             observer: None,
             raw_observer: None,
             io_uring: IoUringMode::from_env(),
@@ -96,6 +103,7 @@ impl std::fmt::Debug for SessionConfig {
             .field("passthrough", &self.passthrough)
             .field("writeback_cache", &self.writeback_cache)
             .field("max_write", &self.max_write)
+            .field("max_readahead", &self.max_readahead)
             .field("io_uring", &self.io_uring)
             .field("uring_depth", &self.uring_depth)
             .field("uring_threads", &self.uring_threads)
@@ -685,7 +693,9 @@ fn negotiate<F: Filesystem>(
     let out = InitOut {
         major: KERNEL_VERSION,
         minor: KERNEL_MINOR_VERSION,
-        max_readahead: arg.max_readahead,
+        max_readahead: cfg
+            .max_readahead
+            .map_or(arg.max_readahead, |r| r.min(arg.max_readahead)),
         flags: granted.bits() as u32,
         max_background: 64,
         congestion_threshold: 48,

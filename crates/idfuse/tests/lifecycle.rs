@@ -377,3 +377,46 @@ fn unmounting_while_the_mount_is_in_use_stops_the_workers() {
     let err = rustix::fs::fstatfs(&held).expect_err("connection ended");
     assert_eq!(err, Errno::NOTCONN);
 }
+
+/// The mount's readahead, as its backing device shows it.
+fn readahead_kib(dir: &Path) -> u64 {
+    let st = rustix::fs::statx(
+        rustix::fs::CWD,
+        dir,
+        rustix::fs::AtFlags::STATX_DONT_SYNC,
+        rustix::fs::StatxFlags::empty(),
+    )
+    .expect("statx of the mount");
+    let p = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        st.stx_dev_major, st.stx_dev_minor
+    );
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// `max_readahead` above the kernel's 128 KiB is set on the mount's device
+/// (the tests run as root); below it, INIT lowers it.
+#[test]
+fn max_readahead_sets_the_mounts_readahead() {
+    for (bytes, kib) in [(None, 128), (Some(8 << 20), 8192), (Some(64 << 10), 64)] {
+        let dir = tempfile::tempdir().expect("a temporary mountpoint");
+        let cfg = SessionConfig {
+            threads: 1,
+            max_readahead: bytes,
+            ..SessionConfig::default()
+        };
+        let s = Session::mount(
+            Arc::new(Slow::default()),
+            dir.path(),
+            MountOptions::default(),
+            cfg,
+        )
+        .expect("mount");
+        assert_eq!(readahead_kib(dir.path()), kib, "max_readahead={bytes:?}");
+        drop(s);
+    }
+}

@@ -220,3 +220,27 @@ fn io_uring_is_asked_for_only_when_offered_and_not_switched_off() {
     assert!(!granted(Auto, without), "not offered, not granted");
     assert!(!granted(On, without));
 }
+
+/// INIT can only lower the kernel's readahead: a smaller `max_readahead`
+/// is answered, a larger one is answered as the offer (the session raises
+/// it on the mount's device instead).
+#[test]
+fn max_readahead_lowers_the_offer_and_never_exceeds_it() {
+    for (asked, answered) in [
+        (None, 131072),
+        (Some(65536), 65536),
+        (Some(8 << 20), 131072),
+    ] {
+        let mut lb = loopback(
+            InitFlags::empty(),
+            SessionConfig {
+                max_readahead: asked,
+                io_uring: idfuse::IoUringMode::Off,
+                ..SessionConfig::default()
+            },
+            true,
+        );
+        let replies = lb.handle(&init(7, 45, kernel_offer()));
+        assert_eq!(init_out(&replies[0]).max_readahead, answered, "{asked:?}");
+    }
+}
