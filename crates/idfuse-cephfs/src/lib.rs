@@ -784,9 +784,9 @@ impl CephFs {
     /// another client, the rename reaches this one as any remote change
     /// does: the MDS revokes the capabilities on what it changes before it
     /// answers, so this client asks again, and the replaced file's cached
-    /// names stay as they are. The second client
-    /// lives for this one rename, so nothing of its cache (where the same
-    /// bug strikes) outlives it.
+    /// names stay as they are. The second client lives for this one
+    /// rename, so nothing of its cache (where the same bug strikes)
+    /// outlives it.
     ///
     /// Returns `Ok(false)` when the second client could not be made (then
     /// the caller renames here, as before), an error when the rename
