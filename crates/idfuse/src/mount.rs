@@ -89,7 +89,7 @@ struct CoreOption {
 
 fn number(v: Option<&str>) -> Result<u32, String> {
     v.and_then(|v| v.parse().ok())
-        .ok_or_else(|| "expects a whole number, e.g. max_read=131072".to_string())
+        .ok_or_else(|| "expects a whole number, e.g. 131072".to_string())
 }
 
 fn name(v: Option<&str>) -> Result<String, String> {
