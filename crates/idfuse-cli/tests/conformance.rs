@@ -136,6 +136,27 @@ fn a_server_that_does_not_opt_in_is_explained_and_skipped() {
         "nothing idmapped can pass:\n{text}"
     );
     assert!(leftovers().is_empty());
+    // The scenarios' scratch directories went through bindfs into the
+    // source, which is the user's: they are gone again.
+    let left: Vec<_> = std::fs::read_dir(src.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the source: {left:?}");
+}
+
+/// A path target's directory is the user's: the run leaves nothing in it.
+#[test]
+fn a_path_target_is_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("path:{}", dir.path().display());
+    let (ok, text) = conformance(&["--target", &target, "--only", "A"]);
+    assert!(ok, "{text}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the directory: {left:?}");
 }
 
 /// A target that cannot start fails the run (exit status and FAIL lines),

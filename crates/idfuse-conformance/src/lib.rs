@@ -133,6 +133,13 @@ fn run_one(
     });
     // Views of a scenario that was killed would otherwise stay attached.
     sweep(&views);
+    // Nor is the scratch directory left: on a target the run does not tear
+    // down (a path, or a command mirroring a source the user keeps) it
+    // would stay in the user's directory. Only the record is compared.
+    let _ = proc::run_as(&proc::As::root(), Duration::from_secs(15), || {
+        let _ = std::fs::remove_dir_all(&dir);
+        json!("ok")
+    });
     match out {
         Ok(v) => (
             v["status"].as_str().unwrap_or("fail").to_string(),

@@ -151,6 +151,9 @@ pub struct Instance {
     work: Option<PathBuf>,
     /// A Ceph cluster to stop (script, directory), after the client.
     cluster: Option<(PathBuf, PathBuf)>,
+    /// `root` was made in a directory the user named: removed (once the
+    /// scenarios have emptied it) when the instance goes.
+    made_root: bool,
 }
 
 impl Instance {
@@ -187,6 +190,9 @@ impl Drop for Instance {
         }
         if let Some(l) = &self.loopdev {
             let _ = Command::new("losetup").args(["-d", l]).status();
+        }
+        if self.made_root {
+            let _ = std::fs::remove_dir(&self.root);
         }
         if let Some(w) = &self.work {
             let _ = std::fs::remove_dir_all(w);
@@ -265,6 +271,7 @@ impl Target {
             loopdev: None,
             work: Some(work.to_path_buf()),
             cluster: None,
+            made_root: false,
         };
         std::fs::create_dir_all(&inst.root).map_err(|e| e.to_string())?;
         let bin = idfuse.to_string_lossy().to_string();
@@ -486,6 +493,7 @@ impl Target {
                 }
                 inst.root = p.join(format!("idfuse-conformance.{}", std::process::id()));
                 std::fs::create_dir_all(&inst.root).map_err(|e| e.to_string())?;
+                inst.made_root = true;
                 let _ = std::fs::set_permissions(
                     &inst.root,
                     std::os::unix::fs::PermissionsExt::from_mode(0o777),
