@@ -563,7 +563,12 @@ fn rename_over_a_hard_link_keeps_the_files_other_names() {
     let names = |dir: PathBuf| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .map(|e| {
+                e.expect("a directory entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         v.sort();
         v
@@ -582,7 +587,8 @@ fn rename_over_a_hard_link_keeps_the_files_other_names() {
         // cache: it then answers for absent names itself.
         assert_eq!(names(a.clone()), ["f", "l1"]);
         assert_eq!(names(b.clone()), ["l2", "src"]);
-        std::fs::rename(b.join("src"), b.join("l2")).unwrap();
+        std::fs::rename(b.join("src"), b.join("l2"))
+            .unwrap_or_else(|e| panic!("round {r}: rename over the hard link: {e}"));
     }
     // The MDS confirms the renames when its journal is flushed (otherwise
     // on its next tick, up to 5 s later); the client handles the replies
@@ -631,7 +637,8 @@ fn rename_over_a_hard_link_keeps_the_files_other_names() {
     std::fs::write(d.join("f"), "old").unwrap();
     std::fs::hard_link(d.join("f"), d.join("l")).unwrap();
     std::fs::write(d.join("src"), "new").unwrap();
-    std::fs::rename(d.join("src"), d.join("l")).unwrap();
+    std::fs::rename(d.join("src"), d.join("l"))
+        .unwrap_or_else(|e| panic!("the rename through the main client failed: {e}"));
     assert_eq!(std::fs::read(d.join("l")).unwrap(), b"new");
     let log = m.stop();
     assert!(

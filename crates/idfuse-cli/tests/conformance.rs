@@ -32,6 +32,14 @@ fn leftovers() -> Vec<String> {
         .collect()
 }
 
+/// What is in `dir` (names only).
+fn entries(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").file_name())
+        .collect()
+}
+
 #[test]
 fn default_run_passes_with_no_differences() {
     let (ok, text) = conformance(&[]);
@@ -138,10 +146,7 @@ fn a_server_that_does_not_opt_in_is_explained_and_skipped() {
     assert!(leftovers().is_empty());
     // The scenarios' scratch directories went through bindfs into the
     // source, which is the user's: they are gone again.
-    let left: Vec<_> = std::fs::read_dir(src.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left = entries(src.path());
     assert!(left.is_empty(), "left in the source: {left:?}");
 }
 
@@ -152,10 +157,7 @@ fn a_path_target_is_left_as_it_was() {
     let target = format!("path:{}", dir.path().display());
     let (ok, text) = conformance(&["--target", &target, "--only", "A"]);
     assert!(ok, "{text}");
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left = entries(dir.path());
     assert!(left.is_empty(), "left in the directory: {left:?}");
 }
 
